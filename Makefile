@@ -1,0 +1,61 @@
+# Vigil's make targets. `make demo` and `make test` are the two a newcomer needs;
+# both run `make deps` first, which installs what is missing and is quick when nothing is.
+
+SHELL := /bin/bash
+ROOT := $(abspath .)
+BIN := $(ROOT)/bin
+GO ?= go
+
+# The mirror CI uses for the outside model weights; a hospital points this at its own folder or URL.
+SHARED_MODELS := $(abspath $(ROOT)/../shared/data/models)
+ifeq ($(origin VIGIL_MODEL_MIRROR), undefined)
+  ifneq ($(wildcard $(SHARED_MODELS)),)
+    export VIGIL_MODEL_MIRROR := $(SHARED_MODELS)
+  endif
+endif
+export VIGIL_ORT_LIB ?= $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1
+
+# Two cores: run test binaries one package at a time beside the compiler.
+TEST_FLAGS ?= -race -count=1 -p 2 -timeout 20m
+
+.PHONY: all deps build proto proto-check fmt-check vet test demo bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	$(GO) build -o $(BIN)/vigild ./cmd/vigild
+	$(GO) build -o $(BIN)/vigil ./cmd/vigil
+
+# proto regenerates the Go code beside the .proto files with the pinned plugins in ./bin.
+proto:
+	@test -x $(BIN)/protoc-gen-go -a -x $(BIN)/protoc-gen-go-grpc || { echo "protoc plugins missing: run make deps"; exit 1; }
+	PATH=$(BIN):$$PATH protoc -I proto -I /usr/include \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		proto/vigil/v1/*.proto
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi; echo "gofmt: ok"
+
+vet:
+	$(GO) vet ./...
+
+# test: format, vet, the race-enabled suite on real ONNX Runtime and real models (the proto
+# regeneration check is a test in proto/vigil/v1), and a CGO_ENABLED=0 build of the CLI.
+test: deps fmt-check vet
+	$(GO) test $(TEST_FLAGS) ./...
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/vigil
+	@echo "make test: all passed"
+
+demo: build
+	@bash scripts/demo.sh
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./inference/
+
+clean:
+	rm -rf $(BIN) .deps

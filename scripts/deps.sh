@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# deps.sh installs everything Vigil needs to build, test and run, and is safe to run again:
+# each step checks first and says "ok" when there is nothing to do.
+#
+#   Debian packages   OpenCV 4.6 (for gocv), protoc with the well-known types, pkg-config, npm (to fetch ONNX Runtime), dcmtk
+#   ONNX Runtime      libonnxruntime.so.1 from npm onnxruntime-node@1.30.0 into .deps/onnxruntime/
+#   Go tools          protoc-gen-go, protoc-gen-go-grpc, grpcurl into ./bin
+#   Models            the outside weights, found by sha256 in the cache or a mirror
+#
+# It stops at the first thing it cannot get, and says what is missing and how to get it.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+ORT_VERSION=1.30.0
+ORT_SHA256=ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
+ORT_DIR="$root/.deps/onnxruntime"
+ORT_LIB="$ORT_DIR/libonnxruntime.so.1"
+
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+GRPCURL_VERSION=v1.9.3
+GO_MIN=1.26
+
+say() { printf 'deps: %s\n' "$*"; }
+die() { printf 'deps: MISSING: %s\n' "$*" >&2; exit 1; }
+
+# --- Go --------------------------------------------------------------------
+command -v go >/dev/null || die "Go is not on PATH. Install Go ${GO_MIN} or newer from https://go.dev/dl/ and add /usr/local/go/bin to PATH."
+gov=$(go env GOVERSION | sed 's/^go//')
+if [ "$(printf '%s\n%s\n' "$GO_MIN" "$gov" | sort -V | head -1)" != "$GO_MIN" ]; then
+  die "Go $gov is too old; Vigil needs Go ${GO_MIN} or newer (https://go.dev/dl/)."
+fi
+say "go $gov: ok"
+
+# --- Debian packages -------------------------------------------------------
+packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  # A machine may already have npm from elsewhere (nodesource, nvm): do not fight it.
+  [ "$p" = npm ] && command -v npm >/dev/null && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null || die "Debian packages ${missing[*]} are missing and there is no apt-get. Install them with your package manager."
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "Debian packages ${missing[*]} are missing; run as root or install them: apt-get install ${missing[*]}"
+    sudo="sudo"
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq || die "apt-get update failed; check the network to the Debian mirror."
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    || die "apt-get install ${missing[*]} failed (see above)."
+else
+  say "Debian packages (${packages[*]}): ok"
+fi
+pkg-config --exists opencv4 || die "pkg-config cannot find opencv4; install libopencv-dev (Debian 12 ships OpenCV 4.6)."
+cvv=$(pkg-config --modversion opencv4)
+case "$cvv" in 4.6.*) ;; *) say "warning: OpenCV $cvv found; gocv v0.32.0 is pinned for OpenCV 4.6 (Debian 12)";; esac
+
+# --- ONNX Runtime ----------------------------------------------------------
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+if [ -f "$ORT_LIB" ] && [ "$(sha_of "$ORT_LIB")" = "$ORT_SHA256" ]; then
+  say "ONNX Runtime ${ORT_VERSION} ($ORT_LIB): ok"
+else
+  command -v npm >/dev/null || die "npm is needed once to fetch ONNX Runtime; apt-get install npm."
+  say "fetching ONNX Runtime ${ORT_VERSION} (npm pack onnxruntime-node@${ORT_VERSION})"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "onnxruntime-node@${ORT_VERSION}" >/dev/null) \
+    || die "npm pack onnxruntime-node@${ORT_VERSION} failed; check access to registry.npmjs.org, or put libonnxruntime.so.1 (sha256 ${ORT_SHA256}) at $ORT_LIB by hand."
+  tar -xzf "$tmp/onnxruntime-node-${ORT_VERSION}.tgz" -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1 \
+    || die "the npm package has no package/bin/napi-v6/linux/x64/libonnxruntime.so.1"
+  got=$(sha_of "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1")
+  [ "$got" = "$ORT_SHA256" ] || die "libonnxruntime.so.1 from npm has sha256 $got, want $ORT_SHA256"
+  mkdir -p "$ORT_DIR"
+  mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$ORT_LIB.tmp"
+  mv "$ORT_LIB.tmp" "$ORT_LIB"
+  say "ONNX Runtime ${ORT_VERSION} installed at $ORT_LIB"
+fi
+
+# --- Go tools into ./bin ---------------------------------------------------
+mkdir -p "$root/bin"
+tool() { # name module version
+  local name=$1 module=$2 version=$3 stamp="$root/bin/.$1.version"
+  if [ -x "$root/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
+    say "$name $version: ok"
+    return
+  fi
+  say "installing $name $version"
+  GOBIN="$root/bin" go install "$module@$version" || die "go install $module@$version failed; check access to the Go module proxy."
+  echo "$version" >"$stamp"
+}
+tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
+tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
+tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
+
+# --- Go modules ------------------------------------------------------------
+go mod download || die "go mod download failed; check access to the Go module proxy."
+say "Go modules: ok"
+
+# --- Models ----------------------------------------------------------------
+# The resolver is the server's own: it finds each manifest's weights by sha256 in the cache,
+# then in the mirrors (VIGIL_MODEL_MIRROR), and says where it looked when it cannot.
+if [ -z "${VIGIL_MODEL_MIRROR:-}" ] && [ -d "$root/../shared/data/models" ]; then
+  export VIGIL_MODEL_MIRROR="$root/../shared/data/models"
+fi
+CGO_ENABLED=0 go run ./cmd/vigil models resolve || die "model weights could not be resolved (see above). Set VIGIL_MODEL_MIRROR to a folder or URL that holds them."
+say "done"
