@@ -255,3 +255,19 @@ func TestLoadDirKeepsBrokenManifestsAsEntries(t *testing.T) {
 		t.Errorf("got Dir %q, want %q", entries[1].Manifest.Dir, filepath.Join(dir, "m"))
 	}
 }
+
+func TestSplitMirrors(t *testing.T) {
+	tests := map[string][]string{
+		"":                            nil,
+		"/a":                          {"/a"},
+		"/a:/b":                       {"/a", "/b"},
+		"/a,https://m.example:8443/w": {"/a", "https://m.example:8443/w"},
+		" http://h/x , /b ":           {"http://h/x", "/b"},
+	}
+	for in, want := range tests {
+		got := SplitMirrors(in)
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("SplitMirrors(%q): got %q, want %q", in, got, want)
+		}
+	}
+}

@@ -222,3 +222,36 @@ func copyFile(src, dst string) error {
 	}
 	return os.Rename(tmp.Name(), dst)
 }
+
+// DefaultCacheDir is $VIGIL_MODEL_CACHE, or vigil/models in the user's cache folder
+// ($XDG_CACHE_HOME or ~/.cache).
+func DefaultCacheDir() string {
+	if dir := os.Getenv("VIGIL_MODEL_CACHE"); dir != "" {
+		return dir
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "vigil", "models")
+	}
+	return filepath.Join(os.TempDir(), "vigil-models")
+}
+
+// MirrorsFromEnv splits $VIGIL_MODEL_MIRROR with SplitMirrors.
+func MirrorsFromEnv() []string {
+	return SplitMirrors(os.Getenv("VIGIL_MODEL_MIRROR"))
+}
+
+// SplitMirrors splits a list of mirrors: on ',' when the list has a comma or a URL, otherwise
+// on ':' like PATH.
+func SplitMirrors(s string) []string {
+	sep := ":"
+	if strings.Contains(s, ",") || strings.Contains(s, "://") {
+		sep = ","
+	}
+	var out []string
+	for _, part := range strings.Split(s, sep) {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}

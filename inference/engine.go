@@ -1,0 +1,472 @@
+//go:build cgo
+
+// Package inference runs ONNX models through ONNX Runtime. It is the only package that imports
+// onnxruntime_go: everything above it sees Tensor, plain Go slices and sentinel errors.
+//
+// Every native handle (environment, session options, provider options, sessions, tensors) is
+// created and destroyed explicitly here, and counted: LiveHandles lets tests fail on a leak.
+package inference
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/vigil-health/vigil/models"
+)
+
+// The ONNX Runtime environment is process-wide: the first Open creates it, the last Close
+// destroys it.
+var (
+	envMu   sync.Mutex
+	envRefs int
+	envLib  string
+)
+
+func acquireEnvironment(lib string) error {
+	envMu.Lock()
+	defer envMu.Unlock()
+	if envRefs > 0 {
+		envRefs++
+		return nil
+	}
+	ort.SetSharedLibraryPath(lib)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return fmt.Errorf("%w: loading %s: %v", ErrRuntime, lib, err)
+	}
+	track()
+	envRefs, envLib = 1, lib
+	return nil
+}
+
+func releaseEnvironment() error {
+	envMu.Lock()
+	defer envMu.Unlock()
+	envRefs--
+	if envRefs > 0 {
+		return nil
+	}
+	untrack()
+	if err := ort.DestroyEnvironment(); err != nil {
+		return fmt.Errorf("%w: %v", ErrRuntime, err)
+	}
+	return nil
+}
+
+// Engine loads models into sessions on one execution provider.
+type Engine struct {
+	cfg     Config
+	lib     string
+	version string
+
+	fallbackMu     sync.Mutex
+	fallbackLogged map[string]bool
+
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	closed   bool
+}
+
+// Open initialises ONNX Runtime (once per process) for an engine with this config.
+func Open(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	lib, err := FindLibrary(cfg.LibraryPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := acquireEnvironment(lib); err != nil {
+		return nil, err
+	}
+	return &Engine{
+		cfg:            cfg,
+		lib:            envLib,
+		version:        ort.GetVersion(),
+		fallbackLogged: map[string]bool{},
+		sessions:       map[*Session]struct{}{},
+	}, nil
+}
+
+// Version is the ONNX Runtime library's version.
+func (e *Engine) Version() string { return e.version }
+
+// Library is the path of the ONNX Runtime library in use.
+func (e *Engine) Library() string { return e.lib }
+
+// Provider is the execution provider the config asked for.
+func (e *Engine) Provider() string { return e.cfg.Provider }
+
+// Signature returns the inputs and outputs an ONNX file declares.
+func (e *Engine) Signature(path string) (inputs, outputs []models.TensorSpec, err error) {
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: reading %s: %v", ErrRuntime, path, err)
+	}
+	return specsOf(ins), specsOf(outs), nil
+}
+
+// Load checks the ONNX file against the manifest and opens a session for it. The error wraps
+// models.ErrSignatureMismatch when the file's inputs or outputs disagree with the manifest.
+func (e *Engine) Load(m *models.Manifest, path string) (*Session, error) {
+	inputs, outputs, err := e.Signature(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.CheckSignature(inputs, outputs); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+
+	inNames := make([]string, len(m.Inputs))
+	specs := make([]models.TensorSpec, len(m.Inputs))
+	for i, in := range m.Inputs {
+		inNames[i], specs[i] = in.Name, in.TensorSpec
+	}
+	outNames := make([]string, len(m.Outputs))
+	for i, out := range m.Outputs {
+		outNames[i] = out.Name
+	}
+
+	provider := e.cfg.Provider
+	sess, err := e.newSession(path, inNames, outNames, provider)
+	if err != nil && provider != "cpu" {
+		e.logFallback(provider, err)
+		provider = "cpu"
+		sess, err = e.newSession(path, inNames, outNames, provider)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{
+		engine:   e,
+		manifest: m,
+		path:     path,
+		provider: provider,
+		inputs:   specs,
+		outputs:  m.Outputs,
+		ort:      sess,
+		slots:    make(chan struct{}, e.cfg.Workers),
+		maxWait:  int64(e.cfg.QueueDepth),
+	}
+	e.mu.Lock()
+	e.sessions[s] = struct{}{}
+	e.mu.Unlock()
+	return s, nil
+}
+
+// newSession opens a session on one provider. It fails when the provider cannot be appended
+// (a CPU-only build asked for CUDA) or the session cannot start on it (no driver, no GPU).
+func (e *Engine) newSession(path string, in, out []string, provider string) (*ort.DynamicAdvancedSession, error) {
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: session options: %v", ErrRuntime, err)
+	}
+	track()
+	defer func() { opts.Destroy(); untrack() }()
+	if err := opts.SetIntraOpNumThreads(e.cfg.IntraOpThreads); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRuntime, err)
+	}
+	if err := opts.SetInterOpNumThreads(1); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRuntime, err)
+	}
+	switch provider {
+	case "cuda":
+		if err := e.appendCUDA(opts); err != nil {
+			return nil, err
+		}
+	case "tensorrt":
+		if err := e.appendTensorRT(opts); err != nil {
+			return nil, err
+		}
+		// Operators TensorRT cannot take run on CUDA rather than on the CPU.
+		if err := e.appendCUDA(opts); err != nil {
+			return nil, err
+		}
+	}
+	sess, err := ort.NewDynamicAdvancedSession(path, in, out, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening %s on %s: %v", ErrRuntime, path, provider, err)
+	}
+	track()
+	return sess, nil
+}
+
+func (e *Engine) appendCUDA(opts *ort.SessionOptions) error {
+	cuda, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return fmt.Errorf("CUDA provider options: %v", err)
+	}
+	track()
+	defer func() { cuda.Destroy(); untrack() }()
+	if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(e.cfg.DeviceID)}); err != nil {
+		return fmt.Errorf("CUDA provider options: %v", err)
+	}
+	if err := opts.AppendExecutionProviderCUDA(cuda); err != nil {
+		return fmt.Errorf("CUDA execution provider: %v", err)
+	}
+	return nil
+}
+
+func (e *Engine) appendTensorRT(opts *ort.SessionOptions) error {
+	trt, err := ort.NewTensorRTProviderOptions()
+	if err != nil {
+		return fmt.Errorf("TensorRT provider options: %v", err)
+	}
+	track()
+	defer func() { trt.Destroy(); untrack() }()
+	if err := trt.Update(map[string]string{"device_id": strconv.Itoa(e.cfg.DeviceID)}); err != nil {
+		return fmt.Errorf("TensorRT provider options: %v", err)
+	}
+	if err := opts.AppendExecutionProviderTensorRT(trt); err != nil {
+		return fmt.Errorf("TensorRT execution provider: %v", err)
+	}
+	return nil
+}
+
+// logFallback says once per engine and provider why the GPU provider is not used.
+func (e *Engine) logFallback(provider string, reason error) {
+	e.fallbackMu.Lock()
+	defer e.fallbackMu.Unlock()
+	if e.fallbackLogged[provider] {
+		return
+	}
+	e.fallbackLogged[provider] = true
+	e.cfg.Logger.Warn("execution provider unavailable, running on cpu",
+		slog.String("provider", provider), slog.String("reason", reason.Error()))
+}
+
+// Close closes every session the engine opened and releases the runtime.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	open := make([]*Session, 0, len(e.sessions))
+	for s := range e.sessions {
+		open = append(open, s)
+	}
+	e.mu.Unlock()
+	var errs []error
+	for _, s := range open {
+		errs = append(errs, s.Close())
+	}
+	errs = append(errs, releaseEnvironment())
+	return errors.Join(errs...)
+}
+
+// Session is one loaded model. Run may be called from many goroutines: at most Workers runs
+// execute at once, at most QueueDepth wait, and the rest get ErrOverloaded.
+type Session struct {
+	engine   *Engine
+	manifest *models.Manifest
+	path     string
+	provider string
+	inputs   []models.TensorSpec
+	outputs  []models.TensorSpec
+
+	// mu guards ort against Close while runs hold a slot: runs take it shared.
+	mu      sync.RWMutex
+	ort     *ort.DynamicAdvancedSession
+	slots   chan struct{}
+	waiting atomic.Int64
+	maxWait int64
+}
+
+// Manifest is the manifest the session was loaded with.
+func (s *Session) Manifest() *models.Manifest { return s.manifest }
+
+// Provider is the execution provider the session actually runs on.
+func (s *Session) Provider() string { return s.provider }
+
+// Path is the weights file the session was loaded from.
+func (s *Session) Path() string { return s.path }
+
+// Inputs and Outputs are the tensors in the order Run takes and returns them.
+func (s *Session) Inputs() []models.TensorSpec  { return s.inputs }
+func (s *Session) Outputs() []models.TensorSpec { return s.outputs }
+
+// Workers is how many runs may execute at once.
+func (s *Session) Workers() int { return cap(s.slots) }
+
+// Run feeds inputs (in manifest order) to the model and returns its outputs (in manifest
+// order). Input shapes may differ from the manifest's only in dynamic dimensions.
+func (s *Session) Run(ctx context.Context, inputs []Tensor) ([]Tensor, error) {
+	if len(inputs) != len(s.inputs) {
+		return nil, fmt.Errorf("%w: %s takes %d inputs, got %d", ErrBadInput, s.manifest.Name, len(s.inputs), len(inputs))
+	}
+	for i, spec := range s.inputs {
+		if err := checkInput(spec, inputs[i]); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { <-s.slots }()
+
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.ort == nil {
+		return nil, ErrClosed
+	}
+	in := make([]ort.Value, len(inputs))
+	defer func() {
+		for _, v := range in {
+			if v != nil {
+				v.Destroy()
+				untrack()
+			}
+		}
+	}()
+	for i, t := range inputs {
+		v, err := toORT(t)
+		if err != nil {
+			return nil, err
+		}
+		track()
+		in[i] = v
+	}
+	out := make([]ort.Value, len(s.outputs))
+	err := s.ort.Run(in, out)
+	// The Go memory behind the input tensors must live until the run is over.
+	runtime.KeepAlive(inputs)
+	results := make([]Tensor, len(out))
+	for i, v := range out {
+		if v == nil {
+			continue
+		}
+		t, cerr := fromORT(v)
+		v.Destroy()
+		if err == nil && cerr != nil {
+			err = cerr
+		}
+		results[i] = t
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrRuntime, s.manifest.Name, err)
+	}
+	return results, nil
+}
+
+func (s *Session) acquire(ctx context.Context) error {
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if s.waiting.Add(1) > s.maxWait {
+		s.waiting.Add(-1)
+		return fmt.Errorf("%w: %s has %d runs waiting", ErrOverloaded, s.manifest.Name, s.maxWait)
+	}
+	defer s.waiting.Add(-1)
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close waits for running calls to finish and frees the session.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ort == nil {
+		return nil
+	}
+	err := s.ort.Destroy()
+	untrack()
+	s.ort = nil
+	s.engine.mu.Lock()
+	delete(s.engine.sessions, s)
+	s.engine.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRuntime, err)
+	}
+	return nil
+}
+
+func toORT(t Tensor) (ort.Value, error) {
+	shape := ort.NewShape(t.Shape...)
+	var (
+		v   ort.Value
+		err error
+	)
+	switch d := t.data.(type) {
+	case []float32:
+		v, err = ort.NewTensor(shape, d)
+	case []int32:
+		v, err = ort.NewTensor(shape, d)
+	case []int64:
+		v, err = ort.NewTensor(shape, d)
+	case []uint8:
+		v, err = ort.NewTensor(shape, d)
+	default:
+		return nil, fmt.Errorf("%w: tensor with no data", ErrBadInput)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRuntime, err)
+	}
+	return v, nil
+}
+
+func fromORT(v ort.Value) (Tensor, error) {
+	shape := []int64(v.GetShape().Clone())
+	switch t := v.(type) {
+	case *ort.Tensor[float32]:
+		return Tensor{Shape: shape, data: t.GetData()}, nil
+	case *ort.Tensor[int32]:
+		return Tensor{Shape: shape, data: t.GetData()}, nil
+	case *ort.Tensor[int64]:
+		return Tensor{Shape: shape, data: t.GetData()}, nil
+	case *ort.Tensor[uint8]:
+		return Tensor{Shape: shape, data: t.GetData()}, nil
+	}
+	return Tensor{}, fmt.Errorf("%w: output of unsupported type %T", ErrRuntime, v)
+}
+
+func specsOf(infos []ort.InputOutputInfo) []models.TensorSpec {
+	out := make([]models.TensorSpec, len(infos))
+	for i, info := range infos {
+		out[i] = models.TensorSpec{Name: info.Name, DType: dtypeOf(info.DataType), Shape: []int64(info.Dimensions.Clone())}
+	}
+	return out
+}
+
+func dtypeOf(t ort.TensorElementDataType) models.DType {
+	switch t {
+	case ort.TensorElementDataTypeFloat:
+		return models.Float32
+	case ort.TensorElementDataTypeFloat16:
+		return models.Float16
+	case ort.TensorElementDataTypeDouble:
+		return models.Float64
+	case ort.TensorElementDataTypeInt8:
+		return models.Int8
+	case ort.TensorElementDataTypeUint8:
+		return models.Uint8
+	case ort.TensorElementDataTypeInt32:
+		return models.Int32
+	case ort.TensorElementDataTypeInt64:
+		return models.Int64
+	case ort.TensorElementDataTypeBool:
+		return models.Bool
+	}
+	return models.DType(t.String())
+}

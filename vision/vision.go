@@ -1,0 +1,110 @@
+// Package vision is Vigil's only door to OpenCV (through gocv): decoding images, reading
+// video, resizing. Every other package sees Frame, plain Go bytes.
+//
+// gocv reports many failures with empty results rather than errors (an empty Mat from
+// IMDecode, false from Read); this package turns each into an error. Every Mat it creates is
+// closed before the function returns.
+package vision
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"io"
+
+	"gocv.io/x/gocv"
+)
+
+// ErrDecode means bytes could not be decoded as an image.
+var ErrDecode = errors.New("vision: cannot decode image")
+
+// Frame is an 8-bit BGR image, rows top to bottom, no padding: len(BGR) == Width*Height*3.
+type Frame struct {
+	Width, Height int
+	BGR           []byte
+}
+
+// At returns the blue, green and red values at (x, y).
+func (f Frame) At(x, y int) (b, g, r byte) {
+	i := (y*f.Width + x) * 3
+	return f.BGR[i], f.BGR[i+1], f.BGR[i+2]
+}
+
+func fromMat(m gocv.Mat) (Frame, error) {
+	if m.Empty() {
+		return Frame{}, ErrDecode
+	}
+	if m.Type() != gocv.MatTypeCV8UC3 {
+		return Frame{}, fmt.Errorf("%w: got OpenCV type %v, want 8-bit BGR", ErrDecode, m.Type())
+	}
+	return Frame{Width: m.Cols(), Height: m.Rows(), BGR: m.ToBytes()}, nil
+}
+
+func toMat(f Frame) (gocv.Mat, error) {
+	if f.Width <= 0 || f.Height <= 0 || len(f.BGR) != f.Width*f.Height*3 {
+		return gocv.Mat{}, fmt.Errorf("vision: frame %dx%d with %d bytes is not 8-bit BGR", f.Width, f.Height, len(f.BGR))
+	}
+	return gocv.NewMatFromBytes(f.Height, f.Width, gocv.MatTypeCV8UC3, f.BGR)
+}
+
+// Decode decodes a JPEG, PNG or other image OpenCV reads into a BGR frame.
+func Decode(data []byte) (Frame, error) {
+	if len(data) == 0 {
+		return Frame{}, fmt.Errorf("%w: no bytes", ErrDecode)
+	}
+	m, err := gocv.IMDecode(data, gocv.IMReadColor)
+	if err != nil {
+		return Frame{}, fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	defer m.Close()
+	return fromMat(m)
+}
+
+// Resize scales a frame to width x height with bilinear interpolation.
+func Resize(f Frame, width, height int) (Frame, error) {
+	src, err := toMat(f)
+	if err != nil {
+		return Frame{}, err
+	}
+	defer src.Close()
+	dst := gocv.NewMat()
+	defer dst.Close()
+	gocv.Resize(src, &dst, image.Pt(width, height), 0, 0, gocv.InterpolationLinear)
+	return fromMat(dst)
+}
+
+// Video reads frames from a file, a stream URL or a device.
+type Video struct {
+	capture *gocv.VideoCapture
+	mat     gocv.Mat
+}
+
+// OpenVideo opens a video file, an rtsp:// URL or a /dev/videoN device.
+func OpenVideo(source string) (*Video, error) {
+	vc, err := gocv.VideoCaptureFile(source)
+	if err != nil {
+		return nil, fmt.Errorf("vision: open video: %w", err)
+	}
+	if !vc.IsOpened() {
+		vc.Close()
+		return nil, fmt.Errorf("vision: cannot open video %s", source)
+	}
+	return &Video{capture: vc, mat: gocv.NewMat()}, nil
+}
+
+// FPS is the frame rate the source declares, or 0.
+func (v *Video) FPS() float64 { return v.capture.Get(gocv.VideoCaptureFPS) }
+
+// Read returns the next frame, or io.EOF at the end.
+func (v *Video) Read() (Frame, error) {
+	if !v.capture.Read(&v.mat) || v.mat.Empty() {
+		return Frame{}, io.EOF
+	}
+	return fromMat(v.mat)
+}
+
+// Close releases the capture.
+func (v *Video) Close() error {
+	v.mat.Close()
+	return v.capture.Close()
+}
