@@ -1,0 +1,94 @@
+package auth
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestAddAndLookup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	f, err := OpenTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Lookup("vgl_nothing"); !errors.Is(err, ErrUnknownToken) {
+		t.Fatalf("empty file: got %v, want ErrUnknownToken", err)
+	}
+	token, err := AddToken(path, RoleReviewer, "dr.house")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(token, TokenPrefix) || len(token) < 40 {
+		t.Errorf("token %q: want the %s prefix and 32 random bytes", token, TokenPrefix)
+	}
+	// The open file sees the new token without being reopened.
+	p, err := f.Lookup(token)
+	if err != nil || p != (Principal{Name: "dr.house", Role: RoleReviewer}) {
+		t.Fatalf("got %+v, %v; want dr.house as reviewer", p, err)
+	}
+	data, _ := os.ReadFile(path)
+	if strings.Contains(string(data), token) {
+		t.Error("the tokens file holds the token itself, want only its hash")
+	}
+	info, _ := os.Stat(path)
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("tokens file mode %v, want 0600", info.Mode().Perm())
+	}
+	if _, err := f.Lookup(token + "x"); !errors.Is(err, ErrUnknownToken) {
+		t.Errorf("altered token: got %v, want ErrUnknownToken", err)
+	}
+}
+
+func TestAddTokenValidates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	if _, err := AddToken(path, "superuser", "x"); !errors.Is(err, ErrBadRole) {
+		t.Errorf("role superuser: got %v, want ErrBadRole", err)
+	}
+	for _, name := range []string{"", "a b", "../x", strings.Repeat("a", 65)} {
+		if _, err := AddToken(path, RoleAdmin, name); !errors.Is(err, ErrBadPrincipal) {
+			t.Errorf("principal %q: got %v, want ErrBadPrincipal", name, err)
+		}
+	}
+}
+
+func TestConcurrentAddsKeepEveryToken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	var wg sync.WaitGroup
+	tokens := make([]string, 20)
+	for i := range tokens {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := AddToken(path, RoleWardBridge, "camera-bridge")
+			if err != nil {
+				t.Error(err)
+			}
+			tokens[i] = tok
+		}()
+	}
+	wg.Wait()
+	f, err := OpenTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Len() != len(tokens) {
+		t.Fatalf("got %d tokens in the file, want %d", f.Len(), len(tokens))
+	}
+	for _, tok := range tokens {
+		if _, err := f.Lookup(tok); err != nil {
+			t.Errorf("token lost: %v", err)
+		}
+	}
+}
+
+func TestCorruptFileIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	os.WriteFile(path, []byte(`{"tokens":[{"principal":"x","role":"root","sha256":"00"}]}`), 0o600)
+	if _, err := OpenTokenFile(path); !errors.Is(err, ErrBadRole) {
+		t.Fatalf("got %v, want ErrBadRole naming the file", err)
+	}
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// globals are the connection flags every server command takes.
+type globals struct {
+	server  string
+	token   string
+	tls     bool
+	ca      string
+	timeout time.Duration
+}
+
+func defaultGlobals() globals {
+	g := globals{server: "127.0.0.1:7443", timeout: 30 * time.Second}
+	if v := os.Getenv("VIGIL_SERVER"); v != "" {
+		g.server = v
+	}
+	g.token = os.Getenv("VIGIL_TOKEN")
+	return g
+}
+
+// register adds the connection flags to fs with g's current values as defaults, so that the
+// same flags work before and after the subcommand.
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.server, "server", g.server, "server address host:port (also VIGIL_SERVER)")
+	fs.StringVar(&g.token, "token", g.token, "bearer token (also VIGIL_TOKEN)")
+	fs.BoolVar(&g.tls, "tls", g.tls, "connect with TLS")
+	fs.StringVar(&g.ca, "ca", g.ca, "CA certificate (PEM) to verify the server with; implies --tls")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline for each call")
+}
+
+// bearer sends the token with every call.
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+func (g *globals) dial() (*grpc.ClientConn, error) {
+	secure := g.tls || g.ca != ""
+	creds := insecure.NewCredentials()
+	if secure {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if g.ca != "" {
+			pem, err := os.ReadFile(g.ca)
+			if err != nil {
+				return nil, fmt.Errorf("--ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--ca: %s holds no PEM certificate", g.ca)
+			}
+			cfg.RootCAs = pool
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if g.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: g.token, secure: secure}))
+	}
+	return grpc.NewClient(g.server, opts...)
+}
+
+func (g *globals) context() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), g.timeout)
+}

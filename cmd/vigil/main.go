@@ -1,0 +1,97 @@
+// Command vigil is Vigil's command-line client: health, models and tokens now; analyze,
+// bridge, review, export and bench as the services behind them land.
+//
+// Every subcommand that talks to a server takes --server and --token (or VIGIL_SERVER and
+// VIGIL_TOKEN), before or after the subcommand's name. Output is a table for people, or with
+// --json a stable document for scripts (docs/cli.md).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"google.golang.org/grpc/status"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the call failed, or the answer is "no" (health not SERVING)
+	exitUsage = 2
+)
+
+type command struct {
+	name, summary string
+	run           func(g *globals, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = []command{
+	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
+	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},
+	{"token", "`token add`: create a bearer token for a principal and role", runToken},
+}
+
+func main() {
+	os.Exit(vigil(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError is a mistake in the command line; it exits 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func vigil(args []string, stdout, stderr io.Writer) int {
+	g := defaultGlobals()
+	fs := flag.NewFlagSet("vigil", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	g.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: vigil [--server ADDR] [--token TOKEN] COMMAND [ARGS]\n\ncommands:\n")
+		for _, c := range commands {
+			fmt.Fprintf(stderr, "  %-8s %s\n", c.name, c.summary)
+		}
+		fmt.Fprintf(stderr, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	for _, c := range commands {
+		if c.name != name {
+			continue
+		}
+		err := c.run(&g, rest, stdout, stderr)
+		var ue usageError
+		switch {
+		case err == nil:
+			return exitOK
+		case errors.Is(err, flag.ErrHelp):
+			return exitOK
+		case errors.As(err, &ue):
+			fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
+			return exitUsage
+		case errors.Is(err, errNotServing):
+			return exitFail
+		}
+		if st, ok := status.FromError(err); ok && st.Code() != 0 {
+			fmt.Fprintf(stderr, "vigil %s: %s: %s\n", name, st.Code(), st.Message())
+		} else {
+			fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
+		}
+		return exitFail
+	}
+	fmt.Fprintf(stderr, "vigil: unknown command %q\n", name)
+	fs.Usage()
+	return exitUsage
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
+)
+
+// Config is everything vigild can be told. Each setting comes from, in rising precedence: the
+// defaults below, the config file (--config or VIGIL_CONFIG), the environment, and flags.
+type Config struct {
+	DataDir    string `yaml:"data_dir"`
+	Listen     string `yaml:"listen"`
+	HTTP       string `yaml:"http"`
+	TokensFile string `yaml:"tokens_file"`
+	TLSCert    string `yaml:"tls_cert"`
+	TLSKey     string `yaml:"tls_key"`
+	LogLevel   string `yaml:"log_level"`
+	LogFormat  string `yaml:"log_format"`
+	// ShutdownTimeout is how long running calls may drain before they are cut off.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	Models    ModelsConfig    `yaml:"models"`
+	Inference InferenceConfig `yaml:"inference"`
+}
+
+// ModelsConfig says where manifests and weights are.
+type ModelsConfig struct {
+	// Dir holds extra model folders; a manifest there replaces a builtin one of the same name.
+	Dir      string   `yaml:"dir"`
+	CacheDir string   `yaml:"cache_dir"`
+	Mirrors  []string `yaml:"mirrors"`
+}
+
+// InferenceConfig chooses the runtime library, the provider and the threading.
+type InferenceConfig struct {
+	Library        string `yaml:"library"`
+	Provider       string `yaml:"provider"`
+	DeviceID       int    `yaml:"device_id"`
+	Workers        int    `yaml:"workers"`
+	QueueDepth     int    `yaml:"queue_depth"`
+	IntraOpThreads int    `yaml:"intra_op_threads"`
+}
+
+// DefaultConfig is a server for one machine: localhost only, data in ./data, CPU.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:         "data",
+		Listen:          "127.0.0.1:7443",
+		HTTP:            "127.0.0.1:7480",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownTimeout: 15 * time.Second,
+		Models:          ModelsConfig{CacheDir: models.DefaultCacheDir(), Mirrors: models.MirrorsFromEnv()},
+		Inference:       InferenceConfig{Provider: "cpu", Workers: 2, QueueDepth: 64},
+	}
+}
+
+// setting ties one Config field to its flag and environment variable.
+type setting struct {
+	flag, env, usage string
+	target           any // *string, *int, *time.Duration or *[]string
+}
+
+func (c *Config) settings() []setting {
+	return []setting{
+		{"data-dir", "VIGIL_DATA_DIR", "folder for the database, tokens and generated files", &c.DataDir},
+		{"listen", "VIGIL_LISTEN", "gRPC address, host:port", &c.Listen},
+		{"http", "VIGIL_HTTP", "HTTP address for /metrics and the web page, host:port; empty turns it off", &c.HTTP},
+		{"tokens-file", "VIGIL_TOKENS_FILE", "bearer tokens file (default <data-dir>/tokens.json)", &c.TokensFile},
+		{"tls-cert", "VIGIL_TLS_CERT", "TLS certificate (PEM); with --tls-key, gRPC serves TLS only", &c.TLSCert},
+		{"tls-key", "VIGIL_TLS_KEY", "TLS private key (PEM)", &c.TLSKey},
+		{"log-level", "VIGIL_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
+		{"log-format", "VIGIL_LOG_FORMAT", "text or json", &c.LogFormat},
+		{"shutdown-timeout", "VIGIL_SHUTDOWN_TIMEOUT", "how long running calls may drain at shutdown", &c.ShutdownTimeout},
+		{"models-dir", "VIGIL_MODELS_DIR", "folder of extra model folders with manifests", &c.Models.Dir},
+		{"model-cache", "VIGIL_MODEL_CACHE", "folder where verified weights are kept by sha256", &c.Models.CacheDir},
+		{"model-mirror", "VIGIL_MODEL_MIRROR", "folders or URLs to fetch weights from, separated by ',' (or ':' for folders)", &c.Models.Mirrors},
+		{"ort-lib", "VIGIL_ORT_LIB", "path of libonnxruntime.so.1", &c.Inference.Library},
+		{"provider", "VIGIL_PROVIDER", "execution provider: cpu, cuda or tensorrt (falls back to cpu)", &c.Inference.Provider},
+		{"device-id", "VIGIL_DEVICE_ID", "GPU device for cuda and tensorrt", &c.Inference.DeviceID},
+		{"workers", "VIGIL_WORKERS", "runs of one model at once", &c.Inference.Workers},
+		{"queue-depth", "VIGIL_QUEUE_DEPTH", "runs of one model that may wait before callers get ResourceExhausted", &c.Inference.QueueDepth},
+		{"intra-op-threads", "VIGIL_INTRA_OP_THREADS", "ONNX Runtime threads per run; 0 shares the CPUs among workers", &c.Inference.IntraOpThreads},
+	}
+}
+
+// LoadConfig builds the config from the defaults, the file, the environment and args.
+func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	cfg := DefaultConfig()
+	path := getenv("VIGIL_CONFIG")
+	for i, a := range args {
+		switch {
+		case a == "--config" || a == "-config":
+			if i+1 < len(args) {
+				path = args[i+1]
+			}
+		case strings.HasPrefix(a, "--config="), strings.HasPrefix(a, "-config="):
+			path = a[strings.Index(a, "=")+1:]
+		}
+	}
+	if path != "" {
+		if err := cfg.loadFile(path); err != nil {
+			return cfg, err
+		}
+	}
+	for _, s := range cfg.settings() {
+		if v := getenv(s.env); v != "" {
+			if err := set(s.target, v); err != nil {
+				return cfg, fmt.Errorf("%s=%q: %v", s.env, v, err)
+			}
+		}
+	}
+	fs := flag.NewFlagSet("vigild", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", path, "YAML config file (also VIGIL_CONFIG)")
+	for _, s := range cfg.settings() {
+		fs.Var(flagValue{s.target}, s.flag, s.usage+" (also "+s.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if cfg.TokensFile == "" {
+		cfg.TokensFile = filepath.Join(cfg.DataDir, "tokens.json")
+	}
+	return cfg, nil
+}
+
+func (c *Config) loadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// flagValue adapts a setting's target to flag.Value.
+type flagValue struct{ target any }
+
+func (f flagValue) String() string {
+	switch t := f.target.(type) {
+	case *string:
+		return *t
+	case *int:
+		return strconv.Itoa(*t)
+	case *time.Duration:
+		return t.String()
+	case *[]string:
+		return strings.Join(*t, ",")
+	}
+	return ""
+}
+
+func (f flagValue) Set(v string) error { return set(f.target, v) }
+
+func set(target any, v string) error {
+	switch t := target.(type) {
+	case *string:
+		*t = v
+	case *int:
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("not a whole number")
+		}
+		*t = n
+	case *time.Duration:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("not a duration such as 15s")
+		}
+		*t = d
+	case *[]string:
+		*t = models.SplitMirrors(v)
+	default:
+		return fmt.Errorf("unsupported setting type %T", target)
+	}
+	return nil
+}
+
+// Validate names the first setting that is wrong, as its flag and environment variable.
+func (c Config) Validate() error {
+	name := func(field any) string {
+		for _, s := range c.settings() {
+			if s.target == field {
+				return "--" + s.flag + " (" + s.env + ")"
+			}
+		}
+		return "setting"
+	}
+	addr := func(field *string, what string, optional bool) error {
+		if *field == "" && optional {
+			return nil
+		}
+		_, port, err := net.SplitHostPort(*field)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not host:port for the %s", name(field), *field, what)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return fmt.Errorf("%s: port %q of %q is not a number from 0 to 65535", name(field), port, *field)
+		}
+		return nil
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("%s: must not be empty", name(&c.DataDir))
+	}
+	if err := addr(&c.Listen, "gRPC listener", false); err != nil {
+		return err
+	}
+	if err := addr(&c.HTTP, "HTTP listener", true); err != nil {
+		return err
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("%s and %s: give both or neither", name(&c.TLSCert), name(&c.TLSKey))
+	}
+	for _, f := range []*string{&c.TLSCert, &c.TLSKey} {
+		if *f != "" {
+			if _, err := os.Stat(*f); err != nil {
+				return fmt.Errorf("%s: %v", name(f), err)
+			}
+		}
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		return fmt.Errorf("%s: %q is not debug, info, warn or error", name(&c.LogLevel), c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("%s: %q is not text or json", name(&c.LogFormat), c.LogFormat)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("%s: must be positive", name(&c.ShutdownTimeout))
+	}
+	if !slices.Contains(inference.Providers, c.Inference.Provider) {
+		return fmt.Errorf("%s: %q is not one of %v", name(&c.Inference.Provider), c.Inference.Provider, inference.Providers)
+	}
+	for _, f := range []*int{&c.Inference.DeviceID, &c.Inference.Workers, &c.Inference.QueueDepth, &c.Inference.IntraOpThreads} {
+		if *f < 0 {
+			return fmt.Errorf("%s: %d must not be negative", name(f), *f)
+		}
+	}
+	if c.Inference.Workers > 64 {
+		return fmt.Errorf("%s: %d is more than 64", name(&c.Inference.Workers), c.Inference.Workers)
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+// Command vigild is the Vigil server: config, then stores, then the inference engine and
+// models, then gRPC and HTTP. It stops in the reverse order on SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/server"
+)
+
+func main() {
+	cfg, err := LoadConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vigild: config: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, newLogger(cfg, os.Stderr), nil); err != nil {
+		fmt.Fprintf(os.Stderr, "vigild: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Addresses are where a running vigild listens; run reports them once it serves.
+type Addresses struct {
+	GRPC string
+	HTTP string
+}
+
+// run serves until ctx ends, then shuts down in order. When ready is not nil it receives the
+// listening addresses once the server is SERVING.
+func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Addresses) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	tokens, err := auth.OpenTokenFile(cfg.TokensFile)
+	if err != nil {
+		return err
+	}
+	if tokens.Len() == 0 {
+		log.Warn("no tokens yet: every call but health will get Unauthenticated; add one with `vigil token add`",
+			slog.String("tokens_file", cfg.TokensFile))
+	}
+
+	entries := models.Builtin()
+	if cfg.Models.Dir != "" {
+		extra, err := models.LoadDir(cfg.Models.Dir)
+		if err != nil {
+			return err
+		}
+		entries = models.Merge(entries, extra)
+	}
+	resolver := &models.Resolver{CacheDir: cfg.Models.CacheDir, Mirrors: cfg.Models.Mirrors}
+
+	engine, runtimeErr := inference.Open(inference.Config{
+		LibraryPath:    cfg.Inference.Library,
+		Provider:       cfg.Inference.Provider,
+		DeviceID:       cfg.Inference.DeviceID,
+		Workers:        cfg.Inference.Workers,
+		QueueDepth:     cfg.Inference.QueueDepth,
+		IntraOpThreads: cfg.Inference.IntraOpThreads,
+		Logger:         log,
+	})
+	runtimeVersion := ""
+	if runtimeErr != nil {
+		// The server still starts: health, tokens and `vigil models` tell the operator why
+		// nothing can run.
+		log.Error("ONNX Runtime unavailable; every model is invalid", slog.String("reason", runtimeErr.Error()))
+	} else {
+		runtimeVersion = engine.Version()
+		log.Info("ONNX Runtime loaded", slog.String("version", runtimeVersion), slog.String("library", engine.Library()))
+		defer engine.Close()
+	}
+	registry := inference.LoadRegistry(ctx, engine, runtimeErr, entries, resolver)
+	defer registry.Close()
+	for _, st := range registry.Status() {
+		attrs := []any{slog.String("model", st.Name), slog.String("version", st.Version), slog.String("state", string(st.State))}
+		if st.State == inference.StateReady {
+			log.Info("model", append(attrs, slog.String("provider", st.Provider))...)
+		} else {
+			log.Warn("model", append(attrs, slog.String("reason", st.Reason))...)
+		}
+	}
+
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	} else if host, _, _ := net.SplitHostPort(cfg.Listen); !isLoopback(host) {
+		log.Warn("serving gRPC without TLS on a non-loopback address: tokens cross the network in clear",
+			slog.String("listen", cfg.Listen))
+	}
+
+	metrics := server.NewMetrics()
+	metrics.WatchModels(registry)
+	srv := server.New(server.Options{
+		Logger: log, Tokens: tokens, Registry: registry, Metrics: metrics,
+		RuntimeVersion: runtimeVersion, TLS: tlsConfig,
+	})
+
+	grpcLis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.Serve(grpcLis) }()
+
+	addrs := Addresses{GRPC: grpcLis.Addr().String()}
+	var httpSrv *http.Server
+	if cfg.HTTP != "" {
+		httpLis, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			srv.Shutdown(ctx)
+			return fmt.Errorf("--http: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		addrs.HTTP = httpLis.Addr().String()
+		go func() {
+			if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		}()
+	}
+
+	srv.SetServing()
+	log.Info("vigild serving", slog.String("grpc", addrs.GRPC), slog.String("http", addrs.HTTP),
+		slog.String("data_dir", cfg.DataDir), slog.String("tokens_file", cfg.TokensFile), slog.Bool("tls", tlsConfig != nil))
+	if ready != nil {
+		ready <- addrs
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-serveErr:
+		log.Error("listener failed, shutting down", slog.String("error", err.Error()))
+	}
+	drain, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	srv.Shutdown(drain)
+	if httpSrv != nil {
+		httpSrv.Shutdown(drain)
+	}
+	// The deferred closes run next: sessions, then the runtime.
+	log.Info("stopped")
+	return err
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

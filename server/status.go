@@ -1,0 +1,51 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
+)
+
+// errorCodes maps the domain's sentinel errors to gRPC codes: the only place that does. Each
+// is looked up with errors.Is, so wrapped errors keep their code and their message.
+var errorCodes = []struct {
+	err  error
+	code codes.Code
+}{
+	{inference.ErrBadInput, codes.InvalidArgument},
+	{inference.ErrOverloaded, codes.ResourceExhausted},
+	{inference.ErrUnknownModel, codes.NotFound},
+	{inference.ErrModelNotReady, codes.FailedPrecondition},
+	{inference.ErrClosed, codes.Unavailable},
+	{inference.ErrNoCGO, codes.Unimplemented},
+	{models.ErrInvalidManifest, codes.FailedPrecondition},
+	{models.ErrSignatureMismatch, codes.FailedPrecondition},
+	{auth.ErrUnknownToken, codes.Unauthenticated},
+	{context.Canceled, codes.Canceled},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+}
+
+// toStatus converts a domain error into a status error. An error the table does not know is
+// an internal fault: the client gets a generic message and the log gets the detail.
+func toStatus(ctx context.Context, log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, e := range errorCodes {
+		if errors.Is(err, e.err) {
+			return status.Error(e.code, err.Error())
+		}
+	}
+	log.ErrorContext(ctx, "internal error", slog.String("error", err.Error()))
+	return status.Error(codes.Internal, "internal error; the server log has the detail")
+}
