@@ -42,7 +42,6 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
-
 func TestConfigFromEnvironmentOnly(t *testing.T) {
 	cfg, err := LoadConfig(nil, env(map[string]string{"VIGIL_DATA_DIR": "/d", "VIGIL_MODEL_MIRROR": "/a:/b"}), io.Discard)
 	if err != nil {
