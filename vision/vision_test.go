@@ -1,0 +1,104 @@
+package vision
+
+import (
+	"bytes"
+	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"testing"
+
+	"github.com/vigil-health/vigil/internal/testenv"
+)
+
+func pngOf(t *testing.T, w, h int, c color.RGBA) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.Set(x, y, c)
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestDecodeGivesBGR(t *testing.T) {
+	f, err := Decode(pngOf(t, 4, 3, color.RGBA{R: 200, G: 100, B: 10, A: 255}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Width != 4 || f.Height != 3 || len(f.BGR) != 4*3*3 {
+		t.Fatalf("got %dx%d with %d bytes, want 4x3 with 36", f.Width, f.Height, len(f.BGR))
+	}
+	if b, g, r := f.At(3, 2); b != 10 || g != 100 || r != 200 {
+		t.Errorf("pixel (3,2): got b=%d g=%d r=%d, want 10 100 200", b, g, r)
+	}
+}
+
+func TestDecodeRejectsGarbage(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"empty":       nil,
+		"text":        []byte("this is not an image"),
+		"cut-off png": pngOf(t, 64, 64, color.RGBA{A: 255})[:40],
+	} {
+		if _, err := Decode(data); !errors.Is(err, ErrDecode) {
+			t.Errorf("%s: got %v, want ErrDecode", name, err)
+		}
+	}
+}
+
+func TestResize(t *testing.T) {
+	f, _ := Decode(pngOf(t, 8, 6, color.RGBA{R: 1, G: 2, B: 3, A: 255}))
+	r, err := Resize(f, 4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Width != 4 || r.Height != 2 {
+		t.Fatalf("got %dx%d, want 4x2", r.Width, r.Height)
+	}
+	if b, g, rr := r.At(1, 1); b != 3 || g != 2 || rr != 1 {
+		t.Errorf("a flat image resized: got b=%d g=%d r=%d, want 3 2 1", b, g, rr)
+	}
+	if _, err := Resize(Frame{Width: 2, Height: 2, BGR: make([]byte, 5)}, 1, 1); err == nil {
+		t.Error("a frame with the wrong byte count was resized")
+	}
+}
+
+func TestVideoReadsEveryFrameOfTheWalkersClip(t *testing.T) {
+	v, err := OpenVideo(testenv.Shared(t, "video/walkers-vtest.avi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if fps := v.FPS(); fps != 10 {
+		t.Errorf("got %v fps, want 10", fps)
+	}
+	n := 0
+	for {
+		f, err := v.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Width != 768 || f.Height != 576 {
+			t.Fatalf("frame %d is %dx%d, want 768x576", n, f.Width, f.Height)
+		}
+		n++
+	}
+	if n != 795 {
+		t.Errorf("read %d frames, want 795", n)
+	}
+}
+
+func TestOpenVideoMissingFile(t *testing.T) {
+	if _, err := OpenVideo("/nonexistent/clip.avi"); err == nil {
+		t.Fatal("opened a file that does not exist")
+	}
+}
