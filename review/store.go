@@ -1,0 +1,115 @@
+package review
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps findings, their decisions and the audit of every change. Every method that
+// changes a finding writes its audit record in the same transaction and has committed durably
+// when it returns: what a caller was told happened survives a crash.
+//
+// The interface speaks only in this package's types so that a PostgreSQL implementation can
+// follow without changing callers.
+type Store interface {
+	// Add stores new findings (all or none) as pending, filling ID, State, Version and times.
+	Add(ctx context.Context, actor string, findings []Finding) ([]Finding, error)
+	// Get returns a finding with its overlay.
+	Get(ctx context.Context, id string) (Finding, error)
+	// List returns the worklist page after the page token: priority first, then age.
+	List(ctx context.Context, q Query) (findings []Finding, nextPage string, err error)
+	// ClaimNext leases the most urgent pending finding matching the filter to actor. ok is
+	// false when nothing is waiting.
+	ClaimNext(ctx context.Context, actor string, f Filter, lease time.Duration) (found Finding, ok bool, err error)
+	// Decide records a decision made on version. A stale version returns a *StaleError and
+	// changes nothing.
+	Decide(ctx context.Context, actor, id string, version int64, d Decision) (Finding, error)
+	// Release gives a finding the actor holds back to the queue.
+	Release(ctx context.Context, actor, id string, version int64) (Finding, error)
+	// ExpireLeases returns every claim whose lease has run out to the queue.
+	ExpireLeases(ctx context.Context) (int, error)
+	// Audit returns a finding's audit records, oldest first.
+	Audit(ctx context.Context, id string) ([]AuditRecord, error)
+	// Changes returns up to limit audit records after sequence, oldest first.
+	Changes(ctx context.Context, after int64, limit int) ([]AuditRecord, error)
+	// Changed returns a channel that is closed at the next committed change.
+	Changed() <-chan struct{}
+	// Counts returns the number of findings per state, and acceptance per model version.
+	Counts(ctx context.Context, f Filter) (Counts, error)
+	// Close releases the store.
+	Close() error
+}
+
+// Filter narrows the worklist. Empty fields match everything.
+type Filter struct {
+	Pipeline Pipeline
+	Modality string
+	CameraID string
+	States   []State
+	Model    string
+	StudyUID string
+}
+
+// Matches says whether a finding passes the filter; Watch uses it on each change.
+func (f Filter) Matches(x Finding) bool {
+	if f.Pipeline != "" && x.Pipeline != f.Pipeline ||
+		f.Modality != "" && x.Source.Modality != f.Modality ||
+		f.CameraID != "" && x.Source.CameraID != f.CameraID ||
+		f.Model != "" && x.Model.Name != f.Model ||
+		f.StudyUID != "" && x.Source.StudyInstanceUID != f.StudyUID {
+		return false
+	}
+	if len(f.States) == 0 {
+		return true
+	}
+	for _, s := range f.States {
+		if x.State == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Query is a worklist request.
+type Query struct {
+	Filter    Filter
+	PageSize  int
+	PageToken string
+}
+
+// AuditRecord is one change to a finding: who, what, when, before and after.
+type AuditRecord struct {
+	Sequence  int64
+	FindingID string
+	Actor     string
+	// Action is "create", "claim", "release", "expire", "accept", "reject" or "amend".
+	Action string
+	Time   time.Time
+	// Before is nil for "create".
+	Before *Finding
+	After  *Finding
+}
+
+// ModelAcceptance is how reviewers judged one model version's findings.
+type ModelAcceptance struct {
+	Model    ModelRef
+	Accepted int64
+	Amended  int64
+	Rejected int64
+}
+
+// Rate is the share of decided findings that were accepted or amended (amended findings were
+// real, with a correction); 0 when none is decided.
+func (m ModelAcceptance) Rate() float64 {
+	n := m.Accepted + m.Amended + m.Rejected
+	if n == 0 {
+		return 0
+	}
+	return float64(m.Accepted+m.Amended) / float64(n)
+}
+
+// Counts are the worklist's figures.
+type Counts struct {
+	ByState map[State]int64
+	Models  []ModelAcceptance
+}
