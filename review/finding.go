@@ -249,10 +249,10 @@ func validateDecision(d *Decision) error {
 			}
 		}
 	default:
-		return invalid("outcome %q is not accept, reject or amend", d.Outcome)
+		return invalid("outcome is not accept, reject or amend")
 	}
 	if !slices.Contains(ReasonCodes, d.ReasonCode) {
-		return invalid("reason code %q is not one of %v", d.ReasonCode, ReasonCodes)
+		return invalid("reason code is not one of %v", ReasonCodes)
 	}
 	if d.ReasonCode == "other" && strings.TrimSpace(d.Comment) == "" {
 		return invalid("reason code other needs a comment")

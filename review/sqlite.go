@@ -140,6 +140,16 @@ func (s *SQLite) update(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return nil
 }
 
+// ValidID says whether id has the form this store gives (f- and 20 hex digits). Callers check
+// it before anything else, so that arbitrary text never reaches a query or a log line.
+func ValidID(id string) bool {
+	if len(id) != 22 || !strings.HasPrefix(id, "f-") {
+		return false
+	}
+	_, err := hex.DecodeString(id[2:])
+	return err == nil && strings.ToLower(id) == id
+}
+
 func newID() string {
 	b := make([]byte, 10)
 	rand.Read(b)

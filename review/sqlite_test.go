@@ -409,3 +409,15 @@ func TestCountsAndAcceptance(t *testing.T) {
 		t.Errorf("an undecided version has rate %v, want 0", c.Models[1].Rate())
 	}
 }
+
+func TestValidID(t *testing.T) {
+	for id, want := range map[string]bool{
+		newID(): true, "f-0123456789abcdef0123": true, "": false, "f-0123456789ABCDEF0123": false,
+		"f-0123456789abcdef012": false, "x-0123456789abcdef0123": false, "f-0123456789abcdef012g": false,
+		"PATIENT^NAME": false,
+	} {
+		if got := ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

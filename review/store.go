@@ -32,6 +32,8 @@ type Store interface {
 	Audit(ctx context.Context, id string) ([]AuditRecord, error)
 	// Changes returns up to limit audit records after sequence, oldest first.
 	Changes(ctx context.Context, after int64, limit int) ([]AuditRecord, error)
+	// LastSequence is the newest audit record's sequence number, 0 when there is none.
+	LastSequence(ctx context.Context) (int64, error)
 	// Changed returns a channel that is closed at the next committed change.
 	Changed() <-chan struct{}
 	// Counts returns the number of findings per state, and acceptance per model version.

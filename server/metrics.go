@@ -1,13 +1,16 @@
 package server
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/review"
 )
 
 // Metrics are the server's Prometheus collectors, in a registry of their own so that tests
@@ -20,6 +23,8 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	inflight *prometheus.GaugeVec
 	panics   prometheus.Counter
+
+	decisionSeconds *prometheus.HistogramVec
 }
 
 // NewMetrics creates the collectors, with Go and process metrics beside them.
@@ -44,7 +49,12 @@ func NewMetrics() *Metrics {
 			Help: "Handler panics recovered and answered with Internal.",
 		}),
 	}
-	m.Registry.MustRegister(m.handled, m.duration, m.inflight, m.panics,
+	m.decisionSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "vigil_review_decision_seconds",
+		Help:    "Time from a finding's creation to its decision, by pipeline and outcome.",
+		Buckets: prometheus.ExponentialBuckets(10, 2.5, 12), // 10 s to about 6 days
+	}, []string{"pipeline", "outcome"})
+	m.Registry.MustRegister(m.handled, m.duration, m.inflight, m.panics, m.decisionSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -52,6 +62,57 @@ func NewMetrics() *Metrics {
 // WatchModels exports each model's state from the registry at every scrape.
 func (m *Metrics) WatchModels(r *inference.Registry) {
 	m.Registry.MustRegister(modelCollector{r})
+}
+
+// decided records a decision's delay.
+func (m *Metrics) decided(f *review.Finding) {
+	if f.Decision == nil {
+		return
+	}
+	m.decisionSeconds.WithLabelValues(string(f.Pipeline), string(f.Decision.Outcome)).
+		Observe(f.Decision.DecidedAt.Sub(f.CreatedAt).Seconds())
+}
+
+// WatchReview exports the queue's depth per state and acceptance per model version at every
+// scrape.
+func (m *Metrics) WatchReview(s review.Store) {
+	m.Registry.MustRegister(reviewCollector{s})
+}
+
+var (
+	queueDepthDesc = prometheus.NewDesc("vigil_review_findings",
+		"Findings in the review store, by state.", []string{"state"}, nil)
+	acceptanceDesc = prometheus.NewDesc("vigil_review_acceptance_ratio",
+		"Share of decided findings accepted or amended, by model version.", []string{"model", "version"}, nil)
+	decidedDesc = prometheus.NewDesc("vigil_review_decided_findings",
+		"Decided findings, by model version and outcome.", []string{"model", "version", "state"}, nil)
+)
+
+type reviewCollector struct{ s review.Store }
+
+func (c reviewCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- acceptanceDesc
+	ch <- decidedDesc
+}
+
+func (c reviewCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := c.s.Counts(ctx, review.Filter{})
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(queueDepthDesc, err)
+		return
+	}
+	for _, st := range review.States {
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(counts.ByState[st]), string(st))
+	}
+	for _, m := range counts.Models {
+		ch <- prometheus.MustNewConstMetric(acceptanceDesc, prometheus.GaugeValue, m.Rate(), m.Model.Name, m.Model.Version)
+		for st, n := range map[review.State]int64{review.StateAccepted: m.Accepted, review.StateAmended: m.Amended, review.StateRejected: m.Rejected} {
+			ch <- prometheus.MustNewConstMetric(decidedDesc, prometheus.GaugeValue, float64(n), m.Model.Name, m.Model.Version, string(st))
+		}
+	}
 }
 
 // Handler serves /metrics.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/review"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 )
 
@@ -29,6 +30,7 @@ type Options struct {
 	Logger   *slog.Logger
 	Tokens   Authenticator
 	Registry *inference.Registry
+	Review   review.Store
 	Metrics  *Metrics
 	// RuntimeVersion is ONNX Runtime's version, reported by ListModels.
 	RuntimeVersion string
@@ -76,7 +78,7 @@ func New(o Options) *Server {
 
 	vigilv1.RegisterImagingServer(g, vigilv1.UnimplementedImagingServer{})
 	vigilv1.RegisterWardServer(g, vigilv1.UnimplementedWardServer{})
-	vigilv1.RegisterReviewServer(g, vigilv1.UnimplementedReviewServer{})
+	vigilv1.RegisterReviewServer(g, &reviewService{log: log, store: o.Review, metrics: m})
 	vigilv1.RegisterModelsServer(g, &modelsService{log: log, registry: o.Registry, runtime: o.RuntimeVersion})
 
 	h := health.NewServer()

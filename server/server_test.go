@@ -26,6 +26,7 @@ import (
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -51,6 +52,7 @@ type testServer struct {
 	tokens map[auth.Role]string
 	logs   *syncBuffer
 	srv    *Server
+	store  *review.SQLite
 }
 
 // startServer runs a real server on a loopback port with one token per role. extra registers
@@ -71,7 +73,13 @@ func startServer(t *testing.T, extra func(*grpc.Server)) *testServer {
 		t.Fatal(err)
 	}
 	registry := inference.LoadRegistry(context.Background(), nil, errors.New("not needed"), nil, &models.Resolver{})
-	ts.srv = New(Options{Logger: slog.New(slog.NewTextHandler(ts.logs, nil)), Tokens: tokens, Registry: registry})
+	store, err := review.OpenSQLite(filepath.Join(t.TempDir(), "vigil.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	ts.store = store
+	ts.srv = New(Options{Logger: slog.New(slog.NewTextHandler(ts.logs, nil)), Tokens: tokens, Registry: registry, Review: store})
 	if extra != nil {
 		extra(ts.srv.grpc)
 	}

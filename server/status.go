@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -11,6 +14,7 @@ import (
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/review"
 )
 
 // errorCodes maps the domain's sentinel errors to gRPC codes: the only place that does. Each
@@ -28,6 +32,12 @@ var errorCodes = []struct {
 	{models.ErrInvalidManifest, codes.FailedPrecondition},
 	{models.ErrSignatureMismatch, codes.FailedPrecondition},
 	{auth.ErrUnknownToken, codes.Unauthenticated},
+	{review.ErrNotFound, codes.NotFound},
+	{review.ErrStale, codes.Aborted},
+	{review.ErrClaimed, codes.FailedPrecondition},
+	{review.ErrDecided, codes.FailedPrecondition},
+	{review.ErrNotClaimed, codes.FailedPrecondition},
+	{review.ErrInvalid, codes.InvalidArgument},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
@@ -40,6 +50,17 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
+	}
+	var stale *review.StaleError
+	if errors.As(err, &stale) {
+		// The current version rides along as a detail, so a client can reload without parsing.
+		st, derr := status.New(codes.Aborted, err.Error()).WithDetails(&errdetails.ErrorInfo{
+			Reason: "STALE_VERSION", Domain: "vigil",
+			Metadata: map[string]string{"finding_id": stale.ID, "current_version": strconv.FormatInt(stale.Current, 10)},
+		})
+		if derr == nil {
+			return st.Err()
+		}
 	}
 	for _, e := range errorCodes {
 		if errors.Is(err, e.err) {

@@ -14,12 +14,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/server"
 )
 
@@ -73,6 +75,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		log.Warn("no tokens yet: every call but health will get Unauthenticated; add one with `vigil token add`",
 			slog.String("tokens_file", cfg.TokensFile))
 	}
+
+	store, err := review.OpenSQLite(filepath.Join(cfg.DataDir, "vigil.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 
 	entries := models.Builtin()
 	if cfg.Models.Dir != "" {
@@ -128,8 +136,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 
 	metrics := server.NewMetrics()
 	metrics.WatchModels(registry)
+	metrics.WatchReview(store)
 	srv := server.New(server.Options{
-		Logger: log, Tokens: tokens, Registry: registry, Metrics: metrics,
+		Logger: log, Tokens: tokens, Registry: registry, Review: store, Metrics: metrics,
 		RuntimeVersion: runtimeVersion, TLS: tlsConfig,
 	})
 
@@ -159,6 +168,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		}()
 	}
 
+	sweepCtx, stopSweeping := context.WithCancel(context.Background())
+	defer stopSweeping()
+	go sweepLeases(sweepCtx, store, log)
+
 	srv.SetServing()
 	log.Info("vigild serving", slog.String("grpc", addrs.GRPC), slog.String("http", addrs.HTTP),
 		slog.String("data_dir", cfg.DataDir), slog.String("tokens_file", cfg.TokensFile), slog.Bool("tls", tlsConfig != nil))
@@ -181,6 +194,25 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 	// The deferred closes run next: sessions, then the runtime.
 	log.Info("stopped")
 	return err
+}
+
+// sweepLeases returns lapsed claims to the queue, so the worklist and Watch show them pending
+// without waiting for the next claim.
+func sweepLeases(ctx context.Context, store review.Store, log *slog.Logger) {
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if n, err := store.ExpireLeases(ctx); err != nil && ctx.Err() == nil {
+				log.Error("expiring leases", slog.String("error", err.Error()))
+			} else if n > 0 {
+				log.Info("leases expired", slog.Int("findings", n))
+			}
+		}
+	}
 }
 
 func isLoopback(host string) bool {
