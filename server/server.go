@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/vigil-health/vigil/inference"
-	"github.com/vigil-health/vigil/review"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
 )
 
 // MaxMessageBytes bounds one gRPC message; DICOM arrives in chunks well below it.
