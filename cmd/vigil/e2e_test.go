@@ -86,7 +86,13 @@ var servingLine = regexp.MustCompile(`msg="vigild serving" grpc=(\S+) http=(\S+)
 
 func startDaemon(t *testing.T, binary string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{dataDir: t.TempDir(), exited: make(chan error, 1)}
+	return startDaemonIn(t, t.TempDir(), binary, args...)
+}
+
+// startDaemonIn starts vigild on an existing data folder.
+func startDaemonIn(t *testing.T, dataDir, binary string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{dataDir: dataDir, exited: make(chan error, 1)}
 	cacheDir := t.TempDir()
 	d.cmd = exec.Command(binary, append([]string{"--data-dir", d.dataDir,
 		"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--model-cache", cacheDir,

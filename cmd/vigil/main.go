@@ -31,6 +31,7 @@ type command struct {
 var commands = []command{
 	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
 	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},
+	{"review", "the worklist: list, show, claim, accept, reject, amend, release, counts, export", runReview},
 	{"token", "`token add`: create a bearer token for a principal and role", runToken},
 }
 
