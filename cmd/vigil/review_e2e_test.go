@@ -97,7 +97,9 @@ func TestReviewCLI(t *testing.T) {
 	out, _, code = run("counts", "--json")
 	var counts struct {
 		States map[string]int64
-		Models []struct{ AcceptanceRate float64 `json:"acceptance_rate"` }
+		Models []struct {
+			AcceptanceRate float64 `json:"acceptance_rate"`
+		}
 	}
 	json.Unmarshal([]byte(out), &counts)
 	if code != 0 || counts.States["accepted"] != 1 || counts.States["amended"] != 1 || counts.States["pending"] != 2 || counts.Models[0].AcceptanceRate != 1 {
