@@ -80,6 +80,8 @@ type Source struct {
 	Modality          string `json:"modality,omitempty"`
 	// Frames are 1-based DICOM frame numbers.
 	Frames []int `json:"frames,omitempty"`
+	// NumberOfFrames is the source instance's frame count (1 for a single image).
+	NumberOfFrames int `json:"number_of_frames,omitempty"`
 
 	CameraID      string    `json:"camera_id,omitempty"`
 	TrackID       int64     `json:"track_id,omitempty"`

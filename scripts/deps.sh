@@ -2,7 +2,9 @@
 # deps.sh installs everything Vigil needs to build, test and run, and is safe to run again:
 # each step checks first and says "ok" when there is nothing to do.
 #
-#   Debian packages   OpenCV 4.6 (for gocv), protoc with the well-known types, pkg-config, npm (to fetch ONNX Runtime), dcmtk
+#   Debian packages   OpenCV 4.6 (for gocv), protoc with the well-known types, pkg-config, npm (to fetch
+#                     ONNX Runtime), dcmtk and dicom3tools (to cross-check DICOM), Chromium and
+#                     ChromeDriver (for the reviewer page's browser test)
 #   ONNX Runtime      libonnxruntime.so.1 from npm onnxruntime-node@1.30.0 into .deps/onnxruntime/
 #   Go tools          protoc-gen-go, protoc-gen-go-grpc, grpcurl into ./bin
 #   Models            the outside weights, found by sha256 in the cache or a mirror
@@ -35,7 +37,7 @@ fi
 say "go $gov: ok"
 
 # --- Debian packages -------------------------------------------------------
-packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk ca-certificates)
+packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk dicom3tools chromium chromium-driver ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   # A machine may already have npm from elsewhere (nodesource, nvm): do not fight it.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/dicomio"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/review"
 )
@@ -216,6 +217,18 @@ func (s *reviewService) Counts(ctx context.Context, req *vigilv1.CountsRequest) 
 		})
 	}
 	return resp, nil
+}
+
+// ExportReport writes the DICOM SR of a study's accepted and amended findings.
+func (s *reviewService) ExportReport(ctx context.Context, req *vigilv1.ExportReportRequest) (*vigilv1.ExportReportResponse, error) {
+	if !review.ValidUID(req.StudyInstanceUid) {
+		return nil, status.Error(codes.InvalidArgument, "study_instance_uid is not a DICOM UID (digits and dots, at most 64)")
+	}
+	r, err := review.ExportReport(ctx, s.store, req.StudyInstanceUid, dicomio.ImplementationClassUID, time.Now())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &vigilv1.ExportReportResponse{Report: r.Data, SopInstanceUid: r.SOPInstanceUID, FindingsIncluded: int32(r.Findings)}, nil
 }
 
 // --- conversions between the API and the review package --------------------------------------

@@ -38,6 +38,7 @@ var errorCodes = []struct {
 	{review.ErrDecided, codes.FailedPrecondition},
 	{review.ErrNotClaimed, codes.FailedPrecondition},
 	{review.ErrInvalid, codes.InvalidArgument},
+	{review.ErrNothingToReport, codes.FailedPrecondition},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

@@ -15,9 +15,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/vigil-health/vigil/internal/testenv"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/review"
 )
+
+const seedStudy = "1.2.826.0.1.3680043.2.1"
 
 // seedStore writes n pending triage findings into the store in dataDir, as the triage pipeline
 // will, and returns them.
@@ -35,8 +38,10 @@ func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 			Box:          &review.Box{X: 100, Y: 80, Width: 40, Height: 30},
 			Measurements: []review.Measurement{{Name: "long axis", Value: 11.5, Unit: "mm"}},
 			Model:        review.ModelRef{Name: "us-lesion-demo", Version: "1", SHA256: "cafe"},
-			Source:       review.Source{StudyInstanceUID: "1.2.826.0.1.3680043.2.1", SOPInstanceUID: fmt.Sprintf("1.2.826.0.1.3680043.2.1.%d", i), Modality: "US", Frames: []int{1}},
-			Overlay:      &review.Image{MediaType: "image/png", Data: []byte("\x89PNG overlay"), Width: 320, Height: 240},
+			Source: review.Source{StudyInstanceUID: seedStudy, SeriesInstanceUID: seedStudy + ".1",
+				SOPInstanceUID: fmt.Sprintf("%s.1.%d", seedStudy, i), SOPClassUID: "1.2.840.10008.5.1.4.1.1.6.1",
+				Modality: "US", Frames: []int{1}, NumberOfFrames: 1},
+			Overlay: &review.Image{MediaType: "image/png", Data: []byte("\x89PNG overlay"), Width: 320, Height: 240},
 		}
 	}
 	out, err := s.Add(context.Background(), "seed", batch)
@@ -104,6 +109,19 @@ func TestReviewCLI(t *testing.T) {
 	json.Unmarshal([]byte(out), &counts)
 	if code != 0 || counts.States["accepted"] != 1 || counts.States["amended"] != 1 || counts.States["pending"] != 2 || counts.Models[0].AcceptanceRate != 1 {
 		t.Errorf("counts: %s", out)
+	}
+	// The PACS worker pulls the study's report: two decided findings, a valid SR.
+	report := filepath.Join(t.TempDir(), "sr.dcm")
+	out, errOut, code = cli(t, "--server", d.grpc, "--token", pacs, "review", "export", "--study", seedStudy, "--out", report)
+	if code != 0 || !strings.Contains(out, "with 2 findings") {
+		t.Fatalf("export: exit %d %q %q", code, out, errOut)
+	}
+	testenv.Dciodvfy(t, report)
+	if text := testenv.Dsrdump(t, report); !strings.Contains(text, `"9.5" (mm,UCUM,"millimeter")`) {
+		t.Errorf("the exported report lacks the amended 9.5 mm:\n%s", text)
+	}
+	if _, errOut, code := run("export", "--study", "1.2.3", "--out", report); code != 1 || !strings.Contains(errOut, "FailedPrecondition") {
+		t.Errorf("export of a study with nothing decided: exit %d %q", code, errOut)
 	}
 	// A PACS worker may not decide.
 	if _, errOut, code := cli(t, "--server", d.grpc, "--token", pacs, "review", "accept", seeded[3].ID, "--version", "1"); code != 1 || !strings.Contains(errOut, "PermissionDenied") {

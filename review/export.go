@@ -1,0 +1,120 @@
+package review
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/vigil-health/vigil/dicomio"
+)
+
+var (
+	// ErrNothingToReport means the study has no accepted or amended finding.
+	ErrNothingToReport = errors.New("review: no accepted or amended findings for this study")
+	validUID           = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+)
+
+// ValidUID says whether s is a DICOM UID: digits and dots, at most 64 characters.
+func ValidUID(s string) bool { return len(s) <= 64 && validUID.MatchString(s) }
+
+// Report is an exported structured report.
+type Report struct {
+	Data           []byte
+	SOPInstanceUID string
+	Findings       int
+}
+
+// ExportReport writes a DICOM SR of a study's decided findings: accepted ones as the model
+// gave them, amended ones with the reviewer's corrections. Rejected and undecided findings are
+// left out.
+func ExportReport(ctx context.Context, s Store, studyUID, deviceUID string, now time.Time) (Report, error) {
+	if !ValidUID(studyUID) {
+		return Report{}, invalid("study_instance_uid is not a DICOM UID")
+	}
+	var groups []dicomio.MeasurementGroup
+	q := Query{Filter: Filter{StudyUID: studyUID, States: []State{StateAccepted, StateAmended}}, PageSize: MaxPageSize}
+	for {
+		page, next, err := s.List(ctx, q)
+		if err != nil {
+			return Report{}, err
+		}
+		for i := range page {
+			groups = append(groups, measurementGroup(&page[i]))
+		}
+		if next == "" {
+			break
+		}
+		q.PageToken = next
+	}
+	if len(groups) == 0 {
+		return Report{}, fmt.Errorf("%w: %s", ErrNothingToReport, studyUID)
+	}
+	data, uid, err := dicomio.WriteSR(dicomio.Report{
+		StudyInstanceUID: studyUID, Groups: groups, Time: now, DeviceName: "Vigil", DeviceUID: deviceUID,
+	})
+	if err != nil {
+		return Report{}, err
+	}
+	return Report{Data: data, SOPInstanceUID: uid, Findings: len(groups)}, nil
+}
+
+// measurementGroup is a decided finding as the report shows it, corrections applied.
+func measurementGroup(f *Finding) dicomio.MeasurementGroup {
+	label, box, measurements := f.Label, f.Box, f.Measurements
+	d := f.Decision
+	if a := d.Amendment; a != nil {
+		if a.Label != "" {
+			label = a.Label
+		}
+		if a.Box != nil {
+			box = a.Box
+		}
+		measurements = amendMeasurements(measurements, a.Measurements)
+	}
+	g := dicomio.MeasurementGroup{
+		TrackingID: f.ID,
+		Finding:    dicomio.LocalCode(label),
+		Image: dicomio.ImageRef{
+			SOPClassUID: f.Source.SOPClassUID, SOPInstanceUID: f.Source.SOPInstanceUID,
+			SeriesInstanceUID: f.Source.SeriesInstanceUID, Frames: f.Source.Frames, MultiFrame: f.Source.NumberOfFrames > 1,
+		},
+		AlgorithmName: f.Model.Name, AlgorithmVersion: f.Model.Version,
+		Comment: fmt.Sprintf("%s by %s (%s)", pastTense[d.Outcome], d.Reviewer, d.ReasonCode),
+	}
+	if d.Comment != "" {
+		g.Comment += ": " + d.Comment
+	}
+	if f.BestFrame > 0 && f.Source.NumberOfFrames > 1 {
+		g.Image.Frames = []int{f.BestFrame}
+	}
+	for _, m := range measurements {
+		g.Measurements = append(g.Measurements, dicomio.Measurement{Name: m.Name, Value: m.Value, Unit: m.Unit})
+	}
+	if box != nil {
+		x0, y0 := float32(box.X), float32(box.Y)
+		x1, y1 := float32(box.X+box.Width), float32(box.Y+box.Height)
+		g.Region = []float32{x0, y0, x1, y0, x1, y1, x0, y1, x0, y0}
+	}
+	return g
+}
+
+var pastTense = map[Outcome]string{OutcomeAccept: "accepted", OutcomeAmend: "amended", OutcomeReject: "rejected"}
+
+// amendMeasurements replaces measurements by name and adds new ones.
+func amendMeasurements(model, amended []Measurement) []Measurement {
+	out := append([]Measurement(nil), model...)
+	for _, a := range amended {
+		replaced := false
+		for i := range out {
+			if out[i].Name == a.Name {
+				out[i], replaced = a, true
+			}
+		}
+		if !replaced {
+			out = append(out, a)
+		}
+	}
+	return out
+}
