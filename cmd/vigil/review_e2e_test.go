@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +25,26 @@ import (
 )
 
 const seedStudy = "1.2.826.0.1.3680043.2.1"
+
+// overlayPNG is a 320x240 picture with a box drawn on it, standing in for a pipeline's overlay.
+func overlayPNG(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 320, 240))
+	for y := 0; y < 240; y++ {
+		for x := 0; x < 320; x++ {
+			v := uint8((x + y) / 3)
+			img.Set(x, y, color.RGBA{v, v, v, 255})
+			if (x == 100 || x == 140) && y >= 80 && y <= 110 || (y == 80 || y == 110) && x >= 100 && x <= 140 {
+				img.Set(x, y, color.RGBA{255, 200, 0, 255})
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
 
 // seedStore writes n pending triage findings into the store in dataDir, as the triage pipeline
 // will, and returns them.
@@ -41,7 +65,7 @@ func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 			Source: review.Source{StudyInstanceUID: seedStudy, SeriesInstanceUID: seedStudy + ".1",
 				SOPInstanceUID: fmt.Sprintf("%s.1.%d", seedStudy, i), SOPClassUID: "1.2.840.10008.5.1.4.1.1.6.1",
 				Modality: "US", Frames: []int{1}, NumberOfFrames: 1},
-			Overlay: &review.Image{MediaType: "image/png", Data: []byte("\x89PNG overlay"), Width: 320, Height: 240},
+			Overlay: &review.Image{MediaType: "image/png", Data: overlayPNG(t), Width: 320, Height: 240},
 		}
 	}
 	out, err := s.Add(context.Background(), "seed", batch)
@@ -96,7 +120,7 @@ func TestReviewCLI(t *testing.T) {
 	}
 	overlay := filepath.Join(t.TempDir(), "overlay.png")
 	out, _, code = run("show", claimed.Finding.ID, "--overlay", overlay)
-	if data, _ := os.ReadFile(overlay); code != 0 || string(data) != "\x89PNG overlay" || !strings.Contains(out, "dr.lee") || !strings.Contains(out, "seed") {
+	if data, _ := os.ReadFile(overlay); code != 0 || !bytes.Equal(data, overlayPNG(t)) || !strings.Contains(out, "dr.lee") || !strings.Contains(out, "seed") {
 		t.Errorf("show: exit %d, overlay %q\n%s", code, data, out)
 	}
 	out, _, code = run("counts", "--json")

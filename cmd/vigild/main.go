@@ -18,11 +18,16 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/server"
+	"github.com/vigil-health/vigil/web"
 )
 
 func main() {
@@ -149,6 +154,19 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(grpcLis) }()
 
+	// The web page's JSON API reaches the same gRPC server through an in-memory listener, so
+	// every call passes the same interceptors and handlers as a remote client's.
+	inproc := bufconn.Listen(1 << 20)
+	go srv.Serve(inproc)
+	inprocConn, err := grpc.NewClient("passthrough:///vigild",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		srv.Shutdown(ctx)
+		return fmt.Errorf("in-process gRPC connection: %w", err)
+	}
+	defer inprocConn.Close()
+
 	addrs := Addresses{GRPC: grpcLis.Addr().String()}
 	var httpSrv *http.Server
 	if cfg.HTTP != "" {
@@ -159,6 +177,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
+		mux.Handle("/", web.Handler(inprocConn, log))
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		addrs.HTTP = httpLis.Addr().String()
 		go func() {
