@@ -19,6 +19,11 @@ if [ ! -s "$token_file" ]; then
   echo "demo: created an admin token for this machine in $token_file (tokens file: $data/tokens.json)"
 fi
 token=$(cat "$token_file")
+reviewer_file=$data/demo-reviewer.token
+if [ ! -s "$reviewer_file" ]; then
+  (umask 077; "$bin/vigil" token add --data-dir "$data" --role reviewer --principal demo-reviewer >"$reviewer_file" 2>/dev/null)
+fi
+reviewer=$(cat "$reviewer_file")
 
 log=$data/vigild.log
 "$bin/vigild" --data-dir "$data" --listen "$listen" --http "$http" >"$log" 2>&1 &
@@ -39,9 +44,10 @@ done
 cat <<EOT
 
 Vigil is running.
-  gRPC      $listen  (log: $log)
-  metrics   http://$http/metrics
-  token     $token   (role admin; saved in $token_file)
+  gRPC           $listen  (log: $log)
+  reviewer page  http://$http/   sign in with: $reviewer
+  metrics        http://$http/metrics
+  admin token    $token   (saved in $token_file)
 
 \$ bin/vigil --server $listen --token \$TOKEN health
 $("$bin/vigil" --server "$listen" --token "$token" health)
@@ -49,9 +55,13 @@ $("$bin/vigil" --server "$listen" --token "$token" health)
 \$ bin/vigil --server $listen --token \$TOKEN models
 $("$bin/vigil" --server "$listen" --token "$token" models)
 
+\$ bin/vigil --server $listen --token \$TOKEN review counts
+$("$bin/vigil" --server "$listen" --token "$reviewer" review counts)
+
 Try:
   bin/grpcurl -H 'authorization: Bearer $token' -plaintext $listen list
   bin/vigil --server $listen --token $token models --json
+  bin/vigil --server $listen --token $reviewer review list
 EOT
 
 if [ "${VIGIL_DEMO_ONCE:-}" = 1 ]; then

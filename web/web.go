@@ -34,13 +34,17 @@ const maxBody = 1 << 20
 
 // unary are the Review methods the page may call, with their request and response types.
 var unary = map[string]func() (req, resp proto.Message){
-	"List":         func() (proto.Message, proto.Message) { return &vigilv1.ListRequest{}, &vigilv1.ListResponse{} },
-	"Get":          func() (proto.Message, proto.Message) { return &vigilv1.GetRequest{}, &vigilv1.GetResponse{} },
-	"ClaimNext":    func() (proto.Message, proto.Message) { return &vigilv1.ClaimNextRequest{}, &vigilv1.ClaimNextResponse{} },
-	"Decide":       func() (proto.Message, proto.Message) { return &vigilv1.DecideRequest{}, &vigilv1.DecideResponse{} },
-	"Release":      func() (proto.Message, proto.Message) { return &vigilv1.ReleaseRequest{}, &vigilv1.ReleaseResponse{} },
-	"Counts":       func() (proto.Message, proto.Message) { return &vigilv1.CountsRequest{}, &vigilv1.CountsResponse{} },
-	"ExportReport": func() (proto.Message, proto.Message) { return &vigilv1.ExportReportRequest{}, &vigilv1.ExportReportResponse{} },
+	"List": func() (proto.Message, proto.Message) { return &vigilv1.ListRequest{}, &vigilv1.ListResponse{} },
+	"Get":  func() (proto.Message, proto.Message) { return &vigilv1.GetRequest{}, &vigilv1.GetResponse{} },
+	"ClaimNext": func() (proto.Message, proto.Message) {
+		return &vigilv1.ClaimNextRequest{}, &vigilv1.ClaimNextResponse{}
+	},
+	"Decide":  func() (proto.Message, proto.Message) { return &vigilv1.DecideRequest{}, &vigilv1.DecideResponse{} },
+	"Release": func() (proto.Message, proto.Message) { return &vigilv1.ReleaseRequest{}, &vigilv1.ReleaseResponse{} },
+	"Counts":  func() (proto.Message, proto.Message) { return &vigilv1.CountsRequest{}, &vigilv1.CountsResponse{} },
+	"ExportReport": func() (proto.Message, proto.Message) {
+		return &vigilv1.ExportReportRequest{}, &vigilv1.ExportReportResponse{}
+	},
 }
 
 var (

@@ -8,6 +8,8 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,6 +148,20 @@ func TestReviewCLI(t *testing.T) {
 	}
 	if _, errOut, code := run("export", "--study", "1.2.3", "--out", report); code != 1 || !strings.Contains(errOut, "FailedPrecondition") {
 		t.Errorf("export of a study with nothing decided: exit %d %q", code, errOut)
+	}
+	// The queue's figures are on /metrics.
+	resp, err := http.Get("http://" + d.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`vigil_review_findings{state="pending"} 2`, `vigil_review_findings{state="amended"} 1`,
+		`vigil_review_acceptance_ratio{model="us-lesion-demo",version="1"} 1`,
+		`vigil_review_decision_seconds_count{outcome="accept",pipeline="triage"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 	// A PACS worker may not decide.
 	if _, errOut, code := cli(t, "--server", d.grpc, "--token", pacs, "review", "accept", seeded[3].ID, "--version", "1"); code != 1 || !strings.Contains(errOut, "PermissionDenied") {
