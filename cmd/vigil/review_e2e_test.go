@@ -58,6 +58,7 @@ func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 	}
 	defer s.Close()
 	batch := make([]review.Finding, n)
+	overlay := overlayPNG(t)
 	for i := range batch {
 		batch[i] = review.Finding{
 			Pipeline: review.PipelineTriage, Label: "hypoechoic lesion", Score: 0.5 + float64(i%5)/10, Priority: i % 4,
@@ -67,7 +68,7 @@ func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 			Source: review.Source{StudyInstanceUID: seedStudy, SeriesInstanceUID: seedStudy + ".1",
 				SOPInstanceUID: fmt.Sprintf("%s.1.%d", seedStudy, i), SOPClassUID: "1.2.840.10008.5.1.4.1.1.6.1",
 				Modality: "US", Frames: []int{1}, NumberOfFrames: 1},
-			Overlay: &review.Image{MediaType: "image/png", Data: overlayPNG(t), Width: 320, Height: 240},
+			Overlay: &review.Image{MediaType: "image/png", Data: overlay, Width: 320, Height: 240},
 		}
 	}
 	out, err := s.Add(context.Background(), "seed", batch)
