@@ -108,3 +108,30 @@ func (v *Video) Close() error {
 	v.mat.Close()
 	return v.capture.Close()
 }
+
+// DecodeJPEG2000 decodes a JPEG 2000 codestream (a DICOM frame) with OpenCV's OpenJPEG to
+// 8-bit grey or RGB, interleaved, and checks its size against what the instance declares.
+func DecodeJPEG2000(data []byte, width, height, samples int) ([]byte, error) {
+	flag := gocv.IMReadColor
+	if samples == 1 {
+		flag = gocv.IMReadGrayScale
+	}
+	m, err := gocv.IMDecode(data, flag)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	defer m.Close()
+	if m.Empty() {
+		return nil, fmt.Errorf("%w: OpenCV could not decode the JPEG 2000 frame", ErrDecode)
+	}
+	if m.Cols() != width || m.Rows() != height {
+		return nil, fmt.Errorf("%w: JPEG 2000 frame is %d x %d, want %d x %d", ErrDecode, m.Cols(), m.Rows(), width, height)
+	}
+	if samples == 1 {
+		return m.ToBytes(), nil
+	}
+	rgb := gocv.NewMat()
+	defer rgb.Close()
+	gocv.CvtColor(m, &rgb, gocv.ColorBGRToRGB)
+	return rgb.ToBytes(), nil
+}

@@ -1,0 +1,605 @@
+package dicomio
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+)
+
+var (
+	// ErrNotDICOM means the input is not a DICOM Part 10 file.
+	ErrNotDICOM = errors.New("dicomio: not a DICOM Part 10 file")
+	// ErrTruncated means the input ended inside an element.
+	ErrTruncated = errors.New("dicomio: file is truncated")
+	// ErrMalformed means the input breaks the DICOM encoding rules.
+	ErrMalformed = errors.New("dicomio: malformed DICOM")
+	// ErrTooLarge means the input is over a configured limit; nothing was allocated for it.
+	ErrTooLarge = errors.New("dicomio: over a limit")
+	// ErrUnsupportedTransferSyntax means a transfer syntax Vigil does not decode.
+	ErrUnsupportedTransferSyntax = errors.New("dicomio: unsupported transfer syntax")
+	// ErrUnsupportedPixels means a pixel encoding Vigil does not decode.
+	ErrUnsupportedPixels = errors.New("dicomio: unsupported pixel data")
+	// ErrNoPixelData means the instance has no image.
+	ErrNoPixelData = errors.New("dicomio: no pixel data")
+)
+
+// Transfer syntaxes.
+const (
+	ImplicitVRLittleEndian = "1.2.840.10008.1.2"
+	ExplicitVRLittleEndian = explicitVRLittleEndian
+	JPEGBaseline           = "1.2.840.10008.1.2.4.50"
+	JPEG2000Lossless       = "1.2.840.10008.1.2.4.90"
+	JPEG2000               = "1.2.840.10008.1.2.4.91"
+	RLELossless            = "1.2.840.10008.1.2.5"
+)
+
+// transferSyntaxNames names the syntaxes an error may have to mention.
+var transferSyntaxNames = map[string]string{
+	ImplicitVRLittleEndian:    "Implicit VR Little Endian",
+	ExplicitVRLittleEndian:    "Explicit VR Little Endian",
+	"1.2.840.10008.1.2.1.99":  "Deflated Explicit VR Little Endian",
+	"1.2.840.10008.1.2.2":     "Explicit VR Big Endian (retired)",
+	JPEGBaseline:              "JPEG Baseline (Process 1)",
+	"1.2.840.10008.1.2.4.51":  "JPEG Extended (Process 2 & 4)",
+	"1.2.840.10008.1.2.4.57":  "JPEG Lossless, Non-Hierarchical (Process 14)",
+	"1.2.840.10008.1.2.4.70":  "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])",
+	"1.2.840.10008.1.2.4.80":  "JPEG-LS Lossless Image Compression",
+	"1.2.840.10008.1.2.4.81":  "JPEG-LS Lossy (Near-Lossless) Image Compression",
+	JPEG2000Lossless:          "JPEG 2000 Image Compression (Lossless Only)",
+	JPEG2000:                  "JPEG 2000 Image Compression",
+	"1.2.840.10008.1.2.4.100": "MPEG2 Main Profile / Main Level",
+	"1.2.840.10008.1.2.4.102": "MPEG-4 AVC/H.264 High Profile / Level 4.1",
+	"1.2.840.10008.1.2.4.201": "High-Throughput JPEG 2000 Image Compression (Lossless Only)",
+	RLELossless:               "RLE Lossless",
+}
+
+// TransferSyntaxName is a syntax's name, or "unknown".
+func TransferSyntaxName(uid string) string {
+	if n, ok := transferSyntaxNames[uid]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+// Limits bound what a reader accepts. An input over a limit is refused before memory is
+// allocated for it.
+type Limits struct {
+	MaxFrames int
+	MaxRows   int
+	MaxCols   int
+	// MaxBytes bounds the whole file as read.
+	MaxBytes int64
+}
+
+// DefaultLimits fit ultrasound: cine loops of a few thousand frames, up to 4096 x 4096 pixels,
+// 2 GiB in all.
+var DefaultLimits = Limits{MaxFrames: 5000, MaxRows: 4096, MaxCols: 4096, MaxBytes: 2 << 30}
+
+// Decoders are the codecs a caller lends the reader; dicomio itself stays pure Go.
+type Decoders struct {
+	// JPEG2000 decodes one JPEG 2000 codestream to 8-bit grey or RGB. Nil refuses JPEG 2000.
+	JPEG2000 func(data []byte, width, height, samples int) ([]byte, error)
+}
+
+// Options configure a Reader.
+type Options struct {
+	Limits   Limits
+	Decoders Decoders
+}
+
+// Region is one item of the Sequence of Ultrasound Regions (0018,6011).
+type Region struct {
+	SpatialFormat int // 1 = 2D
+	DataType      int // 1 = tissue, 2 = colour flow, ...
+	X0, Y0        int // top left, inclusive
+	X1, Y1        int // bottom right, inclusive
+	UnitsX        int // 3 = cm
+	UnitsY        int
+	DeltaX        float64 // physical units per pixel
+	DeltaY        float64
+}
+
+// MillimetresPerPixel is the region's calibration in mm, when its units are centimetres.
+func (r Region) MillimetresPerPixel() (x, y float64, ok bool) {
+	const centimetre = 3
+	if r.UnitsX != centimetre || r.UnitsY != centimetre || r.DeltaX <= 0 || r.DeltaY <= 0 {
+		return 0, 0, false
+	}
+	return r.DeltaX * 10, r.DeltaY * 10, true
+}
+
+// Instance is what an instance says about itself before its pixels.
+type Instance struct {
+	TransferSyntax    string
+	SOPClassUID       string
+	SOPInstanceUID    string
+	StudyInstanceUID  string
+	SeriesInstanceUID string
+	Modality          string
+
+	Rows, Columns       int
+	Frames              int
+	SamplesPerPixel     int
+	BitsAllocated       int
+	BitsStored          int
+	PixelRepresentation int
+	PlanarConfiguration int
+	Photometric         string
+	// FrameTime is the time between frames in milliseconds, 0 when not given.
+	FrameTime float64
+	Regions   []Region
+
+	palette [3]lut
+}
+
+type lut struct {
+	entries, first, bits int
+	data                 []byte
+}
+
+// Frame is one decoded image: 8-bit grey or RGB (interleaved), or 16-bit grey.
+type Frame struct {
+	// Number is 1-based.
+	Number  int
+	Width   int
+	Height  int
+	Samples int // 1 or 3
+	// Pix holds 8-bit samples (grey, or R, G, B interleaved); Pix16 holds 16-bit grey.
+	Pix   []byte
+	Pix16 []uint16
+}
+
+// Reader reads one instance from a stream: Open reads everything up to the pixels, and Next
+// yields one frame at a time, so a long cine loop is never held whole.
+type Reader struct {
+	in       *countingReader
+	opts     Options
+	inst     Instance
+	explicit bool
+
+	pixelLength uint32 // of native pixel data; undefined for encapsulated
+	next        int    // frames yielded so far
+	pending     []byte // an encapsulated fragment read ahead (the next frame's first)
+	offsets     []uint32
+	// fragmentsEnded is set at the sequence delimiter after the last fragment.
+	fragmentsEnded bool
+	done           bool
+}
+
+type countingReader struct {
+	r     *bufio.Reader
+	n     int64
+	limit int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.limit > 0 {
+		if c.n >= c.limit {
+			return 0, fmt.Errorf("%w: the file is over %d bytes", ErrTooLarge, c.limit)
+		}
+		if rest := c.limit - c.n; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) full(p []byte) error {
+	_, err := io.ReadFull(c, p)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrTruncated
+	}
+	return err
+}
+
+// remaining says how many more bytes the limit allows.
+func (c *countingReader) remaining() int64 {
+	if c.limit <= 0 {
+		return math.MaxInt64
+	}
+	return c.limit - c.n
+}
+
+func (c *countingReader) skip(n int64) error {
+	if c.limit > 0 && c.n+n > c.limit {
+		return fmt.Errorf("%w: the file is over %d bytes", ErrTooLarge, c.limit)
+	}
+	got, err := io.CopyN(io.Discard, c, n)
+	if got < n {
+		if err == nil || errors.Is(err, io.EOF) {
+			return ErrTruncated
+		}
+		return err
+	}
+	return nil
+}
+
+const undefinedLength = 0xFFFFFFFF
+
+// Tags the reader looks at.
+var (
+	tagItem             = Tag{0xFFFE, 0xE000}
+	tagItemDelim        = Tag{0xFFFE, 0xE00D}
+	tagSeqDelim         = Tag{0xFFFE, 0xE0DD}
+	tagPixelData        = Tag{0x7FE0, 0x0010}
+	tagRegions          = Tag{0x0018, 0x6011}
+	tagTransferSyntax   = Tag{0x0002, 0x0010}
+	tagFileMetaLength   = Tag{0x0002, 0x0000}
+	tagMediaStorageUID  = Tag{0x0002, 0x0003}
+	tagMediaStorageClas = Tag{0x0002, 0x0002}
+)
+
+// implicitVRs are the VRs of the elements the reader interprets, for Implicit VR files.
+var implicitVRs = map[Tag]string{
+	{0x0008, 0x0016}: "UI", {0x0008, 0x0018}: "UI", {0x0008, 0x0060}: "CS",
+	{0x0020, 0x000D}: "UI", {0x0020, 0x000E}: "UI", {0x0018, 0x1063}: "DS",
+	{0x0028, 0x0002}: "US", {0x0028, 0x0004}: "CS", {0x0028, 0x0006}: "US", {0x0028, 0x0008}: "IS",
+	{0x0028, 0x0010}: "US", {0x0028, 0x0011}: "US", {0x0028, 0x0100}: "US", {0x0028, 0x0101}: "US",
+	{0x0028, 0x0103}: "US", {0x0028, 0x1101}: "US", {0x0028, 0x1102}: "US", {0x0028, 0x1103}: "US",
+	{0x0028, 0x1201}: "OW", {0x0028, 0x1202}: "OW", {0x0028, 0x1203}: "OW",
+	{0x0018, 0x6011}: "SQ", {0x0018, 0x6012}: "US", {0x0018, 0x6014}: "US",
+	{0x0018, 0x6018}: "UL", {0x0018, 0x601A}: "UL", {0x0018, 0x601C}: "UL", {0x0018, 0x601E}: "UL",
+	{0x0018, 0x6024}: "US", {0x0018, 0x6026}: "US", {0x0018, 0x602C}: "FD", {0x0018, 0x602E}: "FD",
+	{0x7FE0, 0x0010}: "OW",
+}
+
+// maxValue bounds one interpreted attribute value (a palette is at most 128 KiB).
+const maxValue = 1 << 18
+
+// Open reads the file meta information and the data set up to the pixel data.
+func Open(r io.Reader, opts Options) (*Reader, error) {
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits
+	}
+	rd := &Reader{in: &countingReader{r: bufio.NewReaderSize(r, 64<<10), limit: opts.Limits.MaxBytes}, opts: opts}
+	head := make([]byte, 132)
+	if err := rd.in.full(head); err != nil {
+		if errors.Is(err, ErrTruncated) {
+			return nil, fmt.Errorf("%w: shorter than the 132-byte preamble", ErrNotDICOM)
+		}
+		return nil, err
+	}
+	if string(head[128:]) != "DICM" {
+		return nil, fmt.Errorf("%w: no DICM prefix at byte 128", ErrNotDICOM)
+	}
+	if err := rd.readMeta(); err != nil {
+		return nil, err
+	}
+	ts := rd.inst.TransferSyntax
+	switch ts {
+	case ImplicitVRLittleEndian:
+	case ExplicitVRLittleEndian, JPEGBaseline, RLELossless:
+		rd.explicit = true
+	case JPEG2000Lossless, JPEG2000:
+		rd.explicit = true
+		if opts.Decoders.JPEG2000 == nil {
+			return nil, fmt.Errorf("%w: %s (%s): no JPEG 2000 decoder is configured", ErrUnsupportedTransferSyntax, ts, TransferSyntaxName(ts))
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s (%s)", ErrUnsupportedTransferSyntax, ts, TransferSyntaxName(ts))
+	}
+	found, err := rd.readDataset()
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNoPixelData
+	}
+	if err := rd.checkImage(); err != nil {
+		return nil, err
+	}
+	return rd, nil
+}
+
+// Instance returns what the instance says about itself.
+func (r *Reader) Instance() Instance { return r.inst }
+
+// header is one element's tag, VR and length.
+type header struct {
+	tag    Tag
+	vr     string
+	length uint32
+}
+
+func (r *Reader) readHeader(explicit bool) (header, error) {
+	var b [8]byte
+	if err := r.in.full(b[:]); err != nil {
+		return header{}, err
+	}
+	h := header{tag: Tag{binary.LittleEndian.Uint16(b[0:]), binary.LittleEndian.Uint16(b[2:])}}
+	if h.tag.Group == 0xFFFE { // items and delimiters have no VR
+		h.length = binary.LittleEndian.Uint32(b[4:])
+		return h, nil
+	}
+	if !explicit {
+		h.vr = implicitVRs[h.tag]
+		h.length = binary.LittleEndian.Uint32(b[4:])
+		return h, nil
+	}
+	h.vr = string(b[4:6])
+	if h.vr[0] < 'A' || h.vr[0] > 'Z' || h.vr[1] < 'A' || h.vr[1] > 'Z' {
+		return h, fmt.Errorf("%w: element %s has no valid VR", ErrMalformed, h.tag)
+	}
+	if longVRs[h.vr] {
+		var l [4]byte
+		if err := r.in.full(l[:]); err != nil {
+			return h, err
+		}
+		h.length = binary.LittleEndian.Uint32(l[:])
+	} else {
+		h.length = uint32(binary.LittleEndian.Uint16(b[6:]))
+	}
+	return h, nil
+}
+
+func (r *Reader) readValue(h header) ([]byte, error) {
+	if h.length == undefinedLength || h.length > maxValue {
+		return nil, fmt.Errorf("%w: element %s has length %d", ErrMalformed, h.tag, h.length)
+	}
+	v := make([]byte, h.length)
+	return v, r.in.full(v)
+}
+
+func (r *Reader) readMeta() error {
+	h, err := r.readHeader(true)
+	if err != nil {
+		return err
+	}
+	if h.tag != tagFileMetaLength || h.length != 4 {
+		return fmt.Errorf("%w: no file meta group length", ErrNotDICOM)
+	}
+	v, err := r.readValue(h)
+	if err != nil {
+		return err
+	}
+	remaining := int64(binary.LittleEndian.Uint32(v))
+	if remaining > maxValue {
+		return fmt.Errorf("%w: file meta information of %d bytes", ErrMalformed, remaining)
+	}
+	start := r.in.n
+	for r.in.n-start < remaining {
+		h, err := r.readHeader(true)
+		if err != nil {
+			return err
+		}
+		if h.tag.Group != 0x0002 {
+			return fmt.Errorf("%w: element %s inside the file meta information", ErrMalformed, h.tag)
+		}
+		v, err := r.readValue(h)
+		if err != nil {
+			return err
+		}
+		switch h.tag {
+		case tagTransferSyntax:
+			r.inst.TransferSyntax = text(v)
+		case tagMediaStorageUID:
+			r.inst.SOPInstanceUID = text(v)
+		case tagMediaStorageClas:
+			r.inst.SOPClassUID = text(v)
+		}
+	}
+	if r.inst.TransferSyntax == "" {
+		return fmt.Errorf("%w: no transfer syntax in the file meta information", ErrMalformed)
+	}
+	return nil
+}
+
+func text(v []byte) string {
+	return strings.TrimRight(string(v), " \x00")
+}
+
+// readDataset reads top-level elements up to the pixel data; it reports whether it found it.
+func (r *Reader) readDataset() (bool, error) {
+	for {
+		h, err := r.readHeader(r.explicit)
+		if errors.Is(err, ErrTruncated) && r.atEnd() {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if h.tag == tagPixelData {
+			return true, r.startPixels(h)
+		}
+		if err := r.element(h, &r.inst, 0); err != nil {
+			return false, err
+		}
+	}
+}
+
+// atEnd says whether the stream ended exactly between elements.
+func (r *Reader) atEnd() bool {
+	_, err := r.in.r.Peek(1)
+	return err != nil
+}
+
+// element interprets or skips one element of the data set (depth 0) or of a sequence item.
+func (r *Reader) element(h header, inst *Instance, depth int) error {
+	if depth > 16 {
+		return fmt.Errorf("%w: sequences nested deeper than 16", ErrMalformed)
+	}
+	if h.vr == "SQ" || h.length == undefinedLength {
+		if h.tag == tagRegions && depth == 0 {
+			return r.sequence(h, depth, func(item *Instance) {
+				if len(item.Regions) > 0 {
+					inst.Regions = append(inst.Regions, item.Regions[0])
+				}
+			})
+		}
+		return r.sequence(h, depth, nil)
+	}
+	if !interesting(h.tag) {
+		return r.in.skip(int64(h.length))
+	}
+	v, err := r.readValue(h)
+	if err != nil {
+		return err
+	}
+	return inst.set(h, v)
+}
+
+func interesting(t Tag) bool {
+	_, ok := implicitVRs[t]
+	return ok
+}
+
+// sequence reads a sequence's items; each item's interpreted elements go to onItem.
+func (r *Reader) sequence(h header, depth int, onItem func(*Instance)) error {
+	end := int64(-1)
+	if h.length != undefinedLength {
+		end = r.in.n + int64(h.length)
+	}
+	for end < 0 || r.in.n < end {
+		ih, err := r.readHeader(r.explicit)
+		if err != nil {
+			return err
+		}
+		if ih.tag == tagSeqDelim {
+			if end >= 0 {
+				return fmt.Errorf("%w: sequence delimiter in a sequence of defined length", ErrMalformed)
+			}
+			return nil
+		}
+		if ih.tag != tagItem {
+			return fmt.Errorf("%w: %s inside sequence %s, want an item", ErrMalformed, ih.tag, h.tag)
+		}
+		item := &Instance{}
+		itemEnd := int64(-1)
+		if ih.length != undefinedLength {
+			itemEnd = r.in.n + int64(ih.length)
+		}
+		for itemEnd < 0 || r.in.n < itemEnd {
+			eh, err := r.readHeader(r.explicit)
+			if err != nil {
+				return err
+			}
+			if eh.tag == tagItemDelim {
+				break
+			}
+			if eh.tag == tagPixelData {
+				return fmt.Errorf("%w: pixel data inside a sequence", ErrMalformed)
+			}
+			if err := r.element(eh, item, depth+1); err != nil {
+				return err
+			}
+		}
+		if itemEnd >= 0 && r.in.n != itemEnd {
+			return fmt.Errorf("%w: an item of sequence %s overruns its length", ErrMalformed, h.tag)
+		}
+		if onItem != nil {
+			onItem(item)
+		}
+	}
+	if r.in.n != end {
+		return fmt.Errorf("%w: sequence %s overruns its length", ErrMalformed, h.tag)
+	}
+	return nil
+}
+
+func u16(v []byte, i int) int { return int(binary.LittleEndian.Uint16(v[2*i:])) }
+
+// set interprets one attribute value.
+func (inst *Instance) set(h header, v []byte) error {
+	num := func(want int) (int, error) {
+		switch {
+		case len(v) >= 4 && (h.vr == "UL" || h.vr == "SL"):
+			return int(binary.LittleEndian.Uint32(v)), nil
+		case len(v) >= 2 && (h.vr == "US" || h.vr == "SS" || h.vr == ""):
+			return u16(v, 0), nil
+		case h.vr == "IS" || h.vr == "DS":
+			f, err := strconv.ParseFloat(strings.TrimSpace(text(v)), 64)
+			if err != nil || f < 0 || f > math.MaxInt32 {
+				return 0, fmt.Errorf("%w: %s is not a number", ErrMalformed, h.tag)
+			}
+			return int(f), nil
+		}
+		return 0, fmt.Errorf("%w: %s has %d bytes for VR %s", ErrMalformed, h.tag, len(v), h.vr)
+	}
+	fd := func() (float64, error) {
+		if len(v) < 8 {
+			return 0, fmt.Errorf("%w: %s has %d bytes for FD", ErrMalformed, h.tag, len(v))
+		}
+		return math.Float64frombits(binary.LittleEndian.Uint64(v)), nil
+	}
+	region := func() *Region {
+		if len(inst.Regions) == 0 {
+			inst.Regions = append(inst.Regions, Region{})
+		}
+		return &inst.Regions[0]
+	}
+	var err error
+	switch h.tag {
+	case Tag{0x0008, 0x0016}:
+		inst.SOPClassUID = text(v)
+	case Tag{0x0008, 0x0018}:
+		inst.SOPInstanceUID = text(v)
+	case Tag{0x0008, 0x0060}:
+		inst.Modality = text(v)
+	case Tag{0x0020, 0x000D}:
+		inst.StudyInstanceUID = text(v)
+	case Tag{0x0020, 0x000E}:
+		inst.SeriesInstanceUID = text(v)
+	case Tag{0x0018, 0x1063}:
+		f, perr := strconv.ParseFloat(strings.TrimSpace(text(v)), 64)
+		if perr == nil && f >= 0 {
+			inst.FrameTime = f
+		}
+	case Tag{0x0028, 0x0002}:
+		inst.SamplesPerPixel, err = num(1)
+	case Tag{0x0028, 0x0004}:
+		inst.Photometric = text(v)
+	case Tag{0x0028, 0x0006}:
+		inst.PlanarConfiguration, err = num(1)
+	case Tag{0x0028, 0x0008}:
+		inst.Frames, err = num(1)
+	case Tag{0x0028, 0x0010}:
+		inst.Rows, err = num(1)
+	case Tag{0x0028, 0x0011}:
+		inst.Columns, err = num(1)
+	case Tag{0x0028, 0x0100}:
+		inst.BitsAllocated, err = num(1)
+	case Tag{0x0028, 0x0101}:
+		inst.BitsStored, err = num(1)
+	case Tag{0x0028, 0x0103}:
+		inst.PixelRepresentation, err = num(1)
+	case Tag{0x0028, 0x1101}, Tag{0x0028, 0x1102}, Tag{0x0028, 0x1103}:
+		if len(v) < 6 {
+			return fmt.Errorf("%w: palette descriptor %s has %d bytes", ErrMalformed, h.tag, len(v))
+		}
+		l := &inst.palette[h.tag.Element-0x1101]
+		l.entries, l.first, l.bits = u16(v, 0), u16(v, 1), u16(v, 2)
+		if l.entries == 0 {
+			l.entries = 65536
+		}
+	case Tag{0x0028, 0x1201}, Tag{0x0028, 0x1202}, Tag{0x0028, 0x1203}:
+		inst.palette[h.tag.Element-0x1201].data = v
+	case Tag{0x0018, 0x6012}:
+		region().SpatialFormat, err = num(1)
+	case Tag{0x0018, 0x6014}:
+		region().DataType, err = num(1)
+	case Tag{0x0018, 0x6018}:
+		region().X0, err = num(1)
+	case Tag{0x0018, 0x601A}:
+		region().Y0, err = num(1)
+	case Tag{0x0018, 0x601C}:
+		region().X1, err = num(1)
+	case Tag{0x0018, 0x601E}:
+		region().Y1, err = num(1)
+	case Tag{0x0018, 0x6024}:
+		region().UnitsX, err = num(1)
+	case Tag{0x0018, 0x6026}:
+		region().UnitsY, err = num(1)
+	case Tag{0x0018, 0x602C}:
+		region().DeltaX, err = fd()
+	case Tag{0x0018, 0x602E}:
+		region().DeltaY, err = fd()
+	}
+	return err
+}
