@@ -18,7 +18,7 @@ export VIGIL_ORT_LIB ?= $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1
 # Two cores: run test binaries one package at a time beside the compiler.
 TEST_FLAGS ?= -race -count=1 -p 2 -timeout 20m
 
-.PHONY: all deps build proto proto-check fmt-check vet test demo bench clean
+.PHONY: all deps build proto proto-check fmt-check vet test demo bench clean demo-model
 
 all: build
 
@@ -58,6 +58,17 @@ demo: build
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./inference/
+
+# demo-model retrains models/us-lesion-demo from phantoms with fixed seeds (not part of make
+# test; it needs Debian's python3-torch and python3-onnx, and about ten minutes on two cores).
+DEMO_MODEL_DIR := models/us-lesion-demo
+demo-model: build
+	@command -v /usr/bin/python3 >/dev/null && /usr/bin/python3 -c 'import torch, onnx' 2>/dev/null || { \
+		echo "demo-model needs Debian's python3-torch and python3-onnx: apt-get install python3-torch python3-onnx"; exit 1; }
+	rm -rf $(BIN)/demo-model-data && mkdir -p $(BIN)/demo-model-data
+	$(BIN)/vigil phantoms --training $(BIN)/demo-model-data --count 400 --seed 1 --frames 4
+	/usr/bin/python3 $(DEMO_MODEL_DIR)/train.py --data $(BIN)/demo-model-data --out $(DEMO_MODEL_DIR)/us-lesion-demo.onnx --epochs 12
+	sha256sum $(DEMO_MODEL_DIR)/us-lesion-demo.onnx
 
 clean:
 	rm -rf $(BIN) .deps

@@ -48,6 +48,22 @@ func (r *Reader) startPixels(h header) error {
 	for i := 0; i+4 <= len(table); i += 4 {
 		r.offsets = append(r.offsets, binary.LittleEndian.Uint32(table[i:]))
 	}
+	r.fragmentsBase = r.in.n
+	return nil
+}
+
+// checkOffset compares where a frame's first fragment began with the offset table, when the
+// table has an entry per frame.
+func (r *Reader) checkOffset(at int64) error {
+	if len(r.offsets) == 0 {
+		return nil
+	}
+	if len(r.offsets) != r.inst.Frames {
+		return fmt.Errorf("%w: the offset table has %d entries for %d frames", ErrMalformed, len(r.offsets), r.inst.Frames)
+	}
+	if want := int64(r.offsets[r.next]); at-r.fragmentsBase != want {
+		return fmt.Errorf("%w: the offset table says frame %d starts at byte %d of the pixel data, it starts at %d", ErrMalformed, r.next+1, want, at-r.fragmentsBase)
+	}
 	return nil
 }
 
@@ -180,9 +196,10 @@ func startsFrame(fragment []byte) bool {
 func (r *Reader) nextFragments() ([]byte, error) {
 	budget := r.maxCompressedFrame()
 	last := r.next == r.inst.Frames-1
-	frame := r.pending
+	frame, at := r.pending, r.pendingAt
 	r.pending = nil
 	if frame == nil {
+		at = r.in.n
 		if r.fragmentsEnded {
 			return nil, fmt.Errorf("%w: %d frames declared, %d found", ErrMalformed, r.inst.Frames, r.next)
 		}
@@ -196,10 +213,14 @@ func (r *Reader) nextFragments() ([]byte, error) {
 		}
 		frame = first
 	}
+	if err := r.checkOffset(at); err != nil {
+		return nil, err
+	}
 	if r.inst.TransferSyntax == RLELossless && !last {
 		return frame, nil // RLE puts each frame in exactly one fragment
 	}
 	for !r.fragmentsEnded {
+		fragAt := r.in.n
 		frag, err := r.readFragment(budget - len(frame))
 		if err != nil {
 			return nil, err
@@ -209,7 +230,7 @@ func (r *Reader) nextFragments() ([]byte, error) {
 			break
 		}
 		if !last && startsFrame(frag) {
-			r.pending = frag
+			r.pending, r.pendingAt = frag, fragAt
 			break
 		}
 		frame = append(frame, frag...)

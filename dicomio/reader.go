@@ -166,6 +166,10 @@ type Reader struct {
 	next        int    // frames yielded so far
 	pending     []byte // an encapsulated fragment read ahead (the next frame's first)
 	offsets     []uint32
+	// fragmentsBase is the stream position of the first fragment item, where offsets count from.
+	fragmentsBase int64
+	// pendingAt is where the read-ahead fragment's item began.
+	pendingAt int64
 	// fragmentsEnded is set at the sequence delimiter after the last fragment.
 	fragmentsEnded bool
 	done           bool

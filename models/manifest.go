@@ -73,6 +73,8 @@ type Manifest struct {
 
 	// Dir is the folder the manifest was read from; empty for embedded manifests.
 	Dir string `yaml:"-"`
+	// Embedded holds weights built into the binary (the project's own models only).
+	Embedded []byte `yaml:"-"`
 }
 
 // Weights names the ONNX file and the checksum that identifies it.

@@ -10,9 +10,11 @@ import (
 	"sort"
 )
 
-// builtin holds the manifests that ship inside the binary, one folder per model.
+// builtin holds the manifests that ship inside the binary, one folder per model, and the
+// weights of the models the project makes itself (never outside weights: those are resolved
+// by sha256).
 //
-//go:embed */manifest.yaml
+//go:embed */manifest.yaml us-lesion-demo/us-lesion-demo.onnx
 var builtin embed.FS
 
 // Entry is one model of the repository: its manifest, or why the manifest could not be read.
@@ -76,6 +78,8 @@ func readTree(fsys fs.FS, dir string) []Entry {
 		}
 		if dir != "" {
 			e.Manifest.Dir = filepath.Join(dir, f.Name())
+		} else if w, err := fs.ReadFile(fsys, f.Name()+"/"+e.Manifest.Weights.File); err == nil {
+			e.Manifest.Embedded = w
 		}
 		e.Name = e.Manifest.Name
 		out = append(out, e)

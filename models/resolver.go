@@ -73,6 +73,13 @@ func (r *Resolver) Resolve(ctx context.Context, m *Manifest) (string, error) {
 			mismatch = nil
 		}
 	}
+	if len(m.Embedded) > 0 {
+		sum := sha256.Sum256(m.Embedded)
+		if got := hex.EncodeToString(sum[:]); got != want {
+			return "", fmt.Errorf("%w: the weights built into this binary have sha256 %s, manifest %s wants %s", ErrChecksumMismatch, got, m.Name, want)
+		}
+		return r.keepBytes(m)
+	}
 	if m.Dir != "" {
 		if p := filepath.Join(m.Dir, m.Weights.File); check(p) {
 			return r.keep(p, m)
@@ -131,6 +138,36 @@ func (r *Resolver) keep(path string, m *Manifest) (string, error) {
 	}
 	dst := filepath.Join(dir, m.Weights.File)
 	if err := copyFile(path, dst); err != nil {
+		return "", fmt.Errorf("model cache: %w", err)
+	}
+	return dst, nil
+}
+
+// keepBytes writes embedded weights where ONNX Runtime can open them: the cache, or a folder
+// under the system's temporary directory when there is no cache.
+func (r *Resolver) keepBytes(m *Manifest) (string, error) {
+	base := r.CacheDir
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "vigil-models")
+	}
+	dir := filepath.Join(base, m.Weights.SHA256)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("model cache: %w", err)
+	}
+	dst := filepath.Join(dir, m.Weights.File)
+	tmp, err := os.CreateTemp(dir, ".partial-*")
+	if err != nil {
+		return "", fmt.Errorf("model cache: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(m.Embedded); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("model cache: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("model cache: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return "", fmt.Errorf("model cache: %w", err)
 	}
 	return dst, nil

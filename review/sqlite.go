@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS audit (
 	after      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_finding ON audit (finding_id, seq);
+CREATE TABLE IF NOT EXISTS analyses (
+	sop_instance_uid TEXT PRIMARY KEY,
+	body             TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 	BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -228,6 +232,19 @@ func load(ctx context.Context, db querier, id string) (Finding, error) {
 
 // Add stores new findings as pending, in one transaction.
 func (s *SQLite) Add(ctx context.Context, actor string, findings []Finding) ([]Finding, error) {
+	out, err := s.prepare(findings)
+	if err != nil {
+		return nil, err
+	}
+	err = s.update(ctx, func(tx *sql.Tx) error { return insertFindings(ctx, tx, actor, out) })
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// prepare validates new findings and fills their ID, state, version and times.
+func (s *SQLite) prepare(findings []Finding) ([]Finding, error) {
 	now := s.now().UTC()
 	out := make([]Finding, len(findings))
 	for i := range findings {
@@ -240,29 +257,90 @@ func (s *SQLite) Add(ctx context.Context, actor string, findings []Finding) ([]F
 		f.ClaimedBy, f.LeaseExpiresAt, f.Decision = "", time.Time{}, nil
 		out[i] = f
 	}
-	err := s.update(ctx, func(tx *sql.Tx) error {
-		for i := range out {
-			f := &out[i]
-			if err := put(ctx, tx, f, true); err != nil {
-				return err
+	return out, nil
+}
+
+func insertFindings(ctx context.Context, tx *sql.Tx, actor string, fs []Finding) error {
+	for i := range fs {
+		f := &fs[i]
+		if err := put(ctx, tx, f, true); err != nil {
+			return err
+		}
+		if o := f.Overlay; o != nil {
+			_, err := tx.ExecContext(ctx, `INSERT INTO overlays (finding_id, media_type, width, height, data) VALUES (?, ?, ?, ?, ?)`,
+				f.ID, o.MediaType, o.Width, o.Height, o.Data)
+			if err != nil {
+				return fmt.Errorf("review store: write overlay: %w", err)
 			}
-			if o := f.Overlay; o != nil {
-				_, err := tx.ExecContext(ctx, `INSERT INTO overlays (finding_id, media_type, width, height, data) VALUES (?, ?, ?, ?, ?)`,
-					f.ID, o.MediaType, o.Width, o.Height, o.Data)
-				if err != nil {
-					return fmt.Errorf("review store: write overlay: %w", err)
-				}
-			}
-			if err := audit(ctx, tx, actor, "create", now, nil, f); err != nil {
-				return err
-			}
+		}
+		if err := audit(ctx, tx, actor, "create", f.CreatedAt, nil, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddAnalysis stores an analysed instance with its findings in one transaction. When the
+// instance was analysed before, nothing is written and the stored analysis comes back with
+// existed set: resubmitting an instance never duplicates its findings.
+func (s *SQLite) AddAnalysis(ctx context.Context, actor string, a Analysis, findings []Finding) (Analysis, bool, error) {
+	if !ValidUID(a.SOPInstanceUID) {
+		return Analysis{}, false, invalid("the instance's SOP Instance UID is not a DICOM UID")
+	}
+	out, err := s.prepare(findings)
+	if err != nil {
+		return Analysis{}, false, err
+	}
+	existed := false
+	err = s.update(ctx, func(tx *sql.Tx) error {
+		prev, err := loadAnalysis(ctx, tx, a.SOPInstanceUID)
+		if err == nil {
+			a, existed = prev, true
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if err := insertFindings(ctx, tx, actor, out); err != nil {
+			return err
+		}
+		a.FindingIDs = a.FindingIDs[:0]
+		for _, f := range out {
+			a.FindingIDs = append(a.FindingIDs, f.ID)
+		}
+		a.CreatedAt = s.now().UTC()
+		body, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO analyses (sop_instance_uid, body) VALUES (?, ?)`, a.SOPInstanceUID, string(body))
+		if err != nil {
+			return fmt.Errorf("review store: write analysis: %w", err)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	return a, existed, err
+}
+
+// GetAnalysis returns the analysis of an instance, or ErrNotFound.
+func (s *SQLite) GetAnalysis(ctx context.Context, sopInstanceUID string) (Analysis, error) {
+	return loadAnalysis(ctx, s.read, sopInstanceUID)
+}
+
+func loadAnalysis(ctx context.Context, db querier, uid string) (Analysis, error) {
+	var body string
+	err := db.QueryRowContext(ctx, `SELECT body FROM analyses WHERE sop_instance_uid = ?`, uid).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Analysis{}, fmt.Errorf("%w: no analysis of that instance", ErrNotFound)
 	}
-	return out, nil
+	if err != nil {
+		return Analysis{}, fmt.Errorf("review store: %w", err)
+	}
+	var a Analysis
+	if err := json.Unmarshal([]byte(body), &a); err != nil {
+		return Analysis{}, fmt.Errorf("review store: analysis: %w", err)
+	}
+	return a, nil
 }
 
 // Get returns a finding with its overlay.

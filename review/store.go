@@ -14,6 +14,11 @@ import (
 type Store interface {
 	// Add stores new findings (all or none) as pending, filling ID, State, Version and times.
 	Add(ctx context.Context, actor string, findings []Finding) ([]Finding, error)
+	// AddAnalysis stores an analysed instance and its findings at once; for an instance
+	// analysed before it stores nothing and returns the first analysis with existed true.
+	AddAnalysis(ctx context.Context, actor string, a Analysis, findings []Finding) (stored Analysis, existed bool, err error)
+	// GetAnalysis returns the analysis of an instance by SOP Instance UID.
+	GetAnalysis(ctx context.Context, sopInstanceUID string) (Analysis, error)
 	// Get returns a finding with its overlay.
 	Get(ctx context.Context, id string) (Finding, error)
 	// List returns the worklist page after the page token: priority first, then age.
@@ -40,6 +45,19 @@ type Store interface {
 	Counts(ctx context.Context, f Filter) (Counts, error)
 	// Close releases the store.
 	Close() error
+}
+
+// Analysis records that an instance was analysed, and what came of it.
+type Analysis struct {
+	SOPInstanceUID    string    `json:"sop_instance_uid"`
+	SOPClassUID       string    `json:"sop_class_uid"`
+	StudyInstanceUID  string    `json:"study_instance_uid"`
+	SeriesInstanceUID string    `json:"series_instance_uid"`
+	Modality          string    `json:"modality"`
+	Frames            int       `json:"frames"`
+	Model             ModelRef  `json:"model"`
+	FindingIDs        []string  `json:"finding_ids"`
+	CreatedAt         time.Time `json:"created_at"`
 }
 
 // Filter narrows the worklist. Empty fields match everything.

@@ -31,6 +31,7 @@ type Options struct {
 	Tokens   Authenticator
 	Registry *inference.Registry
 	Review   review.Store
+	Imaging  ImagingOptions
 	Metrics  *Metrics
 	// RuntimeVersion is ONNX Runtime's version, reported by ListModels.
 	RuntimeVersion string
@@ -76,7 +77,7 @@ func New(o Options) *Server {
 	}
 	g := grpc.NewServer(opts...)
 
-	vigilv1.RegisterImagingServer(g, vigilv1.UnimplementedImagingServer{})
+	vigilv1.RegisterImagingServer(g, &imagingService{log: log, store: o.Review, registry: o.Registry, opts: o.Imaging})
 	vigilv1.RegisterWardServer(g, vigilv1.UnimplementedWardServer{})
 	vigilv1.RegisterReviewServer(g, &reviewService{log: log, store: o.Review, metrics: m})
 	vigilv1.RegisterModelsServer(g, &modelsService{log: log, registry: o.Registry, runtime: o.RuntimeVersion})

@@ -57,7 +57,7 @@ type testServer struct {
 
 // startServer runs a real server on a loopback port with one token per role. extra registers
 // more services before serving. The registry has no models: these tests are about transport.
-func startServer(t *testing.T, extra func(*grpc.Server)) *testServer {
+func startServer(t *testing.T, extra func(*grpc.Server), options ...func(*Options)) *testServer {
 	t.Helper()
 	tokensPath := filepath.Join(t.TempDir(), "tokens.json")
 	ts := &testServer{tokens: map[auth.Role]string{}, logs: &syncBuffer{}}
@@ -79,7 +79,11 @@ func startServer(t *testing.T, extra func(*grpc.Server)) *testServer {
 	}
 	t.Cleanup(func() { store.Close() })
 	ts.store = store
-	ts.srv = New(Options{Logger: slog.New(slog.NewTextHandler(ts.logs, nil)), Tokens: tokens, Registry: registry, Review: store})
+	opts := Options{Logger: slog.New(slog.NewTextHandler(ts.logs, nil)), Tokens: tokens, Registry: registry, Review: store}
+	for _, o := range options {
+		o(&opts)
+	}
+	ts.srv = New(opts)
 	if extra != nil {
 		extra(ts.srv.grpc)
 	}

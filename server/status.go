@@ -12,8 +12,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/triage"
 	"github.com/vigil-health/vigil/review"
 )
 
@@ -39,6 +41,15 @@ var errorCodes = []struct {
 	{review.ErrNotClaimed, codes.FailedPrecondition},
 	{review.ErrInvalid, codes.InvalidArgument},
 	{review.ErrNothingToReport, codes.FailedPrecondition},
+	{dicomio.ErrNotDICOM, codes.InvalidArgument},
+	{dicomio.ErrTruncated, codes.InvalidArgument},
+	{dicomio.ErrMalformed, codes.InvalidArgument},
+	{dicomio.ErrTooLarge, codes.InvalidArgument},
+	{dicomio.ErrUnsupportedTransferSyntax, codes.InvalidArgument},
+	{dicomio.ErrUnsupportedPixels, codes.InvalidArgument},
+	{dicomio.ErrNoPixelData, codes.FailedPrecondition},
+	{triage.ErrNotUltrasound, codes.FailedPrecondition},
+	{triage.ErrUnsupportedModel, codes.FailedPrecondition},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package vision is Vigil's only door to OpenCV (through gocv): decoding images, reading
 // video, resizing. Every other package sees Frame, plain Go bytes.
 //
@@ -7,28 +9,13 @@
 package vision
 
 import (
-	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"io"
 
 	"gocv.io/x/gocv"
 )
-
-// ErrDecode means bytes could not be decoded as an image.
-var ErrDecode = errors.New("vision: cannot decode image")
-
-// Frame is an 8-bit BGR image, rows top to bottom, no padding: len(BGR) == Width*Height*3.
-type Frame struct {
-	Width, Height int
-	BGR           []byte
-}
-
-// At returns the blue, green and red values at (x, y).
-func (f Frame) At(x, y int) (b, g, r byte) {
-	i := (y*f.Width + x) * 3
-	return f.BGR[i], f.BGR[i+1], f.BGR[i+2]
-}
 
 func fromMat(m gocv.Mat) (Frame, error) {
 	if m.Empty() {
@@ -134,4 +121,42 @@ func DecodeJPEG2000(data []byte, width, height, samples int) ([]byte, error) {
 	defer rgb.Close()
 	gocv.CvtColor(m, &rgb, gocv.ColorBGRToRGB)
 	return rgb.ToBytes(), nil
+}
+
+// AnnotatePNG draws the marks on an 8-bit grey or RGB image and encodes it as PNG.
+func AnnotatePNG(pix []byte, width, height, samples int, marks []Mark) ([]byte, error) {
+	var bgr []byte
+	switch samples {
+	case 1:
+		bgr = make([]byte, 3*width*height)
+		for i, v := range pix[:width*height] {
+			bgr[3*i], bgr[3*i+1], bgr[3*i+2] = v, v, v
+		}
+	case 3:
+		bgr = make([]byte, 3*width*height)
+		for i := 0; i < width*height; i++ {
+			bgr[3*i], bgr[3*i+1], bgr[3*i+2] = pix[3*i+2], pix[3*i+1], pix[3*i]
+		}
+	default:
+		return nil, fmt.Errorf("vision: %d samples per pixel", samples)
+	}
+	m, err := toMat(Frame{Width: width, Height: height, BGR: bgr})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	for _, mk := range marks {
+		c := color.RGBA{R: mk.Color.B, G: mk.Color.G, B: mk.Color.R, A: 255} // OpenCV draws in BGR
+		gocv.Rectangle(&m, mk.Rect, c, 2)
+		if mk.Caption != "" {
+			at := image.Pt(mk.Rect.Min.X, max(mk.Rect.Min.Y-6, 12))
+			gocv.PutText(&m, mk.Caption, at, gocv.FontHersheySimplex, 0.45, c, 1)
+		}
+	}
+	buf, err := gocv.IMEncode(gocv.PNGFileExt, m)
+	if err != nil {
+		return nil, fmt.Errorf("vision: encode PNG: %w", err)
+	}
+	defer buf.Close()
+	return append([]byte(nil), buf.GetBytes()...), nil
 }

@@ -29,8 +29,10 @@ type command struct {
 }
 
 var commands = []command{
+	{"analyze", "send DICOM files to Imaging and print their findings", runAnalyze},
 	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
 	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},
+	{"phantoms", "write synthetic ultrasound loops (DICOM and truth), or the demo model's training arrays", runPhantoms},
 	{"review", "the worklist: list, show, claim, accept, reject, amend, release, counts, export", runReview},
 	{"token", "`token add`: create a bearer token for a principal and role", runToken},
 }
@@ -83,6 +85,9 @@ func vigil(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
 			return exitUsage
 		case errors.Is(err, errNotServing):
+			return exitFail
+		case errors.As(err, new(errAnalyzeFailed)):
+			fmt.Fprintf(stderr, "vigil %s: %v\n", name, err)
 			return exitFail
 		}
 		if st, ok := status.FromError(err); ok && st.Code() != 0 {

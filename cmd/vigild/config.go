@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
 )
@@ -35,6 +36,16 @@ type Config struct {
 
 	Models    ModelsConfig    `yaml:"models"`
 	Inference InferenceConfig `yaml:"inference"`
+	Imaging   ImagingConfig   `yaml:"imaging"`
+}
+
+// ImagingConfig chooses the triage model and bounds what an instance may be.
+type ImagingConfig struct {
+	Model     string `yaml:"model"`
+	MaxFrames int    `yaml:"max_frames"`
+	MaxRows   int    `yaml:"max_rows"`
+	MaxCols   int    `yaml:"max_cols"`
+	MaxBytes  int    `yaml:"max_bytes"`
 }
 
 // ModelsConfig says where manifests and weights are.
@@ -66,6 +77,8 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 15 * time.Second,
 		Models:          ModelsConfig{CacheDir: models.DefaultCacheDir(), Mirrors: models.MirrorsFromEnv()},
 		Inference:       InferenceConfig{Provider: "cpu", Workers: 2, QueueDepth: 64},
+		Imaging: ImagingConfig{Model: "us-lesion-demo", MaxFrames: dicomio.DefaultLimits.MaxFrames,
+			MaxRows: dicomio.DefaultLimits.MaxRows, MaxCols: dicomio.DefaultLimits.MaxCols, MaxBytes: int(dicomio.DefaultLimits.MaxBytes)},
 	}
 }
 
@@ -95,6 +108,11 @@ func (c *Config) settings() []setting {
 		{"workers", "VIGIL_WORKERS", "runs of one model at once", &c.Inference.Workers},
 		{"queue-depth", "VIGIL_QUEUE_DEPTH", "runs of one model that may wait before callers get ResourceExhausted", &c.Inference.QueueDepth},
 		{"intra-op-threads", "VIGIL_INTRA_OP_THREADS", "ONNX Runtime threads per run; 0 shares the CPUs among workers", &c.Inference.IntraOpThreads},
+		{"triage-model", "VIGIL_TRIAGE_MODEL", "the model Imaging uses when a request names none", &c.Imaging.Model},
+		{"max-frames", "VIGIL_MAX_FRAMES", "most frames an instance may have", &c.Imaging.MaxFrames},
+		{"max-rows", "VIGIL_MAX_ROWS", "most rows an image may have", &c.Imaging.MaxRows},
+		{"max-cols", "VIGIL_MAX_COLS", "most columns an image may have", &c.Imaging.MaxCols},
+		{"max-bytes", "VIGIL_MAX_BYTES", "largest DICOM file accepted, in bytes", &c.Imaging.MaxBytes},
 	}
 }
 
@@ -256,6 +274,14 @@ func (c Config) Validate() error {
 		if *f < 0 {
 			return fmt.Errorf("%s: %d must not be negative", name(f), *f)
 		}
+	}
+	for _, f := range []*int{&c.Imaging.MaxFrames, &c.Imaging.MaxRows, &c.Imaging.MaxCols, &c.Imaging.MaxBytes} {
+		if *f <= 0 {
+			return fmt.Errorf("%s: %d must be positive", name(f), *f)
+		}
+	}
+	if c.Imaging.Model == "" {
+		return fmt.Errorf("%s: must not be empty", name(&c.Imaging.Model))
 	}
 	if c.Inference.Workers > 64 {
 		return fmt.Errorf("%s: %d is more than 64", name(&c.Inference.Workers), c.Inference.Workers)

@@ -23,10 +23,12 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/server"
+	"github.com/vigil-health/vigil/vision"
 	"github.com/vigil-health/vigil/web"
 )
 
@@ -144,6 +146,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 	metrics.WatchReview(store)
 	srv := server.New(server.Options{
 		Logger: log, Tokens: tokens, Registry: registry, Review: store, Metrics: metrics,
+		Imaging: server.ImagingOptions{
+			Model: cfg.Imaging.Model,
+			Limits: dicomio.Limits{MaxFrames: cfg.Imaging.MaxFrames, MaxRows: cfg.Imaging.MaxRows,
+				MaxCols: cfg.Imaging.MaxCols, MaxBytes: int64(cfg.Imaging.MaxBytes)},
+			Decoders: dicomio.Decoders{JPEG2000: vision.DecodeJPEG2000},
+		},
 		RuntimeVersion: runtimeVersion, TLS: tlsConfig,
 	})
 

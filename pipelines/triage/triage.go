@@ -1,0 +1,375 @@
+package triage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"io"
+	"math"
+	"sort"
+
+	"github.com/vigil-health/vigil/dicomio"
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/vision"
+)
+
+var (
+	// ErrNotUltrasound means the instance is not an ultrasound image.
+	ErrNotUltrasound = errors.New("triage: not an ultrasound instance")
+	// ErrUnsupportedModel means the model's manifest declares a decoder triage cannot use.
+	ErrUnsupportedModel = errors.New("triage: unsupported model")
+)
+
+// Model is what triage needs of a loaded model; *inference.Session is one.
+type Model interface {
+	Manifest() *models.Manifest
+	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
+}
+
+// Lesion is one finding: a lesion followed through consecutive frames.
+type Lesion struct {
+	Label      string
+	Score      float64 // the best frame's
+	FirstFrame int
+	LastFrame  int
+	BestFrame  int
+	// Box is the lesion on its best frame, in the original image's pixels.
+	Box image.Rectangle
+	// LongAxisMM and AreaMM2 are set when the image is calibrated.
+	LongAxisMM float64
+	AreaMM2    float64
+	Priority   int
+	// Overlay is the best frame with the lesion drawn on it, as PNG.
+	Overlay []byte
+}
+
+// Result is an instance's analysis.
+type Result struct {
+	Instance   dicomio.Instance
+	Frames     int
+	Crop       Rect
+	Calibrated bool
+	MMPerPixel [2]float64
+	Lesions    []Lesion
+}
+
+// Progress is called after each frame.
+type Progress func(framesDone, framesTotal, candidates int)
+
+// candidate is one component on one frame.
+type candidate struct {
+	label  string
+	score  float64
+	box    image.Rectangle
+	areaPx float64
+}
+
+// track follows one lesion through consecutive frames.
+type track struct {
+	label       string
+	first, last int
+	lastBox     image.Rectangle
+	best        candidate
+	bestFrame   int
+	bestPix     []byte // the best frame, for the overlay
+	bestSamples int
+	frames      int
+}
+
+// Analyze reads every frame of an opened instance, runs the model and returns the lesions,
+// most urgent first. Only ultrasound instances are accepted.
+func Analyze(ctx context.Context, m Model, r *dicomio.Reader, progress Progress) (Result, error) {
+	inst := r.Instance()
+	if inst.Modality != "US" {
+		modality := inst.Modality
+		if modality == "" {
+			modality = "none"
+		}
+		return Result{}, fmt.Errorf("%w: modality is %s, not US", ErrNotUltrasound, modality)
+	}
+	man := m.Manifest()
+	if len(man.Inputs) != 1 || len(man.Outputs) != 1 {
+		return Result{}, fmt.Errorf("%w: %s has %d inputs and %d outputs, triage needs one each", ErrUnsupportedModel, man.Name, len(man.Inputs), len(man.Outputs))
+	}
+	in := man.Inputs[0]
+	ih, iw := in.Size()
+	if ih <= 0 || iw <= 0 || in.Layout != "NCHW" || in.Color != "GRAY" || in.DType != models.Float32 {
+		return Result{}, fmt.Errorf("%w: %s wants %s %s %s input; triage feeds float32 NCHW grey", ErrUnsupportedModel, man.Name, in.DType, in.Layout, in.Color)
+	}
+	if man.Decoder.Kind != models.DecoderSegmentation && man.Decoder.Kind != models.DecoderClassification {
+		return Result{}, fmt.Errorf("%w: %s has a %s decoder", ErrUnsupportedModel, man.Name, man.Decoder.Kind)
+	}
+	res := Result{Instance: inst}
+	var tracks []*track
+	candidates := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		f, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		grey := Grey(f)
+		if res.Frames == 0 {
+			var mx, my float64
+			res.Crop, mx, my, res.Calibrated = CropRect(inst, grey, f.Width, f.Height)
+			res.MMPerPixel = [2]float64{mx, my}
+		}
+		res.Frames++
+		pix := Resize(grey, f.Width, res.Crop, int(iw), int(ih))
+		for i := range pix {
+			pix[i] = float32((float64(pix[i]) - mean(in)) * in.Scale)
+		}
+		t, err := inference.NewTensor([]int64{1, 1, ih, iw}, pix)
+		if err != nil {
+			return Result{}, err
+		}
+		out, err := m.Run(ctx, []inference.Tensor{t})
+		if err != nil {
+			return Result{}, err
+		}
+		cands, err := decode(man, out[0], res.Crop, int(iw), int(ih))
+		if err != nil {
+			return Result{}, err
+		}
+		candidates += len(cands)
+		tracks = follow(tracks, cands, f.Number, f)
+		if progress != nil {
+			progress(res.Frames, inst.Frames, candidates)
+		}
+	}
+	minFrames := 1
+	if res.Frames >= 4 {
+		// A lesion lasts: on a loop, a component seen on a single frame is speckle.
+		minFrames = 2
+	}
+	for _, t := range tracks {
+		if t.frames < minFrames {
+			continue
+		}
+		l := Lesion{Label: t.label, Score: t.best.score, FirstFrame: t.first, LastFrame: t.last, BestFrame: t.bestFrame, Box: t.best.box}
+		if res.Calibrated {
+			l.LongAxisMM = math.Max(float64(l.Box.Dx())*res.MMPerPixel[0], float64(l.Box.Dy())*res.MMPerPixel[1])
+			l.AreaMM2 = t.best.areaPx * res.MMPerPixel[0] * res.MMPerPixel[1]
+		}
+		l.Priority = priority(l, res)
+		overlay, err := vision.AnnotatePNG(t.bestPix, inst.Columns, inst.Rows, t.bestSamples, []vision.Mark{{
+			Rect: l.Box, Color: labelColor(l.Label), Caption: caption(l),
+		}})
+		if err != nil {
+			return Result{}, err
+		}
+		l.Overlay = overlay
+		res.Lesions = append(res.Lesions, l)
+	}
+	sort.SliceStable(res.Lesions, func(i, j int) bool {
+		a, b := res.Lesions[i], res.Lesions[j]
+		return a.Priority > b.Priority || a.Priority == b.Priority && a.Score > b.Score
+	})
+	return res, nil
+}
+
+func mean(in models.InputSpec) float64 {
+	if len(in.Mean) > 0 {
+		return in.Mean[0]
+	}
+	return 0
+}
+
+// decode turns the model's output into candidates in original pixels.
+func decode(man *models.Manifest, out inference.Tensor, crop Rect, w, h int) ([]candidate, error) {
+	v, err := inference.Values[float32](out)
+	if err != nil {
+		return nil, err
+	}
+	threshold := man.Thresholds["score"]
+	if threshold == 0 {
+		threshold = 0.5
+	}
+	activate := func(x float32) float64 { return float64(x) }
+	if man.Decoder.Format == "logits" {
+		activate = func(x float32) float64 { return 1 / (1 + math.Exp(-float64(x))) }
+	}
+	sx, sy := float64(crop.Dx())/float64(w), float64(crop.Dy())/float64(h)
+	toImage := func(x0, y0, x1, y1 int) image.Rectangle {
+		return image.Rect(crop.X0+int(math.Floor(float64(x0)*sx)), crop.Y0+int(math.Floor(float64(y0)*sy)),
+			crop.X0+int(math.Ceil(float64(x1)*sx)), crop.Y0+int(math.Ceil(float64(y1)*sy)))
+	}
+	var out2 []candidate
+	switch man.Decoder.Kind {
+	case models.DecoderClassification:
+		for c, label := range man.Labels {
+			if c >= len(v) || label == "normal" || label == "background" {
+				continue
+			}
+			if s := activate(v[c]); s >= threshold {
+				out2 = append(out2, candidate{label: label, score: s, box: toImage(0, 0, w, h), areaPx: float64(crop.Dx() * crop.Dy())})
+			}
+		}
+	case models.DecoderSegmentation:
+		channels := len(v) / (w * h)
+		if channels != len(man.Labels) || channels*w*h != len(v) {
+			return nil, fmt.Errorf("%w: %s gives %d values for %d labels of %d x %d", ErrUnsupportedModel, man.Name, len(v), len(man.Labels), w, h)
+		}
+		minArea := int(man.Thresholds["min_area"])
+		for c := 0; c < channels; c++ {
+			prob := make([]float64, w*h)
+			for i := range prob {
+				prob[i] = activate(v[c*w*h+i])
+			}
+			for _, comp := range components(prob, w, h, threshold) {
+				if comp.area < max(minArea, 1) {
+					continue
+				}
+				out2 = append(out2, candidate{label: man.Labels[c], score: comp.sum / float64(comp.area),
+					box: toImage(comp.x0, comp.y0, comp.x1, comp.y1), areaPx: float64(comp.area) * sx * sy})
+			}
+		}
+	}
+	return out2, nil
+}
+
+type component struct {
+	area           int
+	sum            float64
+	x0, y0, x1, y1 int // x1, y1 exclusive
+}
+
+// components labels the 8-connected areas of prob above threshold.
+func components(prob []float64, w, h int, threshold float64) []component {
+	seen := make([]bool, len(prob))
+	var out []component
+	var stack []int
+	for start, p := range prob {
+		if p < threshold || seen[start] {
+			continue
+		}
+		c := component{x0: w, y0: h}
+		stack = append(stack[:0], start)
+		seen[start] = true
+		for len(stack) > 0 {
+			i := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			x, y := i%w, i/w
+			c.area++
+			c.sum += prob[i]
+			c.x0, c.y0, c.x1, c.y1 = min(c.x0, x), min(c.y0, y), max(c.x1, x+1), max(c.y1, y+1)
+			for dy := -1; dy <= 1; dy++ {
+				for dx := -1; dx <= 1; dx++ {
+					nx, ny := x+dx, y+dy
+					if nx < 0 || ny < 0 || nx >= w || ny >= h {
+						continue
+					}
+					j := ny*w + nx
+					if !seen[j] && prob[j] >= threshold {
+						seen[j] = true
+						stack = append(stack, j)
+					}
+				}
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func iou(a, b image.Rectangle) float64 {
+	in := a.Intersect(b)
+	if in.Empty() {
+		return 0
+	}
+	ia := float64(in.Dx() * in.Dy())
+	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
+}
+
+// follow extends tracks seen on the previous frame with this frame's candidates of the same
+// label that overlap them, and starts a track for every other candidate.
+func follow(tracks []*track, cands []candidate, frame int, f dicomio.Frame) []*track {
+	used := make([]bool, len(cands))
+	for _, t := range tracks {
+		if t.last != frame-1 {
+			continue
+		}
+		best, bestIoU := -1, 0.3
+		for i, c := range cands {
+			if !used[i] && c.label == t.label {
+				if o := iou(t.lastBox, c.box); o >= bestIoU {
+					best, bestIoU = i, o
+				}
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		used[best] = true
+		c := cands[best]
+		t.last, t.lastBox = frame, c.box
+		t.frames++
+		if c.score > t.best.score {
+			t.best, t.bestFrame = c, frame
+			t.bestPix, t.bestSamples = framePixels(f)
+		}
+	}
+	for i, c := range cands {
+		if used[i] {
+			continue
+		}
+		pix, samples := framePixels(f)
+		tracks = append(tracks, &track{label: c.label, first: frame, last: frame, lastBox: c.box, best: c, bestFrame: frame,
+			bestPix: pix, bestSamples: samples, frames: 1})
+	}
+	return tracks
+}
+
+// framePixels keeps a frame's 8-bit pixels for an overlay.
+func framePixels(f dicomio.Frame) ([]byte, int) {
+	if f.Pix16 != nil {
+		return Grey(f), 1
+	}
+	return f.Pix, f.Samples
+}
+
+// priority orders the worklist: confident and large lesions first (0 to 6).
+func priority(l Lesion, res Result) int {
+	p := 0
+	switch {
+	case l.Score >= 0.9:
+		p = 3
+	case l.Score >= 0.75:
+		p = 2
+	default:
+		p = 1
+	}
+	switch {
+	case res.Calibrated && l.LongAxisMM >= 10, !res.Calibrated && l.Box.Dx()*l.Box.Dy()*25 >= res.Crop.Dx()*res.Crop.Dy():
+		p += 2
+	case res.Calibrated && l.LongAxisMM >= 5, !res.Calibrated && l.Box.Dx()*l.Box.Dy()*100 >= res.Crop.Dx()*res.Crop.Dy():
+		p++
+	}
+	if l.Label == "hypoechoic lesion" {
+		p++ // hypoechoic solid lesions are the ones that most often need a second look
+	}
+	return min(p, 6)
+}
+
+func labelColor(label string) color.RGBA {
+	if label == "hyperechoic lesion" {
+		return color.RGBA{R: 255, G: 160, B: 0, A: 255}
+	}
+	return color.RGBA{R: 0, G: 220, B: 255, A: 255}
+}
+
+func caption(l Lesion) string {
+	s := fmt.Sprintf("%s %.2f", l.Label, l.Score)
+	if l.LongAxisMM > 0 {
+		s += fmt.Sprintf(" %.1f mm", l.LongAxisMM)
+	}
+	return s
+}

@@ -1,0 +1,257 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/dicomio"
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/testenv"
+	"github.com/vigil-health/vigil/models"
+	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// withTriage gives the server real ONNX Runtime with the builtin models.
+func withTriage(t *testing.T) func(*Options) {
+	t.Helper()
+	engine, err := inference.Open(inference.Config{})
+	if err != nil {
+		t.Fatalf("ONNX Runtime: %v (run `make deps`)", err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	resolver := testenv.Resolver()
+	resolver.CacheDir = t.TempDir()
+	registry := inference.LoadRegistry(context.Background(), engine, nil, models.Builtin(), resolver)
+	if _, err := registry.Session("us-lesion-demo"); err != nil {
+		t.Fatal(err)
+	}
+	return func(o *Options) {
+		o.Registry = registry
+		o.Imaging = ImagingOptions{Model: "us-lesion-demo", Limits: dicomio.DefaultLimits,
+			Decoders: dicomio.Decoders{JPEG2000: vision.DecodeJPEG2000}}
+	}
+}
+
+// send streams data in chunks of the given size and returns the response.
+func send(ctx context.Context, c vigilv1.ImagingClient, data []byte, chunk int) (*vigilv1.AnalyzeInstanceResponse, error) {
+	stream, err := c.AnalyzeInstance(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(data) || i == 0; i += chunk {
+		end := min(i+chunk, len(data))
+		if err := stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: data[i:end]}); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, err
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+func phantomFile(t *testing.T, seed uint64, lesions int) ([]byte, dicomio.PhantomTruth) {
+	t.Helper()
+	p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: seed, Rows: 480, Cols: 640, Frames: 6, Lesions: lesions})
+	data, err := dicomio.PhantomDICOM(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, p.Truth
+}
+
+func TestAnalyzeCommitsAndIsIdempotent(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	c := vigilv1.NewImagingClient(ts.conn)
+	ctx := ts.as(auth.RolePACSWorker)
+	data, truth := phantomFile(t, 900001, 2)
+
+	first, err := send(ctx, c, data, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.AlreadyAnalyzed || first.FramesAnalyzed != 6 || first.Source.SopInstanceUid != truth.SOPInstance {
+		t.Fatalf("first answer: %+v", first)
+	}
+	if len(first.Findings) == 0 {
+		t.Fatal("no findings on a phantom with two lesions")
+	}
+	// Already stored when the answer came.
+	list, _, _ := ts.store.List(context.Background(), reviewQuery(truth.Study))
+	if len(list) != len(first.Findings) {
+		t.Fatalf("the store has %d findings of the study, the answer %d", len(list), len(first.Findings))
+	}
+	for _, f := range list {
+		if f.Source.SOPInstanceUID != truth.SOPInstance || f.Model.Name != "us-lesion-demo" || f.Model.SHA256 == "" {
+			t.Errorf("stored finding %+v lacks its source or model", f)
+		}
+		if stored, _ := ts.store.Get(context.Background(), f.ID); stored.Overlay == nil || !bytes.HasPrefix(stored.Overlay.Data, []byte("\x89PNG")) {
+			t.Errorf("finding %s has no PNG overlay", f.ID)
+		}
+	}
+	// Again, in other chunks: the stored result, no duplicates.
+	again, err := send(ctx, c, data, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.AlreadyAnalyzed || len(again.Findings) != len(first.Findings) || again.Findings[0].Id != first.Findings[0].Id {
+		t.Errorf("resubmission: already %v, %d findings; want the stored %d", again.AlreadyAnalyzed, len(again.Findings), len(first.Findings))
+	}
+	if list2, _, _ := ts.store.List(context.Background(), reviewQuery(truth.Study)); len(list2) != len(list) {
+		t.Errorf("resubmission changed the store: %d findings, was %d", len(list2), len(list))
+	}
+}
+
+// TestBadInputGetsSpecificCodes sends broken instances: each gets its code, the server keeps
+// serving, and the store is not touched.
+func TestBadInputGetsSpecificCodes(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	c := vigilv1.NewImagingClient(ts.conn)
+	ctx := ts.as(auth.RolePACSWorker)
+	good, _ := phantomFile(t, 900002, 1)
+	if _, err := send(ctx, c, good, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := ts.store.LastSequence(context.Background())
+
+	mr, _ := os.ReadFile(testenv.Shared(t, "dicom/other/mr-1024-native16.dcm"))
+	random := make([]byte, 200000)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range random {
+		random[i] = byte(rng.UintN(256))
+	}
+	// Files never analysed before: a stored result would answer a resubmission early.
+	fresh, _ := phantomFile(t, 900006, 1)
+	fresh2, _ := phantomFile(t, 900007, 1)
+	absurd, _ := phantomFile(t, 900003, 1)
+	absurd = setUS(t, absurd, dicomio.Tag{Group: 0x0028, Element: 0x0010}, 65535)
+	absurd = setUS(t, absurd, dicomio.Tag{Group: 0x0028, Element: 0x0011}, 65535)
+	// The RLE file's offset table is empty: give it two entries, the second far past the end.
+	rle, _ := os.ReadFile(testenv.Shared(t, "dicom/ultrasound/ob-2frame-palette-rle.dcm"))
+	bot := []byte{0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0}
+	i := bytes.Index(rle, bot)
+	if i < 0 {
+		t.Fatal("the RLE file has no empty offset table")
+	}
+	table := make([]byte, 8)
+	binary.LittleEndian.PutUint32(table[4:], 0x7FFFFFF0)
+	pastEnd := append(append(append([]byte(nil), rle[:i+len(bot)]...), table...), rle[i+len(bot):]...)
+	binary.LittleEndian.PutUint32(pastEnd[i+16:], 8)
+
+	tests := []struct {
+		name string
+		data []byte
+		want codes.Code
+		says string
+	}{
+		{"truncated", fresh[:len(fresh)/2], codes.InvalidArgument, "truncated"},
+		{"random bytes", random, codes.InvalidArgument, "not a DICOM"},
+		{"absurd dimensions", absurd, codes.InvalidArgument, "65535 x 65535"},
+		{"offset table past the end", pastEnd, codes.InvalidArgument, "offset table"},
+		{"wrong modality", mr, codes.FailedPrecondition, "MR"},
+		{"empty", nil, codes.InvalidArgument, "not a DICOM"},
+	}
+	for _, tt := range tests {
+		_, err := send(ctx, c, tt.data, 32<<10)
+		st := status.Convert(err)
+		if st.Code() != tt.want || !strings.Contains(st.Message(), tt.says) {
+			t.Errorf("%s: got %v %q, want %v saying %q", tt.name, st.Code(), st.Message(), tt.want, tt.says)
+		}
+	}
+
+	// A stream that stops midway: the client half-closes after part of the file.
+	stream, _ := c.AnalyzeInstance(ctx)
+	stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: fresh2[:len(fresh2)/3]})
+	_, err := stream.CloseAndRecv()
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a stream stopped midway: got %v, want InvalidArgument", err)
+	}
+	// A chunk over the bound.
+	stream, _ = c.AnalyzeInstance(ctx)
+	err = stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: make([]byte, MaxChunkBytes+1)})
+	if err == nil {
+		_, err = stream.CloseAndRecv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("an oversized chunk: got %v, want InvalidArgument", err)
+	}
+
+	if after, _ := ts.store.LastSequence(context.Background()); after != before {
+		t.Errorf("bad input changed the store: sequence %d, was %d", after, before)
+	}
+	// Still serving.
+	if _, err := send(ctx, c, good, 1<<20); err != nil {
+		t.Errorf("after bad input: %v", err)
+	}
+}
+
+// setUS rewrites the first element with that tag (US, explicit VR) to a new value.
+func setUS(t *testing.T, data []byte, tag dicomio.Tag, v uint16) []byte {
+	t.Helper()
+	out := append([]byte(nil), data...)
+	key := []byte{byte(tag.Group), byte(tag.Group >> 8), byte(tag.Element), byte(tag.Element >> 8), 'U', 'S', 2, 0}
+	i := bytes.Index(out, key)
+	if i < 0 {
+		t.Fatalf("no %v in the file", tag)
+	}
+	binary.LittleEndian.PutUint16(out[i+8:], v)
+	return out
+}
+
+func reviewQuery(study string) review.Query {
+	return review.Query{Filter: review.Filter{StudyUID: study}, PageSize: 100}
+}
+
+func TestReviewerCannotSubmitImages(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	data, _ := phantomFile(t, 900004, 1)
+	_, err := send(ts.as(auth.RoleReviewer), vigilv1.NewImagingClient(ts.conn), data, 1<<20)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("got %v, want PermissionDenied", err)
+	}
+}
+
+func TestAnalyzeProgressReportsEveryFrame(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	data, _ := phantomFile(t, 900005, 1)
+	stream, err := vigilv1.NewImagingClient(ts.conn).AnalyzeInstanceProgress(ts.as(auth.RolePACSWorker), grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: data})
+	stream.CloseSend()
+	var frames []int32
+	var result *vigilv1.AnalyzeInstanceResponse
+	for {
+		ev, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := ev.GetProgress(); p != nil {
+			frames = append(frames, p.FramesDone)
+		}
+		if r := ev.GetResult(); r != nil {
+			result = r
+		}
+	}
+	if len(frames) != 6 || frames[5] != 6 || result == nil || result.FramesAnalyzed != 6 {
+		t.Errorf("progress %v and result %v; want frames 1..6, then the result", frames, result)
+	}
+}
