@@ -24,6 +24,11 @@ if [ ! -s "$reviewer_file" ]; then
   (umask 077; "$bin/vigil" token add --data-dir "$data" --role reviewer --principal demo-reviewer >"$reviewer_file" 2>/dev/null)
 fi
 reviewer=$(cat "$reviewer_file")
+pacs_file=$data/demo-pacs.token
+if [ ! -s "$pacs_file" ]; then
+  (umask 077; "$bin/vigil" token add --data-dir "$data" --role pacs-worker --principal demo-pacs >"$pacs_file" 2>/dev/null)
+fi
+pacs=$(cat "$pacs_file")
 
 log=$data/vigild.log
 "$bin/vigild" --data-dir "$data" --listen "$listen" --http "$http" >"$log" 2>&1 &
@@ -54,6 +59,15 @@ $("$bin/vigil" --server "$listen" --token "$token" health)
 
 \$ bin/vigil --server $listen --token \$TOKEN models
 $("$bin/vigil" --server "$listen" --token "$token" models)
+
+\$ bin/vigil phantoms --out $data/phantoms --count 4     # synthetic loops with known lesions
+$("$bin/vigil" phantoms --out "$data/phantoms" --count 4 --seed 100000)
+
+\$ bin/vigil --server $listen --token \$PACS_TOKEN analyze <real ultrasound files> <phantoms>
+$(shopt -s nullglob; files=("$root"/../shared/data/dicom/ultrasound/*.dcm "$data"/phantoms/*.dcm); "$bin/vigil" --server "$listen" --token "$pacs" --timeout 120s analyze "${files[@]}" 2>&1)
+
+(us-lesion-demo is a demonstration model trained on synthetic phantoms only: on real
+ultrasound its findings are not meaningful. It is not a clinical model.)
 
 \$ bin/vigil --server $listen --token \$TOKEN review counts
 $("$bin/vigil" --server "$listen" --token "$reviewer" review counts)

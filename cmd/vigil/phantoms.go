@@ -12,18 +12,6 @@ import (
 	"github.com/vigil-health/vigil/pipelines/triage"
 )
 
-// PhantomSpecForSeed is the phantom a seed stands for: its size, frame count and number of
-// lesions all follow from the seed, and every fifth seed has no lesion.
-func phantomSpecForSeed(seed uint64, frames int) dicomio.PhantomSpec {
-	sizes := [][2]int{{480, 640}, {600, 800}, {434, 636}, {512, 512}}
-	sz := sizes[seed%uint64(len(sizes))]
-	lesions := int(1 + (seed/7)%3)
-	if seed%5 == 0 {
-		lesions = 0
-	}
-	return dicomio.PhantomSpec{Seed: seed, Rows: sz[0], Cols: sz[1], Frames: frames, Lesions: lesions}
-}
-
 // runPhantoms writes synthetic ultrasound loops: DICOM files with their truth as JSON, or
 // (with --training) the model's training arrays.
 func runPhantoms(g *globals, args []string, stdout, stderr io.Writer) error {
@@ -50,7 +38,7 @@ func runPhantoms(g *globals, args []string, stdout, stderr io.Writer) error {
 	}
 	for i := 0; i < *count; i++ {
 		s := *seed + uint64(i)
-		p := dicomio.MakePhantom(phantomSpecForSeed(s, *frames))
+		p := dicomio.MakePhantom(dicomio.PhantomSpecForSeed(s, *frames))
 		data, err := dicomio.PhantomDICOM(&p)
 		if err != nil {
 			return err
@@ -83,7 +71,7 @@ func writeTraining(dir string, seed uint64, count, frames, size int, stdout io.W
 	defer fm.Close()
 	n := 0
 	for i := 0; i < count; i++ {
-		p := dicomio.MakePhantom(phantomSpecForSeed(seed+uint64(i), frames))
+		p := dicomio.MakePhantom(dicomio.PhantomSpecForSeed(seed+uint64(i), frames))
 		t := p.Truth
 		crop := triage.Rect{X0: t.Region[0], Y0: t.Region[1], X1: t.Region[2] + 1, Y1: t.Region[3] + 1}
 		for f := range p.Frames {
