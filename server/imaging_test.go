@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -253,5 +254,59 @@ func TestAnalyzeProgressReportsEveryFrame(t *testing.T) {
 	}
 	if len(frames) != 6 || frames[5] != 6 || result == nil || result.FramesAnalyzed != 6 {
 		t.Errorf("progress %v and result %v; want frames 1..6, then the result", frames, result)
+	}
+}
+
+// withPatient puts a patient's name, ID and birth date into a phantom (whose patient module is
+// empty), as a real scanner's file has them.
+func withPatient(t *testing.T, data []byte) []byte {
+	t.Helper()
+	out := data
+	for _, e := range []struct {
+		tag   []byte
+		value string
+	}{
+		{[]byte{0x10, 0x00, 0x10, 0x00, 'P', 'N', 0, 0}, "DOE^JANE"},
+		{[]byte{0x10, 0x00, 0x20, 0x00, 'L', 'O', 0, 0}, "MRN-55501"},
+		{[]byte{0x10, 0x00, 0x30, 0x00, 'D', 'A', 0, 0}, "19471103"},
+	} {
+		i := bytes.Index(out, e.tag)
+		if i < 0 {
+			t.Fatalf("no empty %x in the phantom", e.tag[:4])
+		}
+		elem := append(append([]byte(nil), e.tag[:6]...), byte(len(e.value)), 0)
+		elem = append(elem, e.value...)
+		out = append(append(append([]byte(nil), out[:i]...), elem...), out[i+len(e.tag):]...)
+	}
+	return out
+}
+
+// TestNoPatientDataInLogsOrErrors analyses a file with a patient's identity, and broken copies
+// of it: the name, ID and birth date appear in no log line and no error.
+func TestNoPatientDataInLogsOrErrors(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	c := vigilv1.NewImagingClient(ts.conn)
+	ctx := ts.as(auth.RolePACSWorker)
+	data, _ := phantomFile(t, 900010, 1)
+	data = withPatient(t, data)
+	broken, _ := phantomFile(t, 900011, 1)
+	broken = withPatient(t, broken)
+	var answers []string
+	for _, in := range [][]byte{data, broken[:len(broken)/2], broken[:1000]} {
+		resp, err := send(ctx, c, in, 1<<20)
+		answers = append(answers, fmt.Sprint(resp, err))
+	}
+	for _, secret := range []string{"DOE^JANE", "DOE", "MRN-55501", "19471103"} {
+		if strings.Contains(ts.logs.String(), secret) {
+			t.Errorf("the log carries %q", secret)
+		}
+		for _, a := range answers {
+			if strings.Contains(a, secret) {
+				t.Errorf("an answer carries %q: %s", secret, a)
+			}
+		}
+	}
+	if !strings.Contains(ts.logs.String(), "AnalyzeInstance") {
+		t.Fatal("no log lines to check")
 	}
 }
