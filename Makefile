@@ -57,7 +57,7 @@ demo: build
 	@bash scripts/demo.sh
 
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem ./inference/
+	$(GO) test -run '^$$' -bench . -benchmem ./inference/ ./dicomio/ ./pipelines/...
 
 # demo-model retrains models/us-lesion-demo from phantoms with fixed seeds (not part of make
 # test; it needs Debian's python3-torch and python3-onnx, and about ten minutes on two cores).
