@@ -1,0 +1,181 @@
+// Package detect finds people in ward frames with a detection model (FastestDet's decoder):
+// it prepares the input as the manifest says, decodes the grid of predictions into boxes in
+// frame pixels, and keeps the best of overlapping boxes (non-maximum suppression).
+package detect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"math"
+	"sort"
+
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// ErrUnsupportedModel means the manifest declares a detector this package cannot decode.
+var ErrUnsupportedModel = errors.New("detect: unsupported model")
+
+// Model is what detection needs of a loaded model; *inference.Session is one.
+type Model interface {
+	Manifest() *models.Manifest
+	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
+}
+
+// Detection is one object found in a frame.
+type Detection struct {
+	Label string
+	Score float64
+	// Box is in the frame's pixels.
+	Box image.Rectangle
+}
+
+// Detector runs one detection model, reusing its input buffer between frames.
+type Detector struct {
+	model     Model
+	man       *models.Manifest
+	w, h      int
+	threshold float64
+	nmsIoU    float64
+	classes   map[string]bool
+	input     []float32
+}
+
+// New checks the model's manifest and returns a detector that keeps only the given labels
+// (all when none are given).
+func New(m Model, labels ...string) (*Detector, error) {
+	man := m.Manifest()
+	if man.Decoder.Kind != models.DecoderDetection || man.Decoder.Format != "fastestdet" {
+		return nil, fmt.Errorf("%w: %s has a %s/%s decoder, want detection/fastestdet", ErrUnsupportedModel, man.Name, man.Decoder.Kind, man.Decoder.Format)
+	}
+	in := man.Inputs[0]
+	h, w := in.Size()
+	if in.Layout != "NCHW" || in.DType != models.Float32 || (in.Color != "BGR" && in.Color != "RGB") {
+		return nil, fmt.Errorf("%w: %s input %s %s %s", ErrUnsupportedModel, man.Name, in.DType, in.Layout, in.Color)
+	}
+	d := &Detector{model: m, man: man, w: int(w), h: int(h), threshold: man.Thresholds["score"], nmsIoU: man.Thresholds["nms_iou"],
+		input: make([]float32, 3*w*h)}
+	if d.threshold == 0 {
+		d.threshold = 0.5
+	}
+	if d.nmsIoU == 0 {
+		d.nmsIoU = 0.45
+	}
+	if len(labels) > 0 {
+		d.classes = map[string]bool{}
+		for _, l := range labels {
+			d.classes[l] = true
+		}
+	}
+	return d, nil
+}
+
+// Detect finds objects in a BGR frame.
+func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, error) {
+	small, err := vision.Resize(f, d.w, d.h)
+	if err != nil {
+		return nil, err
+	}
+	in := d.man.Inputs[0]
+	plane := d.w * d.h
+	order := [3]int{0, 1, 2} // BGR planes from BGR pixels
+	if in.Color == "RGB" {
+		order = [3]int{2, 1, 0}
+	}
+	scale := float32(in.Scale)
+	for i := 0; i < plane; i++ {
+		p := small.BGR[3*i : 3*i+3]
+		d.input[order[0]*plane+i] = float32(p[0]) * scale
+		d.input[order[1]*plane+i] = float32(p[1]) * scale
+		d.input[order[2]*plane+i] = float32(p[2]) * scale
+	}
+	t, err := inference.NewTensor([]int64{1, 3, int64(d.h), int64(d.w)}, d.input)
+	if err != nil {
+		return nil, err
+	}
+	out, err := d.model.Run(ctx, []inference.Tensor{t})
+	if err != nil {
+		return nil, err
+	}
+	v, err := inference.Values[float32](out[0])
+	if err != nil {
+		return nil, err
+	}
+	return d.decode(v, out[0].Shape, f.Width, f.Height)
+}
+
+// decode reads FastestDet's grid: per cell, objectness, centre offsets (tanh), width and
+// height (sigmoid, relative to the image) and class scores; score = obj^0.6 x cls^0.4.
+func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, error) {
+	if len(shape) != 4 || int(shape[1]) != 5+len(d.man.Labels) {
+		return nil, fmt.Errorf("%w: output shape %v for %d labels", ErrUnsupportedModel, shape, len(d.man.Labels))
+	}
+	gh, gw := int(shape[2]), int(shape[3])
+	cells := gh * gw
+	at := func(c, i int) float64 { return float64(v[c*cells+i]) }
+	sigmoid := func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+	var dets []Detection
+	for i := 0; i < cells; i++ {
+		obj := at(0, i)
+		if obj <= 0 {
+			continue
+		}
+		best, bestScore := -1, 0.0
+		for c := range d.man.Labels {
+			if s := at(5+c, i); s > bestScore {
+				best, bestScore = c, s
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		score := math.Pow(obj, 0.6) * math.Pow(bestScore, 0.4)
+		label := d.man.Labels[best]
+		if score < d.threshold || d.classes != nil && !d.classes[label] {
+			continue
+		}
+		gx, gy := i%gw, i/gw
+		cx := (float64(gx) + math.Tanh(at(1, i))) / float64(gw)
+		cy := (float64(gy) + math.Tanh(at(2, i))) / float64(gh)
+		bw, bh := sigmoid(at(3, i)), sigmoid(at(4, i))
+		box := image.Rect(int((cx-bw/2)*float64(fw)), int((cy-bh/2)*float64(fh)), int((cx+bw/2)*float64(fw)), int((cy+bh/2)*float64(fh)))
+		box = box.Intersect(image.Rect(0, 0, fw, fh))
+		if box.Empty() {
+			continue
+		}
+		dets = append(dets, Detection{Label: label, Score: score, Box: box})
+	}
+	return nms(dets, d.nmsIoU), nil
+}
+
+// IoU is the intersection over union of two boxes.
+func IoU(a, b image.Rectangle) float64 {
+	in := a.Intersect(b)
+	if in.Empty() {
+		return 0
+	}
+	ia := float64(in.Dx() * in.Dy())
+	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
+}
+
+// nms keeps, among boxes of one label that overlap more than limit, the best scored.
+func nms(dets []Detection, limit float64) []Detection {
+	sort.Slice(dets, func(i, j int) bool { return dets[i].Score > dets[j].Score })
+	var keep []Detection
+	for _, d := range dets {
+		ok := true
+		for _, k := range keep {
+			if k.Label == d.Label && IoU(k.Box, d.Box) > limit {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			keep = append(keep, d)
+		}
+	}
+	return keep
+}
