@@ -1,0 +1,155 @@
+// Package pose estimates a person's 17 COCO keypoints top-down: a single-person keypoint
+// model (MoveNet's decoder) runs on a square crop around each detected person, and the
+// keypoints are mapped back to frame pixels.
+package pose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// ErrUnsupportedModel means the manifest declares a keypoint model this package cannot use.
+var ErrUnsupportedModel = errors.New("pose: unsupported model")
+
+// COCO-17 keypoint indices.
+const (
+	Nose = iota
+	LeftEye
+	RightEye
+	LeftEar
+	RightEar
+	LeftShoulder
+	RightShoulder
+	LeftElbow
+	RightElbow
+	LeftWrist
+	RightWrist
+	LeftHip
+	RightHip
+	LeftKnee
+	RightKnee
+	LeftAnkle
+	RightAnkle
+	Count
+)
+
+// Keypoint is one body point in frame pixels with the model's confidence.
+type Keypoint struct {
+	X, Y  float64
+	Score float64
+}
+
+// Skeleton is one person's keypoints in COCO order.
+type Skeleton [Count]Keypoint
+
+// Model is what pose needs of a loaded model; *inference.Session is one.
+type Model interface {
+	Manifest() *models.Manifest
+	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
+}
+
+// Estimator runs one keypoint model, reusing its buffers between calls.
+type Estimator struct {
+	model Model
+	size  int
+	rgb   bool
+	crop  []byte
+	input []int32
+}
+
+// New checks the model's manifest: MoveNet's NHWC int32 square input and [1,1,17,3] output.
+func New(m Model) (*Estimator, error) {
+	man := m.Manifest()
+	if man.Decoder.Kind != models.DecoderKeypoints || man.Decoder.Format != "movenet" {
+		return nil, fmt.Errorf("%w: %s has a %s/%s decoder, want keypoints/movenet", ErrUnsupportedModel, man.Name, man.Decoder.Kind, man.Decoder.Format)
+	}
+	in := man.Inputs[0]
+	h, w := in.Size()
+	if in.Layout != "NHWC" || in.DType != models.Int32 || h != w || h <= 0 {
+		return nil, fmt.Errorf("%w: %s input %s %s %dx%d, want a square NHWC int32", ErrUnsupportedModel, man.Name, in.DType, in.Layout, w, h)
+	}
+	return &Estimator{model: m, size: int(w), rgb: in.Color == "RGB", input: make([]int32, 3*w*h)}, nil
+}
+
+// SquareAround is the square crop around a person's box: 25% larger than its longer side.
+func SquareAround(box image.Rectangle) image.Rectangle {
+	side := max(box.Dx(), box.Dy()) * 5 / 4
+	c := image.Pt((box.Min.X+box.Max.X)/2, (box.Min.Y+box.Max.Y)/2)
+	return image.Rect(c.X-side/2, c.Y-side/2, c.X-side/2+side, c.Y-side/2+side)
+}
+
+// Estimate returns the keypoints of the person in box.
+func (e *Estimator) Estimate(ctx context.Context, f vision.Frame, box image.Rectangle) (Skeleton, error) {
+	sq := SquareAround(box)
+	side := sq.Dx()
+	if side <= 0 {
+		return Skeleton{}, fmt.Errorf("pose: empty box %v", box)
+	}
+	// Copy the square out of the frame; parts outside the frame stay black.
+	if cap(e.crop) < side*side*3 {
+		e.crop = make([]byte, side*side*3)
+	}
+	crop := e.crop[:side*side*3]
+	clear(crop)
+	for y := max(sq.Min.Y, 0); y < min(sq.Max.Y, f.Height); y++ {
+		x0, x1 := max(sq.Min.X, 0), min(sq.Max.X, f.Width)
+		if x1 <= x0 {
+			break
+		}
+		copy(crop[((y-sq.Min.Y)*side+(x0-sq.Min.X))*3:], f.BGR[(y*f.Width+x0)*3:(y*f.Width+x1)*3])
+	}
+	small, err := vision.Resize(vision.Frame{Width: side, Height: side, BGR: crop}, e.size, e.size)
+	if err != nil {
+		return Skeleton{}, err
+	}
+	for i := 0; i < e.size*e.size; i++ {
+		b, g, r := small.BGR[3*i], small.BGR[3*i+1], small.BGR[3*i+2]
+		if e.rgb {
+			b, r = r, b
+		}
+		e.input[3*i], e.input[3*i+1], e.input[3*i+2] = int32(b), int32(g), int32(r)
+	}
+	t, err := inference.NewTensor([]int64{1, int64(e.size), int64(e.size), 3}, e.input)
+	if err != nil {
+		return Skeleton{}, err
+	}
+	out, err := e.model.Run(ctx, []inference.Tensor{t})
+	if err != nil {
+		return Skeleton{}, err
+	}
+	v, err := inference.Values[float32](out[0])
+	if err != nil {
+		return Skeleton{}, err
+	}
+	if len(v) != Count*3 {
+		return Skeleton{}, fmt.Errorf("%w: %d output values, want %d", ErrUnsupportedModel, len(v), Count*3)
+	}
+	var s Skeleton
+	for k := 0; k < Count; k++ {
+		y, x, score := float64(v[3*k]), float64(v[3*k+1]), float64(v[3*k+2])
+		s[k] = Keypoint{X: float64(sq.Min.X) + x*float64(side), Y: float64(sq.Min.Y) + y*float64(side), Score: score}
+	}
+	return s, nil
+}
+
+// Mean is the average of the given keypoints that score at least min, and whether any did.
+func (s *Skeleton) Mean(min float64, points ...int) (x, y float64, ok bool) {
+	n := 0
+	for _, p := range points {
+		if s[p].Score >= min {
+			x += s[p].X
+			y += s[p].Y
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, 0, false
+	}
+	return x / float64(n), y / float64(n), true
+}
