@@ -1,0 +1,80 @@
+package gait
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/vigil-health/vigil/pipelines/pose"
+)
+
+// walker makes the skeleton of a person walking side-on at a given step time: the ankles swing
+// in antiphase, each step one swing; the body moves at speed px/s.
+func walker(t float64, stepTime, speed float64, swap bool) pose.Skeleton {
+	var s pose.Skeleton
+	for i := range s {
+		s[i].Score = 0.8
+	}
+	cx := 100 + speed*t
+	phase := math.Pi * t / stepTime // one half cycle per step
+	swing := 18 * math.Sin(phase)
+	s[pose.LeftShoulder] = pose.Keypoint{X: cx, Y: 100, Score: 0.8}
+	s[pose.RightShoulder] = pose.Keypoint{X: cx, Y: 100, Score: 0.8}
+	s[pose.LeftHip] = pose.Keypoint{X: cx, Y: 140, Score: 0.8}
+	s[pose.RightHip] = pose.Keypoint{X: cx, Y: 140, Score: 0.8}
+	l := pose.Keypoint{X: cx + swing, Y: 190, Score: 0.8}
+	r := pose.Keypoint{X: cx - swing, Y: 190, Score: 0.8}
+	if swap {
+		l, r = r, l
+	}
+	s[pose.LeftAnkle], s[pose.RightAnkle] = l, r
+	return s
+}
+
+func TestCadenceOfASyntheticWalker(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, stepTime := range []float64{0.46, 0.55, 0.65} {
+		var a Analyzer
+		for f := 0; f < 100; f++ { // 10 s at 10 fps
+			ts := float64(f) / 10
+			a.Add(start.Add(time.Duration(ts*float64(time.Second))), walker(ts, stepTime, 60, rng.IntN(4) == 0))
+		}
+		s, ok := a.Summarize()
+		want := 60 / stepTime
+		if !ok || math.Abs(s.Cadence-want) > 0.08*want {
+			t.Errorf("step time %.2f s: cadence %.1f (ok %v, %d steps), want %.1f within 8%%", stepTime, s.Cadence, ok, s.Steps, want)
+		}
+		if s.SpeedBodyHeights < 0.6 || s.SpeedBodyHeights > 0.7 { // 60 px/s over 90 px of body
+			t.Errorf("speed %.2f body heights/s, want about 0.67", s.SpeedBodyHeights)
+		}
+		if s.StepTimeCV > 0.2 || s.Asymmetry > 0.2 {
+			t.Errorf("a regular synthetic walk has CV %.2f and asymmetry %.2f", s.StepTimeCV, s.Asymmetry)
+		}
+	}
+}
+
+func TestTooFewStepsGiveNoSummary(t *testing.T) {
+	var a Analyzer
+	start := time.Now()
+	for f := 0; f < 20; f++ { // 2 s: about 3 steps
+		ts := float64(f) / 10
+		a.Add(start.Add(time.Duration(ts*float64(time.Second))), walker(ts, 0.55, 60, false))
+	}
+	if s, ok := a.Summarize(); ok {
+		t.Errorf("a summary from %d steps, want none under %d", s.Steps, MinSteps)
+	}
+}
+
+func TestStandingStillHasNoSteps(t *testing.T) {
+	var a Analyzer
+	start := time.Now()
+	for f := 0; f < 100; f++ {
+		ts := float64(f) / 10
+		a.Add(start.Add(time.Duration(ts*float64(time.Second))), walker(0, 0.55, 0, false))
+	}
+	if s, _ := a.Summarize(); s.Steps != 0 {
+		t.Errorf("standing still: %d steps", s.Steps)
+	}
+}

@@ -1,0 +1,53 @@
+package track
+
+import (
+	"image"
+	"testing"
+)
+
+func box(x, y int) image.Rectangle { return image.Rect(x, y, x+20, y+50) }
+
+func TestTwoWalkersCrossing(t *testing.T) {
+	tr := New(DefaultConfig)
+	var a, b int64
+	for f := 0; f < 40; f++ {
+		// A walks right, B walks left, on rows far enough apart not to merge.
+		obs := []Observation{{box(10+5*f, 100), 0.9}, {box(300-5*f, 170), 0.9}}
+		got := tr.Update(obs)
+		if f == 0 {
+			a, b = got[0].ID, got[1].ID
+		}
+		if got[0].ID != a || got[1].ID != b {
+			t.Fatalf("frame %d: ids %d %d, want %d %d", f, got[0].ID, got[1].ID, a, b)
+		}
+	}
+}
+
+func TestOcclusionKeepsTheID(t *testing.T) {
+	tr := New(DefaultConfig)
+	first := tr.Update([]Observation{{box(0, 0), 0.9}})[0].ID
+	for f := 1; f < 10; f++ {
+		tr.Update([]Observation{{box(4*f, 0), 0.9}})
+	}
+	for f := 10; f < 18; f++ { // hidden behind a pillar for 8 frames
+		tr.Update(nil)
+	}
+	got := tr.Update([]Observation{{box(4*18, 0), 0.9}})[0]
+	if got.ID != first {
+		t.Errorf("after an occlusion: id %d, want %d (the prediction should carry it)", got.ID, first)
+	}
+}
+
+func TestLostTracksEnd(t *testing.T) {
+	tr := New(Config{MaxMissed: 3, MinIoU: 0.25, MaxCentreShift: 0.5})
+	id := tr.Update([]Observation{{box(0, 0), 0.9}})[0].ID
+	for i := 0; i < 4; i++ {
+		tr.Update(nil)
+	}
+	if len(tr.Active()) != 0 {
+		t.Fatalf("%d tracks alive after 4 missed frames, want 0", len(tr.Active()))
+	}
+	if again := tr.Update([]Observation{{box(0, 0), 0.9}})[0].ID; again == id {
+		t.Error("an ended track came back")
+	}
+}

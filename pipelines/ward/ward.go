@@ -1,0 +1,95 @@
+// Package ward is the per-camera pipeline: people are detected, their skeletons estimated on
+// crops, followed by the tracker, and each track's gait measured.
+package ward
+
+import (
+	"context"
+	"image"
+	"time"
+
+	"github.com/vigil-health/vigil/pipelines/detect"
+	"github.com/vigil-health/vigil/pipelines/gait"
+	"github.com/vigil-health/vigil/pipelines/pose"
+	"github.com/vigil-health/vigil/pipelines/track"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// Config tunes one camera's pipeline.
+type Config struct {
+	Track track.Config
+	// PixelsPerMetre, when known, turns gait speed into m/s.
+	PixelsPerMetre float64
+}
+
+// Person is one tracked person on one frame.
+type Person struct {
+	TrackID  int64
+	Box      image.Rectangle
+	Score    float64
+	Skeleton pose.Skeleton
+}
+
+// Pipeline processes one camera's frames in order. It is not safe for concurrent use.
+type Pipeline struct {
+	det     *detect.Detector
+	est     *pose.Estimator
+	tracker *track.Tracker
+	gait    map[int64]*gait.Analyzer
+	cfg     Config
+}
+
+// New builds a camera's pipeline.
+func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
+	if cfg.Track == (track.Config{}) {
+		cfg.Track = track.DefaultConfig
+	}
+	return &Pipeline{det: det, est: est, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{}, cfg: cfg}
+}
+
+// Process runs one frame captured at t.
+func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]Person, error) {
+	dets, err := p.det.Detect(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	obs := make([]track.Observation, len(dets))
+	for i, d := range dets {
+		obs[i] = track.Observation{Box: d.Box, Score: d.Score}
+	}
+	tracks := p.tracker.Update(obs)
+	people := make([]Person, len(dets))
+	for i, d := range dets {
+		s, err := p.est.Estimate(ctx, f, d.Box)
+		if err != nil {
+			return nil, err
+		}
+		id := tracks[i].ID
+		people[i] = Person{TrackID: id, Box: d.Box, Score: d.Score, Skeleton: s}
+		g := p.gait[id]
+		if g == nil {
+			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre}
+			p.gait[id] = g
+		}
+		g.Add(t, s)
+	}
+	// Forget the gait of tracks that have ended.
+	live := map[int64]bool{}
+	for _, tr := range p.tracker.Active() {
+		live[tr.ID] = true
+	}
+	for id := range p.gait {
+		if !live[id] {
+			delete(p.gait, id)
+		}
+	}
+	return people, nil
+}
+
+// Gait is a live track's gait summary so far.
+func (p *Pipeline) Gait(trackID int64) (gait.Summary, bool) {
+	g, ok := p.gait[trackID]
+	if !ok {
+		return gait.Summary{}, false
+	}
+	return g.Summarize()
+}
