@@ -44,10 +44,11 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# test: format, vet, the race-enabled suite on real ONNX Runtime and real models (the proto
+# test: format, vet, go.mod tidy, the race-enabled suite on real ONNX Runtime and real models (the proto
 # regeneration check is a test in proto/vigil/v1), vision again with gocv counting live Mats,
 # and a CGO_ENABLED=0 build of the CLI.
 test: deps fmt-check vet
+	$(GO) mod tidy -diff
 	$(GO) test $(TEST_FLAGS) ./...
 	$(GO) test -count=1 -tags matprofile ./vision/
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/vigil
