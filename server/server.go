@@ -32,6 +32,7 @@ type Options struct {
 	Registry *inference.Registry
 	Review   review.Store
 	Imaging  ImagingOptions
+	Ward     WardOptions
 	Metrics  *Metrics
 	// RuntimeVersion is ONNX Runtime's version, reported by ListModels.
 	RuntimeVersion string
@@ -78,7 +79,7 @@ func New(o Options) *Server {
 	g := grpc.NewServer(opts...)
 
 	vigilv1.RegisterImagingServer(g, &imagingService{log: log, store: o.Review, registry: o.Registry, opts: o.Imaging})
-	vigilv1.RegisterWardServer(g, vigilv1.UnimplementedWardServer{})
+	vigilv1.RegisterWardServer(g, &wardService{log: log, registry: o.Registry, opts: o.Ward.withDefaults()})
 	vigilv1.RegisterReviewServer(g, &reviewService{log: log, store: o.Review, metrics: m})
 	vigilv1.RegisterModelsServer(g, &modelsService{log: log, registry: o.Registry, runtime: o.RuntimeVersion})
 

@@ -1,9 +1,13 @@
 package vision
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
+	_ "image/jpeg" // DecodeConfig reads JPEG headers
+	_ "image/png"  // and PNG headers
 )
 
 // ErrDecode means bytes could not be decoded as an image.
@@ -30,4 +34,23 @@ type Mark struct {
 	Rect    image.Rectangle
 	Color   color.RGBA
 	Caption string
+}
+
+// ErrTooLarge means an image's header declares more pixels than allowed.
+var ErrTooLarge = errors.New("vision: image too large")
+
+// CheckSize reads a JPEG or PNG header (without decoding the pixels) and refuses an image
+// wider or taller than maxSide, so that a forged header cannot make the decoder allocate.
+func CheckSize(data []byte, maxSide int) (width, height int, err error) {
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return 0, 0, fmt.Errorf("%w: header says %d x %d", ErrDecode, cfg.Width, cfg.Height)
+	}
+	if cfg.Width > maxSide || cfg.Height > maxSide {
+		return 0, 0, fmt.Errorf("%w: %d x %d is over %d x %d", ErrTooLarge, cfg.Width, cfg.Height, maxSide, maxSide)
+	}
+	return cfg.Width, cfg.Height, nil
 }

@@ -160,3 +160,18 @@ func AnnotatePNG(pix []byte, width, height, samples int, marks []Mark) ([]byte, 
 	defer buf.Close()
 	return append([]byte(nil), buf.GetBytes()...), nil
 }
+
+// EncodeJPEG encodes a BGR frame as JPEG at the given quality (1-100).
+func EncodeJPEG(f Frame, quality int) ([]byte, error) {
+	m, err := toMat(f)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, m, []int{gocv.IMWriteJpegQuality, quality})
+	if err != nil {
+		return nil, fmt.Errorf("vision: encode JPEG: %w", err)
+	}
+	defer buf.Close()
+	return append([]byte(nil), buf.GetBytes()...), nil
+}

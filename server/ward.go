@@ -1,0 +1,288 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"log/slog"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/pipelines/detect"
+	"github.com/vigil-health/vigil/pipelines/pose"
+	"github.com/vigil-health/vigil/pipelines/ward"
+	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// WardOptions configure the Ward service.
+type WardOptions struct {
+	DetectorModel string
+	PoseModel     string
+	// MaxSide bounds a frame's width and height.
+	MaxSide int
+	// StatsEvery is how often a stream gets its statistics.
+	StatsEvery time.Duration
+}
+
+func (o WardOptions) withDefaults() WardOptions {
+	if o.DetectorModel == "" {
+		o.DetectorModel = "fastestdet"
+	}
+	if o.PoseModel == "" {
+		o.PoseModel = "movenet-lightning"
+	}
+	if o.MaxSide == 0 {
+		o.MaxSide = 4096
+	}
+	if o.StatsEvery == 0 {
+		o.StatsEvery = 5 * time.Second
+	}
+	return o
+}
+
+type wardService struct {
+	vigilv1.UnimplementedWardServer
+	log      *slog.Logger
+	registry *inference.Registry
+	opts     WardOptions
+}
+
+var validCameraID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+
+// realtimeQueue is how many frames may wait in a realtime stream: one being received while
+// one is processed; older frames are stale and dropped.
+const realtimeQueue = 1
+
+// gaitEvery is how many processed frames pass between gait summaries.
+const gaitEvery = 25
+
+// everyFrameQueue bounds an every-frame stream's queue; when it is full the receiver waits,
+// and gRPC flow control slows the bridge down.
+const everyFrameQueue = 8
+
+// StreamCamera runs one camera: the first message configures it, every later one is a frame.
+// One goroutine receives frames into a bounded queue, this one processes them and sends every
+// event, so the stream has exactly one sender.
+func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return status.Error(codes.InvalidArgument, "the stream ended before its configuration")
+	}
+	if err != nil {
+		return err
+	}
+	cfg := first.GetConfig()
+	if cfg == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be the stream's configuration")
+	}
+	if !validCameraID.MatchString(cfg.CameraId) {
+		return status.Error(codes.InvalidArgument, "camera_id must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
+	}
+	pipe, err := s.pipeline(cfg)
+	if err != nil {
+		return toStatus(ctx, s.log, err)
+	}
+	realtime := cfg.Policy != vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME
+	size := everyFrameQueue
+	if realtime {
+		size = realtimeQueue
+	}
+	queue := make(chan *vigilv1.Frame, size)
+	var received, dropped atomic.Int64
+	var dropMu sync.Mutex
+	var firstDropped, lastDropped int64
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					recvErr <- err
+				}
+				return
+			}
+			f := msg.GetFrame()
+			if f == nil {
+				recvErr <- status.Error(codes.InvalidArgument, "after the configuration, every message must be a frame")
+				return
+			}
+			received.Add(1)
+			if !realtime {
+				select {
+				case queue <- f:
+				case <-ctx.Done():
+					return
+				}
+				continue
+			}
+			for {
+				select {
+				case queue <- f:
+				default:
+					// Full: the waiting frame is stale. Drop it for the new one.
+					select {
+					case old := <-queue:
+						dropped.Add(1)
+						dropMu.Lock()
+						if firstDropped == 0 {
+							firstDropped = old.Sequence
+						}
+						lastDropped = old.Sequence
+						dropMu.Unlock()
+					default:
+					}
+					continue
+				}
+				break
+			}
+		}
+	}()
+
+	var processed int64
+	reportedDrops := int64(0)
+	statsStart := time.Now()
+	lastStats := statsStart
+	send := func(ev *vigilv1.WardEvent) error { return stream.Send(ev) }
+	for f := range queue {
+		if n := dropped.Load(); n > reportedDrops {
+			dropMu.Lock()
+			ev := &vigilv1.FramesDropped{Count: n - reportedDrops, FirstSequence: firstDropped, LastSequence: lastDropped}
+			firstDropped = 0
+			dropMu.Unlock()
+			reportedDrops = n
+			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Dropped{Dropped: ev}}); err != nil {
+				return err
+			}
+		}
+		ev, err := s.frame(ctx, pipe, f)
+		if err != nil {
+			return err
+		}
+		processed++
+		if err := send(ev); err != nil {
+			return err
+		}
+		// Every few seconds of frames, the gait of the people in view.
+		if fr := ev.GetFrameResult(); fr != nil && processed%gaitEvery == 0 {
+			for _, tr := range fr.Tracks {
+				g, ok := pipe.Gait(tr.TrackId)
+				if !ok {
+					continue
+				}
+				sum := &vigilv1.GaitSummary{TrackId: tr.TrackId, Steps: int32(g.Steps), CadenceStepsPerMin: g.Cadence,
+					StepTimeMeanS: g.StepTimeMean, StepTimeCv: g.StepTimeCV, Asymmetry: g.Asymmetry,
+					SpeedBodyHeightsPerS: g.SpeedBodyHeights, SpeedMPerS: g.SpeedMetres, Confidence: float32(g.Confidence)}
+				if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: sum}}); err != nil {
+					return err
+				}
+			}
+		}
+		if time.Since(lastStats) >= s.opts.StatsEvery {
+			lastStats = time.Now()
+			st := &vigilv1.StreamStats{FramesReceived: received.Load(), FramesProcessed: processed, FramesDropped: dropped.Load(),
+				FramesPerSecond: float64(processed) / time.Since(statsStart).Seconds()}
+			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Stats{Stats: st}}); err != nil {
+				return err
+			}
+		}
+	}
+	select {
+	case err := <-recvErr:
+		return err
+	default:
+	}
+	// The bridge closed its side: a last statistics event, then the stream ends.
+	st := &vigilv1.StreamStats{FramesReceived: received.Load(), FramesProcessed: processed, FramesDropped: dropped.Load(),
+		FramesPerSecond: float64(processed) / time.Since(statsStart).Seconds()}
+	return send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Stats{Stats: st}})
+}
+
+func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, error) {
+	detSession, err := s.registry.Session(s.opts.DetectorModel)
+	if err != nil {
+		return nil, err
+	}
+	poseSession, err := s.registry.Session(s.opts.PoseModel)
+	if err != nil {
+		return nil, err
+	}
+	det, err := detect.New(detSession, "person")
+	if err != nil {
+		return nil, err
+	}
+	est, err := pose.New(poseSession)
+	if err != nil {
+		return nil, err
+	}
+	return ward.New(det, est, ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre()}), nil
+}
+
+// frame decodes and processes one frame. A frame that cannot be used becomes a FrameError
+// event and the stream goes on; only a failure of the service itself ends the stream.
+func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1.Frame) (*vigilv1.WardEvent, error) {
+	frameError := func(code codes.Code, msg string) *vigilv1.WardEvent {
+		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameError{FrameError: &vigilv1.FrameError{Sequence: f.Sequence, Code: code.String(), Message: msg}}}
+	}
+	var img vision.Frame
+	switch f.Encoding {
+	case vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, vigilv1.FrameEncoding_FRAME_ENCODING_PNG:
+		if _, _, err := vision.CheckSize(f.Data, s.opts.MaxSide); err != nil {
+			return frameError(codes.InvalidArgument, err.Error()), nil
+		}
+		var err error
+		if img, err = vision.Decode(f.Data); err != nil {
+			return frameError(codes.InvalidArgument, err.Error()), nil
+		}
+	case vigilv1.FrameEncoding_FRAME_ENCODING_BGR:
+		w, h := int(f.Width), int(f.Height)
+		if w <= 0 || h <= 0 || w > s.opts.MaxSide || h > s.opts.MaxSide {
+			return frameError(codes.InvalidArgument, fmt.Sprintf("a raw frame of %d x %d is not within 1..%d", w, h, s.opts.MaxSide)), nil
+		}
+		if len(f.Data) != w*h*3 {
+			return frameError(codes.InvalidArgument, fmt.Sprintf("a raw %d x %d BGR frame needs %d bytes, got %d", w, h, w*h*3, len(f.Data))), nil
+		}
+		img = vision.Frame{Width: w, Height: h, BGR: f.Data}
+	default:
+		return frameError(codes.InvalidArgument, "frame encoding must be JPEG, PNG or BGR"), nil
+	}
+	at := time.Now()
+	if f.CaptureTime != nil {
+		at = f.CaptureTime.AsTime()
+	}
+	people, err := pipe.Process(ctx, img, at)
+	if err != nil {
+		if errors.Is(err, inference.ErrOverloaded) || errors.Is(err, inference.ErrBadInput) || errors.Is(err, vision.ErrDecode) {
+			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), nil
+		}
+		return nil, toStatus(ctx, s.log, err)
+	}
+	res := &vigilv1.FrameResult{Sequence: f.Sequence, CaptureTime: timestamppb.New(at)}
+	for _, p := range people {
+		tr := &vigilv1.Track{TrackId: p.TrackID, Box: rectToProto(p.Box), Score: float32(p.Score)}
+		for k, kp := range p.Skeleton {
+			tr.Keypoints = append(tr.Keypoints, &vigilv1.Keypoint{Name: keypointNames[k], Position: &vigilv1.Point{X: float32(kp.X), Y: float32(kp.Y)}, Score: float32(kp.Score)})
+		}
+		res.Tracks = append(res.Tracks, tr)
+	}
+	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, nil
+}
+
+var keypointNames = [pose.Count]string{"nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+	"right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+	"right_knee", "left_ankle", "right_ankle"}
+
+func rectToProto(r image.Rectangle) *vigilv1.Box {
+	return &vigilv1.Box{X: float32(r.Min.X), Y: float32(r.Min.Y), Width: float32(r.Dx()), Height: float32(r.Dy())}
+}

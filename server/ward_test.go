@@ -1,0 +1,179 @@
+package server
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/crc32"
+	"image"
+	"image/png"
+	"io"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/internal/testenv"
+	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// walkersJPEGs returns the first n frames of the walkers clip as JPEG.
+func walkersJPEGs(t *testing.T, n int) [][]byte {
+	t.Helper()
+	v, err := vision.OpenVideo(testenv.Shared(t, "video/walkers-vtest.avi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	var out [][]byte
+	for len(out) < n {
+		f, err := v.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := vision.EncodeJPEG(f, 85)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
+
+// hugePNG is a valid PNG header claiming 20000 x 20000 pixels, with no pixels behind it.
+func hugePNG(t *testing.T) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	png.Encode(&buf, image.NewGray(image.Rect(0, 0, 1, 1)))
+	data := buf.Bytes()
+	binary.BigEndian.PutUint32(data[16:], 20000)
+	binary.BigEndian.PutUint32(data[20:], 20000)
+	binary.BigEndian.PutUint32(data[29:], crc32.ChecksumIEEE(data[12:29]))
+	return data
+}
+
+type wardEvents struct {
+	results, errors, dropped int
+	errorCodes               map[int64]string
+	people                   []int
+	stats                    *vigilv1.StreamStats
+}
+
+func collect(t *testing.T, stream vigilv1.Ward_StreamCameraClient) wardEvents {
+	t.Helper()
+	ev := wardEvents{errorCodes: map[int64]string{}}
+	for {
+		e, err := stream.Recv()
+		if err == io.EOF {
+			return ev
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case e.GetFrameResult() != nil:
+			ev.results++
+			ev.people = append(ev.people, len(e.GetFrameResult().Tracks))
+		case e.GetFrameError() != nil:
+			ev.errors++
+			ev.errorCodes[e.GetFrameError().Sequence] = e.GetFrameError().Code
+		case e.GetDropped() != nil:
+			ev.dropped += int(e.GetDropped().Count)
+		case e.GetStats() != nil:
+			ev.stats = e.GetStats()
+		}
+	}
+}
+
+// TestWardStreamEveryFrame streams real frames with bad ones among them: every good frame
+// gets its people, every bad one an error event, and the stream goes on.
+func TestWardStreamEveryFrame(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+		CameraId: "ward-3-bed-2", FrameRate: 10, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+	frames := walkersJPEGs(t, 20)
+	bad := map[int64][]byte{5: []byte("not an image at all"), 9: {}, 13: hugePNG(t)}
+	seq := int64(0)
+	for _, jpg := range frames {
+		seq++
+		data, enc := jpg, vigilv1.FrameEncoding_FRAME_ENCODING_JPEG
+		if b, ok := bad[seq]; ok {
+			data, enc = b, vigilv1.FrameEncoding_FRAME_ENCODING_PNG
+		}
+		if err := stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: seq, Encoding: enc, Data: data}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.CloseSend()
+	ev := collect(t, stream)
+	if ev.results != 17 || ev.errors != 3 {
+		t.Errorf("got %d results and %d errors, want 17 and 3", ev.results, ev.errors)
+	}
+	for s := range bad {
+		if ev.errorCodes[s] != "InvalidArgument" {
+			t.Errorf("bad frame %d: error code %q, want InvalidArgument", s, ev.errorCodes[s])
+		}
+	}
+	withPeople := 0
+	for _, n := range ev.people {
+		if n >= 3 {
+			withPeople++
+		}
+	}
+	if withPeople < 15 {
+		t.Errorf("%d of %d frames show 3 or more people, want 15", withPeople, len(ev.people))
+	}
+	if ev.stats == nil || ev.stats.FramesReceived != 20 || ev.stats.FramesProcessed != 20 || ev.stats.FramesDropped != 0 {
+		t.Errorf("final stats %v, want 20 received and processed, none dropped", ev.stats)
+	}
+}
+
+// TestWardStreamRealtimeDrops sends frames faster than they can be processed: stale frames
+// are dropped, reported, and every frame is accounted for.
+func TestWardStreamRealtimeDrops(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "lobby", Policy: vigilv1.FramePolicy_FRAME_POLICY_REALTIME}}})
+	frames := walkersJPEGs(t, 10)
+	for i := 0; i < 60; i++ {
+		stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: int64(i + 1), Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: frames[i%10]}}})
+	}
+	stream.CloseSend()
+	ev := collect(t, stream)
+	if ev.stats == nil || ev.stats.FramesReceived != 60 {
+		t.Fatalf("stats %v, want 60 received", ev.stats)
+	}
+	if ev.stats.FramesDropped == 0 || int64(ev.results) != ev.stats.FramesProcessed || ev.stats.FramesProcessed+ev.stats.FramesDropped != 60 {
+		t.Errorf("realtime: %d processed + %d dropped of 60 (results %d); want some dropped and every frame accounted for",
+			ev.stats.FramesProcessed, ev.stats.FramesDropped, ev.results)
+	}
+	t.Logf("realtime: %d processed, %d dropped (%d reported in events)", ev.stats.FramesProcessed, ev.stats.FramesDropped, ev.dropped)
+}
+
+func TestWardStreamNeedsItsConfiguration(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	c := vigilv1.NewWardClient(ts.conn)
+	for name, first := range map[string]*vigilv1.WardRequest{
+		"a frame first": {Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: 1}}},
+		"bad camera id": {Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "../../etc"}}},
+		"no camera id":  {Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{}}},
+	} {
+		stream, err := c.StreamCamera(ts.as(auth.RoleWardBridge))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(first)
+		stream.CloseSend()
+		if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: got %v, want InvalidArgument", name, err)
+		}
+	}
+}
