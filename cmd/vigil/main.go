@@ -30,6 +30,7 @@ type command struct {
 
 var commands = []command{
 	{"analyze", "send DICOM files to Imaging and print their findings", runAnalyze},
+	{"bridge", "stream a video file, RTSP feed or camera to Ward and print the events", runBridge},
 	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
 	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},
 	{"phantoms", "write synthetic ultrasound loops (DICOM and truth), or the demo model's training arrays", runPhantoms},

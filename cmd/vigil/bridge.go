@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// bridgeEvent is one line of `vigil bridge --json` (docs/cli.md): a type and its fields.
+type bridgeEvent struct {
+	Type     string          `json:"type"` // frame, gait, fall, error, dropped, stats
+	Sequence int64           `json:"sequence,omitempty"`
+	Tracks   []bridgeTrack   `json:"tracks,omitempty"`
+	Gait     *bridgeGait     `json:"gait,omitempty"`
+	Error    *errorJSON      `json:"error,omitempty"`
+	Dropped  *bridgeDropped  `json:"dropped,omitempty"`
+	Stats    *bridgeStats    `json:"stats,omitempty"`
+	Fall     json.RawMessage `json:"fall,omitempty"`
+}
+
+type bridgeTrack struct {
+	ID    int64   `json:"id"`
+	Box   boxJSON `json:"box"`
+	Score float32 `json:"score"`
+}
+
+type bridgeGait struct {
+	TrackID    int64   `json:"track_id"`
+	Steps      int32   `json:"steps"`
+	Cadence    float64 `json:"cadence_steps_per_min"`
+	StepTime   float64 `json:"step_time_s"`
+	StepTimeCV float64 `json:"step_time_cv"`
+	Asymmetry  float64 `json:"asymmetry"`
+	Speed      float64 `json:"speed_body_heights_per_s"`
+	Confidence float32 `json:"confidence"`
+}
+
+type bridgeDropped struct {
+	Count int64 `json:"count"`
+	First int64 `json:"first_sequence"`
+	Last  int64 `json:"last_sequence"`
+}
+
+type bridgeStats struct {
+	Received  int64   `json:"frames_received"`
+	Processed int64   `json:"frames_processed"`
+	Dropped   int64   `json:"frames_dropped"`
+	FPS       float64 `json:"frames_per_second"`
+}
+
+// runBridge streams a video source to Ward and prints the events. It reconnects with backoff
+// when the server goes away, and goes on with the next frame.
+func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	g.register(fs)
+	source := fs.String("source", "", "a video file, an rtsp:// URL or a /dev/videoN device")
+	camera := fs.String("camera", "", "the camera's ID")
+	realtime := fs.Bool("realtime", false, "pace a file at its frame rate and let the server drop stale frames")
+	asJSON := fs.Bool("json", false, "print JSON lines, one event per line with a type field (docs/cli.md)")
+	maxFrames := fs.Int("max-frames", 0, "stop after this many frames (0: the whole source)")
+	quality := fs.Int("jpeg-quality", 85, "JPEG quality of the frames sent")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *source == "" || *camera == "" {
+		return usageError{"usage: vigil bridge --source FILE|rtsp://…|/dev/videoN --camera ID [--realtime] [--json]"}
+	}
+	video, err := vision.OpenVideo(*source)
+	if err != nil {
+		return err
+	}
+	defer video.Close()
+	fps := video.FPS()
+	if fps <= 0 || fps > 240 {
+		fps = 10
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	conn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := vigilv1.NewWardClient(conn)
+	print := eventPrinter(stdout, *asJSON)
+
+	policy := vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME
+	if *realtime {
+		policy = vigilv1.FramePolicy_FRAME_POLICY_REALTIME
+	}
+	start := time.Now()
+	var seq int64
+	ended := false
+	backoff := 500 * time.Millisecond
+	for !ended {
+		stream, err := client.StreamCamera(ctx)
+		if err == nil {
+			err = stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+				CameraId: *camera, FrameRate: fps, Policy: policy}}})
+		}
+		if err != nil {
+			if err = waitToReconnect(ctx, err, &backoff, stderr); err != nil {
+				return err
+			}
+			continue
+		}
+		// The receiver prints events until the server ends the stream.
+		var wg sync.WaitGroup
+		recvErr := make(chan error, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				ev, err := stream.Recv()
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						recvErr <- err
+					}
+					return
+				}
+				print(ev)
+			}
+		}()
+		var sendErr error
+		for {
+			if *maxFrames > 0 && seq >= int64(*maxFrames) {
+				ended = true
+				break
+			}
+			f, err := video.Read()
+			if errors.Is(err, io.EOF) {
+				ended = true
+				break
+			}
+			if err != nil {
+				return err
+			}
+			seq++
+			if *realtime {
+				due := start.Add(time.Duration(float64(seq-1) / fps * float64(time.Second)))
+				time.Sleep(time.Until(due))
+			}
+			data, err := vision.EncodeJPEG(f, *quality)
+			if err != nil {
+				return err
+			}
+			sendErr = stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{
+				Sequence: seq, CaptureTime: timestamppb.Now(), Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: data}}})
+			if sendErr != nil {
+				break
+			}
+		}
+		if ended {
+			// Everything is sent: wait for the server's last events.
+			stream.CloseSend()
+			wg.Wait()
+			select {
+			case err := <-recvErr:
+				return err
+			default:
+			}
+			break
+		}
+		// The stream broke mid-way. Send reports only io.EOF; the receiver has the reason.
+		wg.Wait()
+		select {
+		case err := <-recvErr:
+			sendErr = err
+		default:
+		}
+		if err := waitToReconnect(ctx, sendErr, &backoff, stderr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitToReconnect sleeps with exponential backoff when the error is one a reconnect can cure,
+// and returns it otherwise.
+func waitToReconnect(ctx context.Context, err error, backoff *time.Duration, stderr io.Writer) error {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.Aborted:
+	default:
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	fmt.Fprintf(stderr, "vigil bridge: %s: reconnecting in %s\n", status.Code(err), *backoff)
+	select {
+	case <-time.After(*backoff):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	*backoff = min(*backoff*2, 10*time.Second)
+	return nil
+}
+
+func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
+	var mu sync.Mutex
+	enc := json.NewEncoder(w)
+	return func(ev *vigilv1.WardEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		out := bridgeEvent{}
+		switch {
+		case ev.GetFrameResult() != nil:
+			fr := ev.GetFrameResult()
+			out.Type, out.Sequence = "frame", fr.Sequence
+			for _, t := range fr.Tracks {
+				out.Tracks = append(out.Tracks, bridgeTrack{ID: t.TrackId, Box: *boxOf(t.Box), Score: t.Score})
+			}
+		case ev.GetGait() != nil:
+			g := ev.GetGait()
+			out.Type = "gait"
+			out.Gait = &bridgeGait{g.TrackId, g.Steps, g.CadenceStepsPerMin, g.StepTimeMeanS, g.StepTimeCv, g.Asymmetry, g.SpeedBodyHeightsPerS, g.Confidence}
+		case ev.GetFall() != nil:
+			out.Type = "fall"
+			out.Fall, _ = json.Marshal(map[string]any{"track_id": ev.GetFall().TrackId, "reasons": ev.GetFall().Reasons, "finding_id": ev.GetFall().FindingId})
+		case ev.GetFrameError() != nil:
+			e := ev.GetFrameError()
+			out.Type, out.Sequence, out.Error = "error", e.Sequence, &errorJSON{Code: e.Code, Message: e.Message}
+		case ev.GetDropped() != nil:
+			d := ev.GetDropped()
+			out.Type, out.Dropped = "dropped", &bridgeDropped{d.Count, d.FirstSequence, d.LastSequence}
+		case ev.GetStats() != nil:
+			s := ev.GetStats()
+			out.Type, out.Stats = "stats", &bridgeStats{s.FramesReceived, s.FramesProcessed, s.FramesDropped, s.FramesPerSecond}
+		default:
+			return
+		}
+		if asJSON {
+			enc.Encode(out)
+			return
+		}
+		switch out.Type {
+		case "frame":
+			ids := make([]string, len(out.Tracks))
+			for i, t := range out.Tracks {
+				ids[i] = fmt.Sprint(t.ID)
+			}
+			fmt.Fprintf(w, "frame %d: %d people [%s]\n", out.Sequence, len(out.Tracks), strings.Join(ids, " "))
+		case "gait":
+			g := out.Gait
+			fmt.Fprintf(w, "gait track %d: %d steps, %.0f steps/min, step time %.2f s (CV %.2f), asymmetry %.2f, %.2f body heights/s\n",
+				g.TrackID, g.Steps, g.Cadence, g.StepTime, g.StepTimeCV, g.Asymmetry, g.Speed)
+		case "fall":
+			fmt.Fprintf(w, "FALL %s\n", out.Fall)
+		case "error":
+			fmt.Fprintf(w, "frame %d: %s: %s\n", out.Sequence, out.Error.Code, out.Error.Message)
+		case "dropped":
+			fmt.Fprintf(w, "dropped %d stale frames (%d-%d)\n", out.Dropped.Count, out.Dropped.First, out.Dropped.Last)
+		case "stats":
+			s := out.Stats
+			fmt.Fprintf(w, "stats: %d received, %d processed, %d dropped, %.1f frames/s\n", s.Received, s.Processed, s.Dropped, s.FPS)
+		}
+	}
+}
