@@ -76,16 +76,42 @@ func TestBridgeReconnects(t *testing.T) {
 	dataDir := t.TempDir()
 	d := startDaemonIn(t, dataDir, vigild, "--listen", addr)
 	token := addToken(t, dataDir, "ward-bridge", "lobby-bridge")
-	var stdout, stderr bytes.Buffer
+	var stderr bytes.Buffer
 	bridge := exec.Command(vigil, "--server", addr, "--token", token, "bridge", "--json", "--realtime", "--camera", "lobby",
 		"--source", testenv.Shared(t, "video/walkers-vtest.avi"), "--max-frames", "60")
-	bridge.Stdout, bridge.Stderr = &stdout, &stderr
+	bridge.Stderr = &stderr
+	pipe, err := bridge.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := bridge.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Read the bridge's events as they come; kill the server once 15 frames are through.
+	var stdout strings.Builder
+	fifteen := make(chan struct{})
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(pipe)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		frames := 0
+		for sc.Scan() {
+			stdout.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), `"type":"frame"`) {
+				if frames++; frames == 15 {
+					close(fifteen)
+				}
+			}
+		}
+	}()
+	select {
+	case <-fifteen:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the bridge sent no 15 frames within 60 s")
+	}
 	done := make(chan error, 1)
-	go func() { done <- bridge.Wait() }()
-	time.Sleep(2 * time.Second) // a paced bridge: about 20 frames in
+	go func() { <-read; done <- bridge.Wait() }()
 	d.cmd.Process.Kill()
 	<-d.exited
 	startDaemonIn(t, dataDir, vigild, "--listen", addr)

@@ -3,25 +3,18 @@ package detect
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"image"
 	"io"
-	"os"
 	"testing"
 
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/leakcheck"
 	"github.com/vigil-health/vigil/internal/testenv"
 	"github.com/vigil-health/vigil/vision"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if n := inference.LiveHandles(); n != 0 {
-		fmt.Fprintf(os.Stderr, "FAIL: %d ONNX Runtime handles leaked\n", n)
-		code = 1
-	}
-	os.Exit(code)
-}
+// TestMain fails the run when a native handle outlives the tests.
+func TestMain(m *testing.M) { leakcheck.Run(m) }
 
 func detector(t testing.TB) *Detector {
 	t.Helper()

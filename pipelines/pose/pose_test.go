@@ -2,25 +2,18 @@ package pose
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
 	"testing"
 
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/leakcheck"
 	"github.com/vigil-health/vigil/internal/testenv"
 	"github.com/vigil-health/vigil/pipelines/detect"
 	"github.com/vigil-health/vigil/vision"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if n := inference.LiveHandles(); n != 0 {
-		fmt.Fprintf(os.Stderr, "FAIL: %d ONNX Runtime handles leaked\n", n)
-		code = 1
-	}
-	os.Exit(code)
-}
+// TestMain fails the run when a native handle outlives the tests.
+func TestMain(m *testing.M) { leakcheck.Run(m) }
 
 func load(t testing.TB, e *inference.Engine, name string) *inference.Session {
 	t.Helper()

@@ -3,7 +3,6 @@ package triage
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"image"
 	"math"
 	"os"
@@ -11,19 +10,14 @@ import (
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/leakcheck"
 	"github.com/vigil-health/vigil/internal/testenv"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/vision"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if n := inference.LiveHandles(); n != 0 {
-		fmt.Fprintf(os.Stderr, "FAIL: %d ONNX Runtime handles leaked\n", n)
-		code = 1
-	}
-	os.Exit(code)
-}
+// TestMain fails the run when a native handle outlives the tests.
+func TestMain(m *testing.M) { leakcheck.Run(m) }
 
 // demoModel loads us-lesion-demo from the weights built into the binary.
 func demoModel(t testing.TB) *inference.Session {
