@@ -304,22 +304,25 @@ func ybrToRGB(p []byte, y, cb, cr byte) {
 	p[2] = clamp(Y + 1.772*Cb)
 }
 
-// palette maps indices through the red, green and blue lookup tables to 8-bit RGB.
+// palette maps indices through the red, green and blue lookup tables to 8-bit RGB. The tables
+// are turned into 8-bit arrays once per frame, so each pixel is three array reads.
 func (r *Reader) palette(buf []byte) (Frame, error) {
 	in := &r.inst
 	n := in.Rows * in.Columns
 	f := Frame{Width: in.Columns, Height: in.Rows, Samples: 3, Pix: make([]byte, 3*n)}
 	for c, l := range in.palette {
-		entry := func(i int) byte {
-			if len(l.data) == l.entries { // 8-bit entries packed one per byte
-				return l.data[i]
+		table := make([]byte, l.entries)
+		for i := range table {
+			switch {
+			case len(l.data) == l.entries: // 8-bit entries packed one per byte
+				table[i] = l.data[i]
+			case l.bits == 16:
+				table[i] = byte(binary.LittleEndian.Uint16(l.data[2*i:]) >> 8)
+			default:
+				table[i] = byte(binary.LittleEndian.Uint16(l.data[2*i:]))
 			}
-			v := binary.LittleEndian.Uint16(l.data[2*i:])
-			if l.bits == 16 {
-				return byte(v >> 8)
-			}
-			return byte(v)
 		}
+		last := l.entries - 1
 		for i := 0; i < n; i++ {
 			var idx int
 			if in.BitsAllocated == 16 {
@@ -327,13 +330,8 @@ func (r *Reader) palette(buf []byte) (Frame, error) {
 			} else {
 				idx = int(buf[i])
 			}
-			idx -= l.first
-			if idx < 0 {
-				idx = 0
-			} else if idx >= l.entries {
-				idx = l.entries - 1
-			}
-			f.Pix[3*i+c] = entry(idx)
+			idx = min(max(idx-l.first, 0), last)
+			f.Pix[3*i+c] = table[idx]
 		}
 	}
 	return f, nil
