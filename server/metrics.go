@@ -25,6 +25,10 @@ type Metrics struct {
 	panics   prometheus.Counter
 
 	decisionSeconds *prometheus.HistogramVec
+
+	wardFrames  *prometheus.CounterVec
+	wardStreams prometheus.Gauge
+	wardStage   *prometheus.HistogramVec
 }
 
 // NewMetrics creates the collectors, with Go and process metrics beside them.
@@ -54,7 +58,20 @@ func NewMetrics() *Metrics {
 		Help:    "Time from a finding's creation to its decision, by pipeline and outcome.",
 		Buckets: prometheus.ExponentialBuckets(10, 2.5, 12), // 10 s to about 6 days
 	}, []string{"pipeline", "outcome"})
-	m.Registry.MustRegister(m.handled, m.duration, m.inflight, m.panics, m.decisionSeconds,
+	m.wardFrames = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_ward_frames_total",
+		Help: "Ward frames by camera and outcome: processed, dropped (stale, realtime) or error.",
+	}, []string{"camera", "outcome"})
+	m.wardStreams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "vigil_ward_streams",
+		Help: "Camera streams open now.",
+	})
+	m.wardStage = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "vigil_ward_stage_seconds",
+		Help:    "Time per frame in each stage of the ward pipeline.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+	}, []string{"stage"})
+	m.Registry.MustRegister(m.handled, m.duration, m.inflight, m.panics, m.decisionSeconds, m.wardFrames, m.wardStreams, m.wardStage,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -55,6 +55,7 @@ type wardService struct {
 	log      *slog.Logger
 	registry *inference.Registry
 	opts     WardOptions
+	metrics  *Metrics
 }
 
 var validCameraID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
@@ -93,6 +94,11 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	if err != nil {
 		return toStatus(ctx, s.log, err)
 	}
+	s.metrics.wardStreams.Inc()
+	defer s.metrics.wardStreams.Dec()
+	processedFrames := s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "processed")
+	droppedFrames := s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "dropped")
+	errorFrames := s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "error")
 	realtime := cfg.Policy != vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME
 	size := everyFrameQueue
 	if realtime {
@@ -161,16 +167,29 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 			ev := &vigilv1.FramesDropped{Count: n - reportedDrops, FirstSequence: firstDropped, LastSequence: lastDropped}
 			firstDropped = 0
 			dropMu.Unlock()
+			droppedFrames.Add(float64(n - reportedDrops))
 			reportedDrops = n
 			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Dropped{Dropped: ev}}); err != nil {
 				return err
 			}
 		}
+		decodeStart := time.Now()
 		ev, err := s.frame(ctx, pipe, f)
 		if err != nil {
 			return err
 		}
 		processed++
+		if ev.GetFrameError() != nil {
+			errorFrames.Inc()
+		} else {
+			processedFrames.Inc()
+			t := pipe.Last
+			s.metrics.wardStage.WithLabelValues("decode").Observe((time.Since(decodeStart) - t.Detect - t.Pose - t.Track - t.Analyze).Seconds())
+			s.metrics.wardStage.WithLabelValues("detect").Observe(t.Detect.Seconds())
+			s.metrics.wardStage.WithLabelValues("pose").Observe(t.Pose.Seconds())
+			s.metrics.wardStage.WithLabelValues("track").Observe(t.Track.Seconds())
+			s.metrics.wardStage.WithLabelValues("analyze").Observe(t.Analyze.Seconds())
+		}
 		if err := send(ev); err != nil {
 			return err
 		}
@@ -202,6 +221,10 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	case err := <-recvErr:
 		return err
 	default:
+	}
+	// Drops after the last processed frame are still counted.
+	if n := dropped.Load(); n > reportedDrops {
+		droppedFrames.Add(float64(n - reportedDrops))
 	}
 	// The bridge closed its side: a last statistics event, then the stream ends.
 	st := &vigilv1.StreamStats{FramesReceived: received.Load(), FramesProcessed: processed, FramesDropped: dropped.Load(),

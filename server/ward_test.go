@@ -7,7 +7,11 @@ import (
 	"image"
 	"image/png"
 	"io"
+	"runtime"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -89,7 +93,8 @@ func collect(t *testing.T, stream vigilv1.Ward_StreamCameraClient) wardEvents {
 // TestWardStreamEveryFrame streams real frames with bad ones among them: every good frame
 // gets its people, every bad one an error event, and the stream goes on.
 func TestWardStreamEveryFrame(t *testing.T) {
-	ts := startServer(t, nil, withTriage(t))
+	metrics := NewMetrics()
+	ts := startServer(t, nil, withTriage(t), func(o *Options) { o.Metrics = metrics })
 	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +135,22 @@ func TestWardStreamEveryFrame(t *testing.T) {
 	}
 	if ev.stats == nil || ev.stats.FramesReceived != 20 || ev.stats.FramesProcessed != 20 || ev.stats.FramesDropped != 0 {
 		t.Errorf("final stats %v, want 20 received and processed, none dropped", ev.stats)
+	}
+	for outcome, want := range map[string]float64{"processed": 17, "error": 3, "dropped": 0} {
+		if got := testutil.ToFloat64(metrics.wardFrames.WithLabelValues("ward-3-bed-2", outcome)); got != want {
+			t.Errorf("vigil_ward_frames_total{outcome=%q} = %v, want %v", outcome, got, want)
+		}
+	}
+	if n := testutil.CollectAndCount(metrics.wardStage); n != 5 {
+		t.Errorf("%d stage histograms, want decode, detect, pose, track and analyze", n)
+	}
+	// The stream's session is freed once it ends.
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(metrics.wardStreams) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("vigil_ward_streams is %v after the stream ended, want 0", testutil.ToFloat64(metrics.wardStreams))
+		}
+		runtime.Gosched()
 	}
 }
 

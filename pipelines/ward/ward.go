@@ -29,6 +29,11 @@ type Person struct {
 	Skeleton pose.Skeleton
 }
 
+// Timings is where the last frame's time went.
+type Timings struct {
+	Detect, Pose, Track, Analyze time.Duration
+}
+
 // Pipeline processes one camera's frames in order. It is not safe for concurrent use.
 type Pipeline struct {
 	det     *detect.Detector
@@ -36,6 +41,8 @@ type Pipeline struct {
 	tracker *track.Tracker
 	gait    map[int64]*gait.Analyzer
 	cfg     Config
+	// Last is the last frame's timings.
+	Last Timings
 }
 
 // New builds a camera's pipeline.
@@ -48,29 +55,35 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 
 // Process runs one frame captured at t.
 func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]Person, error) {
+	t0 := time.Now()
 	dets, err := p.det.Detect(ctx, f)
 	if err != nil {
 		return nil, err
 	}
+	t1 := time.Now()
 	obs := make([]track.Observation, len(dets))
 	for i, d := range dets {
 		obs[i] = track.Observation{Box: d.Box, Score: d.Score}
 	}
 	tracks := p.tracker.Update(obs)
+	t2 := time.Now()
 	people := make([]Person, len(dets))
 	for i, d := range dets {
 		s, err := p.est.Estimate(ctx, f, d.Box)
 		if err != nil {
 			return nil, err
 		}
-		id := tracks[i].ID
-		people[i] = Person{TrackID: id, Box: d.Box, Score: d.Score, Skeleton: s}
+		people[i] = Person{TrackID: tracks[i].ID, Box: d.Box, Score: d.Score, Skeleton: s}
+	}
+	t3 := time.Now()
+	for _, person := range people {
+		id := person.TrackID
 		g := p.gait[id]
 		if g == nil {
 			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre}
 			p.gait[id] = g
 		}
-		g.Add(t, s)
+		g.Add(t, person.Skeleton)
 	}
 	// Forget the gait of tracks that have ended.
 	live := map[int64]bool{}
@@ -82,6 +95,7 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 			delete(p.gait, id)
 		}
 	}
+	p.Last = Timings{Detect: t1.Sub(t0), Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
 	return people, nil
 }
 
