@@ -1,0 +1,204 @@
+// Package fall raises a fall alert from one track's skeletons, with rules a nurse can read:
+// the hips come down fast for the person's size, the torso turns towards horizontal, and the
+// person stays down; never inside a bed zone, and not twice within a cooldown.
+package fall
+
+import (
+	"fmt"
+	"image"
+	"math"
+	"time"
+
+	"github.com/vigil-health/vigil/pipelines/pose"
+)
+
+// Config holds the rules' thresholds. Each says why it has its value.
+type Config struct {
+	// MinDrop is how far the hip centre must come down, in standing body heights. Sitting on a
+	// chair lowers the hips by about 0.25; reaching the floor by 0.4 or more.
+	MinDrop float64
+	// MinSpeed is how fast, on average over the descent, the hip centre must come down, in body
+	// heights per second. Sitting down takes the hips down 0.3 in 1.5 to 2 s (0.15-0.2); a fall
+	// takes them 0.4-0.6 down in 0.5-1.5 s (0.3 and more).
+	MinSpeed float64
+	// DeepDrop is a drop that counts as being on the floor even when the torso still looks
+	// upright (a person sitting down hard on the floor).
+	DeepDrop float64
+	// DescentWindow bounds how long the coming down may take: falls take 0.5 to 1.5 s.
+	DescentWindow time.Duration
+	// TorsoAngle is the tilt from vertical, in degrees, that counts as lying: a bent-over
+	// person stays under 60 while the hips stay up; a person on the floor is over it.
+	TorsoAngle float64
+	// Confirm is how long the person must stay down before the alert: long enough to skip a
+	// stumble, short enough to alert within 2 s of the fall.
+	Confirm time.Duration
+	// Cooldown keeps one fall from raising a stream of alerts.
+	Cooldown time.Duration
+	// MinScore is the least keypoint confidence a frame needs to count.
+	MinScore float64
+}
+
+// DefaultConfig are the thresholds the tests measure.
+var DefaultConfig = Config{MinDrop: 0.35, MinSpeed: 0.25, DeepDrop: 0.45, DescentWindow: 1500 * time.Millisecond, TorsoAngle: 60,
+	Confirm: time.Second, Cooldown: 30 * time.Second, MinScore: 0.2}
+
+// Alert is a confirmed fall.
+type Alert struct {
+	// Down is when the person reached the ground; At is when the alert was confirmed.
+	Down, At time.Time
+	// Reasons are the rules that fired, in plain words.
+	Reasons    []string
+	Confidence float64
+}
+
+type sample struct {
+	t      time.Time
+	hipY   float64 // hip centre, pixels (down is positive)
+	hipX   float64
+	height float64 // shoulders to ankles, pixels; 0 when the ankles are not seen
+	angle  float64 // torso tilt from vertical, degrees
+}
+
+// Detector follows one track.
+type Detector struct {
+	cfg Config
+	// Beds are polygons (image pixels) where lying down is normal.
+	Beds    [][]image.Point
+	samples []sample
+	// standing is the body height while upright, the scale of every rule.
+	standing  float64
+	downSince time.Time
+	downInfo  pending
+	lastAlert time.Time
+}
+
+// pending is a descent waiting for confirmation, with the hip height it started from.
+type pending struct {
+	Alert
+	top float64
+}
+
+// New returns a detector for one track.
+func New(cfg Config, beds [][]image.Point) *Detector { return &Detector{cfg: cfg, Beds: beds} }
+
+// Add records a frame and returns an alert when a fall is confirmed on it.
+func (d *Detector) Add(t time.Time, s pose.Skeleton) (Alert, bool) {
+	sx, sy, okS := s.Mean(d.cfg.MinScore, pose.LeftShoulder, pose.RightShoulder)
+	hx, hy, okH := s.Mean(d.cfg.MinScore, pose.LeftHip, pose.RightHip)
+	if !okS || !okH {
+		return Alert{}, false
+	}
+	angle := math.Abs(math.Atan2(hx-sx, hy-sy)) * 180 / math.Pi // 0 upright, 90 lying
+	if angle > 90 {
+		angle = 180 - angle
+	}
+	height := 0.0
+	if _, ay, ok := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle); ok && ay > sy {
+		height = ay - sy
+	}
+	cur := sample{t: t, hipY: hy, hipX: hx, height: height, angle: angle}
+	// The standing height follows the person while upright (tilt under 25 degrees).
+	if angle < 25 && height > 0 {
+		if d.standing == 0 {
+			d.standing = height
+		} else {
+			d.standing = 0.9*d.standing + 0.1*height
+		}
+	}
+	d.samples = append(d.samples, cur)
+	for len(d.samples) > 0 && t.Sub(d.samples[0].t) > 4*time.Second {
+		d.samples = d.samples[1:]
+	}
+	if d.standing == 0 {
+		return Alert{}, false
+	}
+
+	if d.downSince.IsZero() {
+		if a, ok := d.descent(cur); ok {
+			d.downSince, d.downInfo = t, a
+		}
+		return Alert{}, false
+	}
+	// Down: confirm that the person stays down, lying (torso towards horizontal) or deep.
+	ref := d.downInfo
+	drop := (cur.hipY - ref.top) / d.standing
+	if drop < d.cfg.MinDrop*0.8 {
+		d.downSince = time.Time{} // got up again: a stumble, or a crouch
+		return Alert{}, false
+	}
+	if t.Sub(d.downSince) < d.cfg.Confirm {
+		return Alert{}, false
+	}
+	d.downSince = time.Time{}
+	lying := cur.angle >= d.cfg.TorsoAngle
+	if !lying && drop < d.cfg.DeepDrop {
+		return Alert{}, false // down, but sitting or kneeling upright
+	}
+	if lying {
+		ref.Reasons = append(ref.Reasons, fmt.Sprintf("torso at %.0f degrees from vertical", cur.angle))
+	} else {
+		ref.Reasons = append(ref.Reasons, fmt.Sprintf("hips %.1f body heights below standing", drop))
+	}
+	if inAny(d.Beds, image.Pt(int(cur.hipX), int(cur.hipY))) {
+		return Alert{}, false // lying in bed is what beds are for
+	}
+	if !d.lastAlert.IsZero() && t.Sub(d.lastAlert) < d.cfg.Cooldown {
+		return Alert{}, false
+	}
+	d.lastAlert = t
+	ref.At = t
+	ref.Reasons = append(ref.Reasons, "stayed down for "+d.cfg.Confirm.String())
+	return ref.Alert, true
+}
+
+// descent looks back over the descent window for a deep enough drop of the hips, made fast
+// enough: from the last moment the hips were at their highest to now.
+func (d *Detector) descent(cur sample) (pending, bool) {
+	inWindow := func(s sample) bool { return cur.t.Sub(s.t) <= d.cfg.DescentWindow && s.t.Before(cur.t) }
+	// The highest the hips were in the window...
+	top, found := sample{}, false
+	for _, s := range d.samples {
+		if inWindow(s) && (!found || s.hipY < top.hipY) {
+			top, found = s, true
+		}
+	}
+	if !found {
+		return pending{}, false
+	}
+	// ...and the last moment they were still up there: the descent starts then.
+	for _, s := range d.samples {
+		if inWindow(s) && s.hipY <= top.hipY+0.05*d.standing && s.t.After(top.t) {
+			top.t = s.t
+		}
+	}
+	drop := (cur.hipY - top.hipY) / d.standing
+	dt := cur.t.Sub(top.t).Seconds()
+	if drop < d.cfg.MinDrop || dt <= 0 {
+		return pending{}, false
+	}
+	speed := drop / dt
+	if speed < d.cfg.MinSpeed {
+		return pending{}, false
+	}
+	conf := math.Min(1, drop/0.6) * math.Min(1, speed/1.0)
+	return pending{Alert: Alert{Down: cur.t, Confidence: conf, Reasons: []string{
+		fmt.Sprintf("hips came down %.2f body heights in %.1f s (%.2f body heights/s)", drop, dt, speed),
+	}}, top: top.hipY}, true
+}
+
+// inAny says whether p lies in one of the polygons.
+func inAny(polys [][]image.Point, p image.Point) bool {
+	for _, poly := range polys {
+		in := false
+		for i, j := 0, len(poly)-1; i < len(poly); j, i = i, i+1 {
+			a, b := poly[i], poly[j]
+			if (a.Y > p.Y) != (b.Y > p.Y) && float64(p.X) < float64(b.X-a.X)*float64(p.Y-a.Y)/float64(b.Y-a.Y)+float64(a.X) {
+				in = !in
+			}
+		}
+		if in {
+			return true
+		}
+	}
+	return false
+}

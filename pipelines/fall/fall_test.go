@@ -1,0 +1,131 @@
+package fall
+
+import (
+	"image"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/vigil-health/vigil/pipelines/pose"
+)
+
+const height = 100.0 // standing body height, pixels
+
+// body is a person seen side-on: the hip centre, the torso's tilt from vertical (degrees) and
+// the legs' tilt. Upright: shoulders 0.45 above the hips, ankles 0.55 below.
+func body(hx, hy, torso, legs float64) pose.Skeleton {
+	var s pose.Skeleton
+	for i := range s {
+		s[i].Score = 0.7
+	}
+	tr, lr := torso*math.Pi/180, legs*math.Pi/180
+	sx, sy := hx+0.45*height*math.Sin(tr), hy-0.45*height*math.Cos(tr)
+	ax, ay := hx-0.55*height*math.Sin(lr), hy+0.55*height*math.Cos(lr)
+	s[pose.LeftShoulder], s[pose.RightShoulder] = pose.Keypoint{X: sx, Y: sy, Score: 0.8}, pose.Keypoint{X: sx, Y: sy, Score: 0.8}
+	s[pose.LeftHip], s[pose.RightHip] = pose.Keypoint{X: hx, Y: hy, Score: 0.8}, pose.Keypoint{X: hx, Y: hy, Score: 0.8}
+	s[pose.LeftAnkle], s[pose.RightAnkle] = pose.Keypoint{X: ax - 5, Y: ay, Score: 0.8}, pose.Keypoint{X: ax + 5, Y: ay, Score: 0.8}
+	return s
+}
+
+// motion is a piece of a scenario: over dur, the hips move by (dx, dy) and the torso and legs
+// turn to the given angles, linearly.
+type motion struct {
+	dur         time.Duration
+	dx, dy      float64
+	torso, legs float64
+}
+
+type result struct {
+	alerts []Alert
+	down   time.Time // when the last motion that lowers the hips ended
+}
+
+// play runs a scenario at 10 frames per second from a person standing at (200, 300).
+func play(d *Detector, motions ...motion) result {
+	start := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
+	hx, hy, torso, legs := 200.0, 300.0, 0.0, 0.0
+	t := start
+	var r result
+	step := 100 * time.Millisecond
+	for _, m := range motions {
+		n := int(m.dur / step)
+		fx, fy, ft, fl := hx, hy, torso, legs
+		for i := 1; i <= n; i++ {
+			k := float64(i) / float64(n)
+			hx, hy = fx+m.dx*k, fy+m.dy*k
+			torso, legs = ft+(m.torso-ft)*k, fl+(m.legs-fl)*k
+			t = t.Add(step)
+			if a, ok := d.Add(t, body(hx, hy, torso, legs)); ok {
+				r.alerts = append(r.alerts, a)
+			}
+		}
+		if m.dy > 0.2*height {
+			r.down = t
+		}
+	}
+	return r
+}
+
+// walk is three seconds of walking upright.
+var walk = motion{dur: 3 * time.Second, dx: 150}
+
+func TestFallsRaiseAnAlertWithinTwoSeconds(t *testing.T) {
+	for _, dur := range []time.Duration{500 * time.Millisecond, 800 * time.Millisecond, 1500 * time.Millisecond} {
+		for _, angle := range []float64{80, 90} {
+			d := New(DefaultConfig, nil)
+			r := play(d, walk,
+				motion{dur: dur, dx: 30, dy: 0.5 * height, torso: angle, legs: -angle},
+				motion{dur: 4 * time.Second, torso: angle, legs: -angle})
+			if len(r.alerts) != 1 {
+				t.Errorf("fall over %s to %.0f degrees: %d alerts, want 1", dur, angle, len(r.alerts))
+				continue
+			}
+			if late := r.alerts[0].At.Sub(r.down); late > 2*time.Second || late < 0 {
+				t.Errorf("fall over %s: alert %s after coming down, want within 2 s", dur, late)
+			}
+			t.Logf("fall over %s to %.0f degrees: %v", dur, angle, r.alerts[0].Reasons)
+		}
+	}
+}
+
+func TestNormalMovementsRaiseNone(t *testing.T) {
+	tests := []struct {
+		name    string
+		motions []motion
+	}{
+		{"sitting down slowly", []motion{walk, {dur: 2 * time.Second, dy: 0.3 * height, torso: 15, legs: 70}, {dur: 5 * time.Second, torso: 15, legs: 70}}},
+		{"bending to pick something up", []motion{walk, {dur: 700 * time.Millisecond, dy: 0.15 * height, torso: 75}, {dur: time.Second, torso: 75}, {dur: 700 * time.Millisecond, dy: -0.15 * height, torso: 0}, walk}},
+		{"a stumble, caught", []motion{walk, {dur: 400 * time.Millisecond, dx: 10, dy: 0.4 * height, torso: 40, legs: -20}, {dur: 300 * time.Millisecond, dy: -0.4 * height, torso: 0, legs: 0}, walk}},
+		{"just walking", []motion{walk, walk, walk}},
+	}
+	for _, tt := range tests {
+		d := New(DefaultConfig, nil)
+		if r := play(d, tt.motions...); len(r.alerts) != 0 {
+			t.Errorf("%s: %d alerts (%v), want none", tt.name, len(r.alerts), r.alerts[0].Reasons)
+		}
+	}
+}
+
+func TestLyingInABedZoneRaisesNone(t *testing.T) {
+	bed := [][]image.Point{{{150, 300}, {400, 300}, {400, 420}, {150, 420}}}
+	d := New(DefaultConfig, bed)
+	r := play(d, walk, motion{dur: 800 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 90, legs: -90}, motion{dur: 4 * time.Second, torso: 90, legs: -90})
+	if len(r.alerts) != 0 {
+		t.Errorf("lying down in bed: %d alerts, want none", len(r.alerts))
+	}
+	// The same fall outside the bed raises one.
+	d = New(DefaultConfig, [][]image.Point{{{600, 300}, {800, 300}, {800, 420}, {600, 420}}})
+	if r := play(d, walk, motion{dur: 800 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 90, legs: -90}, motion{dur: 4 * time.Second, torso: 90, legs: -90}); len(r.alerts) != 1 {
+		t.Errorf("a fall outside the bed: %d alerts, want 1", len(r.alerts))
+	}
+}
+
+func TestCooldown(t *testing.T) {
+	d := New(DefaultConfig, nil)
+	fallAndRise := []motion{walk, {dur: 800 * time.Millisecond, dy: 0.5 * height, torso: 90, legs: -90}, {dur: 3 * time.Second, torso: 90, legs: -90},
+		{dur: 2 * time.Second, dy: -0.5 * height, torso: 0, legs: 0}}
+	r := play(d, append(fallAndRise, fallAndRise...)...)
+	if len(r.alerts) != 1 {
+		t.Errorf("two falls 10 s apart within a 30 s cooldown: %d alerts, want 1", len(r.alerts))
+	}
+}
