@@ -193,6 +193,12 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 		if err := send(ev); err != nil {
 			return err
 		}
+		for _, f := range pipe.Falls {
+			alert := &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), Confidence: float32(f.Confidence), Reasons: f.Reasons}
+			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: alert}}); err != nil {
+				return err
+			}
+		}
 		// Every few seconds of frames, the gait of the people in view.
 		if fr := ev.GetFrameResult(); fr != nil && processed%gaitEvery == 0 {
 			for _, tr := range fr.Tracks {
@@ -249,7 +255,18 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, error
 	if err != nil {
 		return nil, err
 	}
-	return ward.New(det, est, ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre()}), nil
+	var beds [][]image.Point
+	for _, z := range cfg.Zones {
+		if z.Kind != vigilv1.ZoneKind_ZONE_KIND_BED {
+			continue
+		}
+		var poly []image.Point
+		for _, pt := range z.Polygon {
+			poly = append(poly, image.Pt(int(pt.X), int(pt.Y)))
+		}
+		beds = append(beds, poly)
+	}
+	return ward.New(det, est, ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds}), nil
 }
 
 // frame decodes and processes one frame. A frame that cannot be used becomes a FrameError

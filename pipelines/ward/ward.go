@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-health/vigil/pipelines/detect"
+	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/pose"
 	"github.com/vigil-health/vigil/pipelines/track"
@@ -17,8 +18,17 @@ import (
 // Config tunes one camera's pipeline.
 type Config struct {
 	Track track.Config
+	Fall  fall.Config
 	// PixelsPerMetre, when known, turns gait speed into m/s.
 	PixelsPerMetre float64
+	// Beds are polygons (frame pixels) where lying down raises no fall alert.
+	Beds [][]image.Point
+}
+
+// Fall is a fall alert for a track.
+type Fall struct {
+	TrackID int64
+	fall.Alert
 }
 
 // Person is one tracked person on one frame.
@@ -40,9 +50,11 @@ type Pipeline struct {
 	est     *pose.Estimator
 	tracker *track.Tracker
 	gait    map[int64]*gait.Analyzer
+	falls   map[int64]*fall.Detector
 	cfg     Config
-	// Last is the last frame's timings.
-	Last Timings
+	// Last is the last frame's timings; Falls the alerts confirmed on it.
+	Last  Timings
+	Falls []Fall
 }
 
 // New builds a camera's pipeline.
@@ -50,7 +62,11 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 	if cfg.Track == (track.Config{}) {
 		cfg.Track = track.DefaultConfig
 	}
-	return &Pipeline{det: det, est: est, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{}, cfg: cfg}
+	if cfg.Fall == (fall.Config{}) {
+		cfg.Fall = fall.DefaultConfig
+	}
+	return &Pipeline{det: det, est: est, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{},
+		falls: map[int64]*fall.Detector{}, cfg: cfg}
 }
 
 // Process runs one frame captured at t.
@@ -76,6 +92,7 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 		people[i] = Person{TrackID: tracks[i].ID, Box: d.Box, Score: d.Score, Skeleton: s}
 	}
 	t3 := time.Now()
+	p.Falls = p.Falls[:0]
 	for _, person := range people {
 		id := person.TrackID
 		g := p.gait[id]
@@ -84,6 +101,14 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 			p.gait[id] = g
 		}
 		g.Add(t, person.Skeleton)
+		fd := p.falls[id]
+		if fd == nil {
+			fd = fall.New(p.cfg.Fall, p.cfg.Beds)
+			p.falls[id] = fd
+		}
+		if a, ok := fd.Add(t, person.Skeleton); ok {
+			p.Falls = append(p.Falls, Fall{TrackID: id, Alert: a})
+		}
 	}
 	// Forget the gait of tracks that have ended.
 	live := map[int64]bool{}
@@ -93,6 +118,7 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 	for id := range p.gait {
 		if !live[id] {
 			delete(p.gait, id)
+			delete(p.falls, id)
 		}
 	}
 	p.Last = Timings{Detect: t1.Sub(t0), Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
