@@ -205,36 +205,36 @@ func (e *Engine) newSession(path string, in, out []string, provider string) (*or
 	return sess, nil
 }
 
-func (e *Engine) appendCUDA(opts *ort.SessionOptions) error {
-	cuda, err := ort.NewCUDAProviderOptions()
+// providerOptions are CUDA's and TensorRT's option handles.
+type providerOptions interface {
+	Update(map[string]string) error
+	Destroy() error
+}
+
+// appendProvider creates a provider's options for the configured device, appends the
+// provider to the session options and frees the options handle.
+func appendProvider[T providerOptions](e *Engine, name string, create func() (T, error), add func(T) error) error {
+	po, err := create()
 	if err != nil {
-		return fmt.Errorf("CUDA provider options: %v", err)
+		return fmt.Errorf("%s provider options: %v", name, err)
 	}
 	track()
-	defer func() { cuda.Destroy(); untrack() }()
-	if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(e.cfg.DeviceID)}); err != nil {
-		return fmt.Errorf("CUDA provider options: %v", err)
+	defer func() { po.Destroy(); untrack() }()
+	if err := po.Update(map[string]string{"device_id": strconv.Itoa(e.cfg.DeviceID)}); err != nil {
+		return fmt.Errorf("%s provider options: %v", name, err)
 	}
-	if err := opts.AppendExecutionProviderCUDA(cuda); err != nil {
-		return fmt.Errorf("CUDA execution provider: %v", err)
+	if err := add(po); err != nil {
+		return fmt.Errorf("%s execution provider: %v", name, err)
 	}
 	return nil
 }
 
+func (e *Engine) appendCUDA(opts *ort.SessionOptions) error {
+	return appendProvider(e, "CUDA", ort.NewCUDAProviderOptions, opts.AppendExecutionProviderCUDA)
+}
+
 func (e *Engine) appendTensorRT(opts *ort.SessionOptions) error {
-	trt, err := ort.NewTensorRTProviderOptions()
-	if err != nil {
-		return fmt.Errorf("TensorRT provider options: %v", err)
-	}
-	track()
-	defer func() { trt.Destroy(); untrack() }()
-	if err := trt.Update(map[string]string{"device_id": strconv.Itoa(e.cfg.DeviceID)}); err != nil {
-		return fmt.Errorf("TensorRT provider options: %v", err)
-	}
-	if err := opts.AppendExecutionProviderTensorRT(trt); err != nil {
-		return fmt.Errorf("TensorRT execution provider: %v", err)
-	}
-	return nil
+	return appendProvider(e, "TensorRT", ort.NewTensorRTProviderOptions, opts.AppendExecutionProviderTensorRT)
 }
 
 // logFallback says once per engine and provider why the GPU provider is not used.

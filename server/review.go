@@ -109,16 +109,26 @@ func (s *reviewService) ClaimNext(ctx context.Context, req *vigilv1.ClaimNextReq
 	return &vigilv1.ClaimNextResponse{Finding: findingToProto(&found)}, nil
 }
 
-func (s *reviewService) Decide(ctx context.Context, req *vigilv1.DecideRequest) (*vigilv1.DecideResponse, error) {
+// changer validates a request that changes a finding: the caller, the finding's ID and the
+// version the change is made on. It returns the caller's name.
+func changer(ctx context.Context, id string, version int64) (string, error) {
 	who, err := actor(ctx)
 	if err != nil {
+		return "", err
+	}
+	if !review.ValidID(id) {
+		return "", errBadID
+	}
+	if version <= 0 {
+		return "", status.Error(codes.InvalidArgument, "version (the one the change is made on) is required")
+	}
+	return who, nil
+}
+
+func (s *reviewService) Decide(ctx context.Context, req *vigilv1.DecideRequest) (*vigilv1.DecideResponse, error) {
+	who, err := changer(ctx, req.Id, req.Version)
+	if err != nil {
 		return nil, err
-	}
-	if !review.ValidID(req.Id) {
-		return nil, errBadID
-	}
-	if req.Version <= 0 {
-		return nil, status.Error(codes.InvalidArgument, "version (the one the decision was made on) is required")
 	}
 	outcome, ok := outcomes[req.Outcome]
 	if !ok {
@@ -134,15 +144,9 @@ func (s *reviewService) Decide(ctx context.Context, req *vigilv1.DecideRequest) 
 }
 
 func (s *reviewService) Release(ctx context.Context, req *vigilv1.ReleaseRequest) (*vigilv1.ReleaseResponse, error) {
-	who, err := actor(ctx)
+	who, err := changer(ctx, req.Id, req.Version)
 	if err != nil {
 		return nil, err
-	}
-	if !review.ValidID(req.Id) {
-		return nil, errBadID
-	}
-	if req.Version <= 0 {
-		return nil, status.Error(codes.InvalidArgument, "version is required")
 	}
 	f, err := s.store.Release(ctx, who, req.Id, req.Version)
 	if err != nil {

@@ -82,3 +82,13 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 func (g *globals) context() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.timeout)
 }
+
+// connect dials the server and gives a context with the call deadline; done releases both.
+func (g *globals) connect() (conn *grpc.ClientConn, ctx context.Context, done func(), err error) {
+	conn, err = g.dial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := g.context()
+	return conn, ctx, func() { cancel(); conn.Close() }, nil
+}

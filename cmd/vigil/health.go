@@ -19,13 +19,11 @@ func runHealth(g *globals, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	conn, err := g.dial()
+	conn, ctx, done, err := g.connect()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := g.context()
-	defer cancel()
+	defer done()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
 	if err != nil {
 		return err

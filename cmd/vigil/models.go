@@ -65,13 +65,11 @@ func runModels(g *globals, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	conn, err := g.dial()
+	conn, ctx, done, err := g.connect()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := g.context()
-	defer cancel()
+	defer done()
 	resp, err := vigilv1.NewModelsClient(conn).ListModels(ctx, &vigilv1.ListModelsRequest{})
 	if err != nil {
 		return err

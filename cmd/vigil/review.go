@@ -265,14 +265,12 @@ func runReview(g *globals, args []string, stdout, stderr io.Writer) error {
 		return usageError{reviewUsage}
 	}
 
-	conn, err := g.dial()
+	conn, ctx, done, err := g.connect()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer done()
 	rc := vigilv1.NewReviewClient(conn)
-	ctx, cancel := g.context()
-	defer cancel()
 
 	switch sub {
 	case "list":
