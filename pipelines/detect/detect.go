@@ -40,6 +40,7 @@ type Detector struct {
 	w, h      int
 	threshold float64
 	nmsIoU    float64
+	floor     float64
 	classes   map[string]bool
 	input     []float32
 }
@@ -72,6 +73,14 @@ func New(m Model, labels ...string) (*Detector, error) {
 	}
 	return d, nil
 }
+
+// Threshold is the score a detection needs to count as found, from the manifest.
+func (d *Detector) Threshold() float64 { return d.threshold }
+
+// SetFloor lowers the score down to which Detect reports boxes, below Threshold: a tracker
+// may use weaker boxes to keep following a person it already knows (a person lying down, or
+// half hidden). Zero means Threshold.
+func (d *Detector) SetFloor(score float64) { d.floor = score }
 
 // Detect finds objects in a BGR frame.
 func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, error) {
@@ -117,6 +126,10 @@ func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, 
 	cells := gh * gw
 	at := func(c, i int) float64 { return float64(v[c*cells+i]) }
 	sigmoid := func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+	limit := d.threshold
+	if d.floor > 0 && d.floor < limit {
+		limit = d.floor
+	}
 	var dets []Detection
 	for i := 0; i < cells; i++ {
 		obj := at(0, i)
@@ -134,7 +147,7 @@ func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, 
 		}
 		score := math.Pow(obj, 0.6) * math.Pow(bestScore, 0.4)
 		label := d.man.Labels[best]
-		if score < d.threshold || d.classes != nil && !d.classes[label] {
+		if score < limit || d.classes != nil && !d.classes[label] {
 			continue
 		}
 		gx, gy := i%gw, i/gw

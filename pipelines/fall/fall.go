@@ -53,8 +53,9 @@ type Alert struct {
 
 type sample struct {
 	t      time.Time
-	hipY   float64 // hip centre, pixels (down is positive)
-	hipX   float64
+	hipX   float64 // hip centre, pixels
+	hipY   float64
+	lift   float64 // how high the hips are above the feet (the floor), pixels
 	height float64 // shoulders to ankles, pixels; 0 when the ankles are not seen
 	angle  float64 // torso tilt from vertical, degrees
 }
@@ -70,9 +71,12 @@ type Detector struct {
 	downSince time.Time
 	downInfo  pending
 	lastAlert time.Time
+	// floor is the image row of the feet, last seen.
+	floor float64
 }
 
-// pending is a descent waiting for confirmation, with the hip height it started from.
+// pending is a descent waiting for confirmation, with the hips' height above the floor it
+// started from.
 type pending struct {
 	Alert
 	top float64
@@ -81,63 +85,63 @@ type pending struct {
 // New returns a detector for one track.
 func New(cfg Config, beds [][]image.Point) *Detector { return &Detector{cfg: cfg, Beds: beds} }
 
-// Add records a frame and returns an alert when a fall is confirmed on it.
-func (d *Detector) Add(t time.Time, s pose.Skeleton) (Alert, bool) {
-	sx, sy, okS := s.Mean(d.cfg.MinScore, pose.LeftShoulder, pose.RightShoulder)
-	hx, hy, okH := s.Mean(d.cfg.MinScore, pose.LeftHip, pose.RightHip)
-	if !okS || !okH {
-		return Alert{}, false
-	}
-	angle := math.Abs(math.Atan2(hx-sx, hy-sy)) * 180 / math.Pi // 0 upright, 90 lying
-	if angle > 90 {
-		angle = 180 - angle
-	}
-	height := 0.0
-	if _, ay, ok := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle); ok && ay > sy {
-		height = ay - sy
-	}
-	cur := sample{t: t, hipY: hy, hipX: hx, height: height, angle: angle}
-	// The standing height follows the person while upright (tilt under 25 degrees).
-	if angle < 25 && height > 0 {
-		if d.standing == 0 {
-			d.standing = height
-		} else {
-			d.standing = 0.9*d.standing + 0.1*height
+// Add records a frame: the person's skeleton and box. It returns an alert when a fall is
+// confirmed on it.
+func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert, bool) {
+	cur, ok := d.measure(t, s)
+	if ok {
+		d.samples = append(d.samples, cur)
+		for len(d.samples) > 0 && t.Sub(d.samples[0].t) > 4*time.Second {
+			d.samples = d.samples[1:]
 		}
-	}
-	d.samples = append(d.samples, cur)
-	for len(d.samples) > 0 && t.Sub(d.samples[0].t) > 4*time.Second {
-		d.samples = d.samples[1:]
 	}
 	if d.standing == 0 {
 		return Alert{}, false
 	}
-
 	if d.downSince.IsZero() {
+		// The coming down must be seen in the skeleton itself.
+		if !ok {
+			return Alert{}, false
+		}
 		if a, ok := d.descent(cur); ok {
 			d.downSince, d.downInfo = t, a
 		}
 		return Alert{}, false
 	}
-	// Down: confirm that the person stays down, lying (torso towards horizontal) or deep.
+	// Down: the person must stay down, lying (torso towards horizontal) or deep. A person on
+	// the floor is often half out of view or hidden by furniture, with no hips to see: then the
+	// middle of their box stands in for the hips (it is at hip height on a standing person).
+	if !ok {
+		if box.Empty() {
+			return Alert{}, false
+		}
+		cy := float64(box.Min.Y+box.Max.Y) / 2
+		cur = sample{t: t, hipX: float64(box.Min.X+box.Max.X) / 2, hipY: cy, lift: d.floor - cy, angle: math.NaN()}
+	}
 	ref := d.downInfo
-	drop := (cur.hipY - ref.top) / d.standing
+	drop := (ref.top - cur.lift) / d.standing
 	if drop < d.cfg.MinDrop*0.8 {
-		d.downSince = time.Time{} // got up again: a stumble, or a crouch
-		return Alert{}, false
+		if ok {
+			d.downSince = time.Time{} // got up again: a stumble, or a crouch
+		}
+		return Alert{}, false // a box says too little to cancel: legs in the air make it tall
 	}
 	if t.Sub(d.downSince) < d.cfg.Confirm {
 		return Alert{}, false
 	}
-	d.downSince = time.Time{}
-	lying := cur.angle >= d.cfg.TorsoAngle
-	if !lying && drop < d.cfg.DeepDrop {
-		return Alert{}, false // down, but sitting or kneeling upright
+	if t.Sub(d.downSince) > d.cfg.Confirm+d.cfg.DescentWindow {
+		d.downSince = time.Time{} // came down, but never lay down nor went deep: not a fall
+		return Alert{}, false
 	}
+	lying := cur.angle >= d.cfg.TorsoAngle // false when the torso was not seen
+	if !lying && drop < d.cfg.DeepDrop {
+		return Alert{}, false // down, but sitting or kneeling upright: wait for more
+	}
+	d.downSince = time.Time{}
 	if lying {
 		ref.Reasons = append(ref.Reasons, fmt.Sprintf("torso at %.0f degrees from vertical", cur.angle))
 	} else {
-		ref.Reasons = append(ref.Reasons, fmt.Sprintf("hips %.1f body heights below standing", drop))
+		ref.Reasons = append(ref.Reasons, fmt.Sprintf("hips %.2f body heights below standing", drop))
 	}
 	if inAny(d.Beds, image.Pt(int(cur.hipX), int(cur.hipY))) {
 		return Alert{}, false // lying in bed is what beds are for
@@ -147,8 +151,60 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton) (Alert, bool) {
 	}
 	d.lastAlert = t
 	ref.At = t
-	ref.Reasons = append(ref.Reasons, "stayed down for "+d.cfg.Confirm.String())
+	ref.Reasons = append(ref.Reasons, fmt.Sprintf("still down %.1f s later", t.Sub(ref.Down).Seconds()))
 	return ref.Alert, true
+}
+
+// Pending says whether a descent is waiting for confirmation, and where the hips were last
+// seen: a person who has just come down is often lost by the detector and found again as
+// someone new, who should then be checked against this descent.
+func (d *Detector) Pending() (image.Point, bool) {
+	if d.downSince.IsZero() || len(d.samples) == 0 {
+		return image.Point{}, false
+	}
+	last := d.samples[len(d.samples)-1]
+	return image.Pt(int(last.hipX), int(last.hipY)), true
+}
+
+// Standing is the person's standing body height in pixels, 0 until seen upright.
+func (d *Detector) Standing() float64 { return d.standing }
+
+// measure turns a skeleton into a sample: the hips are needed, the shoulders for the torso
+// angle and the ankles for the height.
+func (d *Detector) measure(t time.Time, s pose.Skeleton) (sample, bool) {
+	hx, hy, okH := s.Mean(d.cfg.MinScore, pose.LeftHip, pose.RightHip)
+	if !okH {
+		return sample{}, false
+	}
+	// The floor is where the feet are, or were last seen: hips measured from it do not come
+	// down when a person walks towards the camera, only when they come down to the floor.
+	if _, ay, ok := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle); ok {
+		d.floor = ay
+	}
+	if d.floor == 0 {
+		return sample{}, false
+	}
+	cur := sample{t: t, hipY: hy, hipX: hx, lift: d.floor - hy, angle: math.NaN()}
+	sx, sy, okS := s.Mean(d.cfg.MinScore, pose.LeftShoulder, pose.RightShoulder)
+	if !okS {
+		return cur, true
+	}
+	cur.angle = math.Abs(math.Atan2(hx-sx, hy-sy)) * 180 / math.Pi // 0 upright, 90 lying
+	if cur.angle > 90 {
+		cur.angle = 180 - cur.angle
+	}
+	if _, ay, ok := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle); ok && ay > sy {
+		cur.height = ay - sy
+	}
+	// The standing height follows the person while upright (tilt under 25 degrees).
+	if cur.angle < 25 && cur.height > 0 {
+		if d.standing == 0 {
+			d.standing = cur.height
+		} else {
+			d.standing = 0.9*d.standing + 0.1*cur.height
+		}
+	}
+	return cur, true
 }
 
 // descent looks back over the descent window for a deep enough drop of the hips, made fast
@@ -158,7 +214,7 @@ func (d *Detector) descent(cur sample) (pending, bool) {
 	// The highest the hips were in the window...
 	top, found := sample{}, false
 	for _, s := range d.samples {
-		if inWindow(s) && (!found || s.hipY < top.hipY) {
+		if inWindow(s) && (!found || s.lift > top.lift) {
 			top, found = s, true
 		}
 	}
@@ -167,11 +223,11 @@ func (d *Detector) descent(cur sample) (pending, bool) {
 	}
 	// ...and the last moment they were still up there: the descent starts then.
 	for _, s := range d.samples {
-		if inWindow(s) && s.hipY <= top.hipY+0.05*d.standing && s.t.After(top.t) {
+		if inWindow(s) && s.lift >= top.lift-0.05*d.standing && s.t.After(top.t) {
 			top.t = s.t
 		}
 	}
-	drop := (cur.hipY - top.hipY) / d.standing
+	drop := (top.lift - cur.lift) / d.standing
 	dt := cur.t.Sub(top.t).Seconds()
 	if drop < d.cfg.MinDrop || dt <= 0 {
 		return pending{}, false
@@ -183,7 +239,7 @@ func (d *Detector) descent(cur sample) (pending, bool) {
 	conf := math.Min(1, drop/0.6) * math.Min(1, speed/1.0)
 	return pending{Alert: Alert{Down: cur.t, Confidence: conf, Reasons: []string{
 		fmt.Sprintf("hips came down %.2f body heights in %.1f s (%.2f body heights/s)", drop, dt, speed),
-	}}, top: top.hipY}, true
+	}}, top: top.lift}, true
 }
 
 // inAny says whether p lies in one of the polygons.

@@ -2,12 +2,16 @@
 // and together, and from them cadence, step time and its variability, left/right asymmetry
 // and speed.
 //
-// A step is one peak of the distance between the ankles (feet furthest apart at each heel
-// strike), so a model that swaps left and right ankles does not add or lose steps.
+// A step is one passing of the feet: the left ankle's lead over the right, measured along the
+// direction of travel, changes sign once per step (ahead, level, behind, level, ahead: two
+// steps). A sign change must swing past a margin to count, and one undone within a quarter
+// second is a model swapping the left and right ankles for a frame or two, not two steps.
 package gait
 
 import (
+	"image"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/vigil-health/vigil/pipelines/pose"
@@ -19,8 +23,8 @@ const MinSteps = 6
 // sample is one frame of a walking track.
 type sample struct {
 	t       time.Time
-	spread  float64 // ankle distance over body height
-	cx      float64 // body centre x, pixels
+	dx, dy  float64 // left ankle minus right ankle, pixels
+	hx, hy  float64 // hip centre, pixels
 	height  float64 // body height, pixels (shoulders to ankles)
 	quality float64 // the ankles' and shoulders' mean score
 }
@@ -35,24 +39,32 @@ type Analyzer struct {
 // minScore is the least keypoint confidence a frame needs to count.
 const minScore = 0.25
 
+// minHeight is the least body height, in pixels, worth measuring: a keypoint model working on
+// a person smaller than this guesses.
+const minHeight = 40
+
 // maxSamples bounds the window: about a minute at 10 frames per second.
 const maxSamples = 600
 
-// Add records one frame of the track's skeleton.
-func (a *Analyzer) Add(t time.Time, s pose.Skeleton) {
+// maxGap is the longest a track may go unmeasured inside one walk: longer, and a step could be
+// missed unseen, so step times are not taken across it.
+const maxGap = 300 * time.Millisecond
+
+// Add records one frame of the track: its skeleton and the box it was found in. A skeleton
+// that does not fit its box (a model guessing on a poor crop) is left out.
+func (a *Analyzer) Add(t time.Time, s pose.Skeleton, box image.Rectangle) {
 	la, ra := s[pose.LeftAnkle], s[pose.RightAnkle]
 	_, sy, okS := s.Mean(minScore, pose.LeftShoulder, pose.RightShoulder)
-	hx, _, okH := s.Mean(minScore, pose.LeftHip, pose.RightHip)
+	hx, hy, okH := s.Mean(minScore, pose.LeftHip, pose.RightHip)
 	if la.Score < minScore || ra.Score < minScore || !okS || !okH {
 		return
 	}
-	ay := (la.Y + ra.Y) / 2
-	height := ay - sy
-	if height <= 4 {
+	height := (la.Y+ra.Y)/2 - sy
+	if height < minHeight || height > 1.1*float64(box.Dy()) || height < 0.5*float64(box.Dy()) {
 		return
 	}
 	q := (la.Score + ra.Score + s[pose.LeftShoulder].Score + s[pose.RightShoulder].Score) / 4
-	a.samples = append(a.samples, sample{t: t, spread: math.Hypot(la.X-ra.X, la.Y-ra.Y) / height, cx: hx, height: height, quality: q})
+	a.samples = append(a.samples, sample{t: t, dx: la.X - ra.X, dy: la.Y - ra.Y, hx: hx, hy: hy, height: height, quality: q})
 	if len(a.samples) > maxSamples {
 		a.samples = a.samples[len(a.samples)-maxSamples:]
 	}
@@ -77,79 +89,182 @@ type Summary struct {
 
 // Summarize returns the gait so far, and false until MinSteps steps are seen.
 func (a *Analyzer) Summarize() (Summary, bool) {
-	n := len(a.samples)
-	if n < 5 {
-		return Summary{}, false
+	steps := a.steps()
+	if len(steps) < MinSteps {
+		return Summary{Steps: len(steps)}, false
 	}
-	// Smooth the spread over three frames, then find its peaks: a peak must stand out from the
-	// lowest point since the previous peak, and peaks closer than a quarter second are one.
-	sm := make([]float64, n)
-	for i := range sm {
-		lo, hi := max(i-1, 0), min(i+1, n-1)
-		sum := 0.0
-		for j := lo; j <= hi; j++ {
-			sum += a.samples[j].spread
-		}
-		sm[i] = sum / float64(hi-lo+1)
-	}
-	var peaks []int
-	valley := math.Inf(1)
-	for i := 1; i < n-1; i++ {
-		valley = math.Min(valley, sm[i])
-		if sm[i] >= sm[i-1] && sm[i] > sm[i+1] && sm[i]-valley >= 0.08 {
-			if len(peaks) > 0 && a.samples[i].t.Sub(a.samples[peaks[len(peaks)-1]].t) < 250*time.Millisecond {
-				if sm[i] > sm[peaks[len(peaks)-1]] {
-					peaks[len(peaks)-1] = i
-				}
-				continue
-			}
-			peaks = append(peaks, i)
-			valley = math.Inf(1)
-		}
-	}
-	if len(peaks) < MinSteps {
-		return Summary{Steps: len(peaks)}, false
-	}
+	// Step times come from steps seen one after the other, with no gap between them.
 	var times []float64
-	for i := 1; i < len(peaks); i++ {
-		times = append(times, a.samples[peaks[i]].t.Sub(a.samples[peaks[i-1]].t).Seconds())
+	var odd, even []float64
+	for i := 1; i < len(steps); i++ {
+		if steps[i].run != steps[i-1].run {
+			continue
+		}
+		dt := steps[i].t.Sub(steps[i-1].t).Seconds()
+		times = append(times, dt)
+		if steps[i].n%2 == 0 {
+			even = append(even, dt)
+		} else {
+			odd = append(odd, dt)
+		}
+	}
+	if len(times) < MinSteps-1 {
+		return Summary{Steps: len(steps)}, false
 	}
 	mean, sd := meanSD(times)
-	var odd, even []float64
-	for i, t := range times {
-		if i%2 == 0 {
-			even = append(even, t)
-		} else {
-			odd = append(odd, t)
-		}
-	}
 	mo, _ := meanSD(odd)
 	me, _ := meanSD(even)
-	s := Summary{Steps: len(peaks), StepTimeMean: mean, Cadence: 60 / mean}
-	if mean > 0 {
-		s.StepTimeCV = sd / mean
+	s := Summary{Steps: len(steps), StepTimeMean: mean, Cadence: 60 / mean, StepTimeCV: sd / mean}
+	if len(odd) > 0 && len(even) > 0 {
 		s.Asymmetry = math.Abs(mo-me) / mean
 	}
-	first, last := a.samples[peaks[0]], a.samples[peaks[len(peaks)-1]]
-	if dt := last.t.Sub(first.t).Seconds(); dt > 0 {
-		var h float64
-		for _, p := range peaks {
-			h += a.samples[p].height
+	// Speed: the hip centre's path over the walk, in body heights.
+	var dist, dur, h, q float64
+	for i := 1; i < len(a.samples); i++ {
+		p, c := a.samples[i-1], a.samples[i]
+		if c.t.Sub(p.t) > maxGap {
+			continue
 		}
-		h /= float64(len(peaks))
-		s.SpeedBodyHeights = math.Abs(last.cx-first.cx) / h / dt
+		dist += math.Hypot(c.hx-p.hx, c.hy-p.hy)
+		dur += c.t.Sub(p.t).Seconds()
+	}
+	for _, x := range a.samples {
+		h += x.height
+		q += x.quality
+	}
+	h /= float64(len(a.samples))
+	q /= float64(len(a.samples))
+	if dur > 0 {
+		s.SpeedBodyHeights = dist / h / dur
 		if a.PixelsPerMetre > 0 {
-			s.SpeedMetres = math.Abs(last.cx-first.cx) / a.PixelsPerMetre / dt
+			s.SpeedMetres = dist / a.PixelsPerMetre / dur
 		}
 	}
-	var q float64
-	for _, p := range peaks {
-		q += a.samples[p].quality
-	}
-	q /= float64(len(peaks))
-	s.Confidence = q * math.Min(1, float64(len(peaks))/12) * math.Max(0, 1-s.StepTimeCV)
+	s.Confidence = q * math.Min(1, float64(len(steps))/12) * math.Max(0, 1-s.StepTimeCV)
 	return s, true
 }
+
+// step is one passing of the feet: when, in which unbroken run of frames, and its number there.
+type step struct {
+	t      time.Time
+	run, n int
+}
+
+// stepMargin is how far, in body heights, the lead must swing past level for a step to count:
+// keypoint jitter is about 0.03.
+const stepMargin = 0.08
+
+// minStep is the shortest step (a sprint's is about 0.25 s): a sign change undone sooner is
+// jitter, and neither counts.
+const minStep = 200 * time.Millisecond
+
+// maxStep is the longest step: a slow, frail walker takes about 1.2 s. Longer is a pause, which
+// ends one walk and may start another, and is no step time.
+const maxStep = 1500 * time.Millisecond
+
+// leads is the left ankle's lead over the right along the direction of travel, in body
+// heights, per sample, with left/right swaps undone, and whether the person was walking.
+//
+// The lead changes sign once a step, at least 0.2 s apart: a lone frame whose lead has the
+// other sign from the frames on both sides of it (beyond stepMargin, all three) is a swap, and
+// is flipped back. Longer swaps are left to minStep.
+func (a *Analyzer) leads() ([]float64, []bool) {
+	raw := make([]float64, len(a.samples))
+	walking := make([]bool, len(a.samples))
+	for i, c := range a.samples {
+		ux, uy, ok := a.direction(i)
+		raw[i], walking[i] = (c.dx*ux+c.dy*uy)/c.height, ok
+	}
+	leads := slices.Clone(raw)
+	for i := 1; i+1 < len(raw); i++ {
+		if a.samples[i+1].t.Sub(a.samples[i-1].t) > 2*maxGap {
+			continue
+		}
+		p, c, n := raw[i-1], raw[i], raw[i+1]
+		if p > stepMargin && n > stepMargin && c < -stepMargin || p < -stepMargin && n < -stepMargin && c > stepMargin {
+			leads[i] = -c
+		}
+	}
+	return leads, walking
+}
+
+// steps finds the passings of the feet.
+func (a *Analyzer) steps() []step {
+	leads, walking := a.leads()
+	var steps []step
+	run, side, n := 0, 0, 0
+	for i, c := range a.samples {
+		if i > 0 && c.t.Sub(a.samples[i-1].t) > maxGap || !walking[i] {
+			// A gap, or standing: a new run, with no step time across it.
+			if side != 0 {
+				run, side, n = run+1, 0, 0
+			}
+			if !walking[i] {
+				continue
+			}
+		}
+		lead := leads[i]
+		now := 0
+		switch {
+		case lead > stepMargin:
+			now = 1
+		case lead < -stepMargin:
+			now = -1
+		}
+		if now == 0 || now == side {
+			continue
+		}
+		if side == 0 {
+			side = now
+			continue
+		}
+		side = now
+		// The feet passed between the previous frame and this one: interpolate when.
+		at := c.t
+		if p, pl := a.samples[i-1], leads[i-1]; pl != lead {
+			f := math.Max(0, math.Min(1, pl/(pl-lead)))
+			at = p.t.Add(time.Duration(f * float64(c.t.Sub(p.t))))
+		}
+		if k := len(steps); k > 0 && steps[k-1].run == run {
+			if dt := at.Sub(steps[k-1].t); dt < minStep {
+				steps = steps[:k-1] // a flicker and its undoing
+				n--
+				continue
+			} else if dt > maxStep {
+				run, n = run+1, 0 // a pause
+			}
+		}
+		n++
+		steps = append(steps, step{t: at, run: run, n: n})
+	}
+	return steps
+}
+
+// direction is the unit direction of travel around sample i, from the hip centre's
+// displacement over the two seconds around it, and whether the person is walking at all: the
+// hips move at least minSpeed.
+func (a *Analyzer) direction(i int) (ux, uy float64, walking bool) {
+	c := a.samples[i]
+	lo, hi := i, i
+	for lo > 0 && c.t.Sub(a.samples[lo-1].t) <= time.Second {
+		lo--
+	}
+	for hi < len(a.samples)-1 && a.samples[hi+1].t.Sub(c.t) <= time.Second {
+		hi++
+	}
+	dx, dy := a.samples[hi].hx-a.samples[lo].hx, a.samples[hi].hy-a.samples[lo].hy
+	d := math.Hypot(dx, dy)
+	dt := a.samples[hi].t.Sub(a.samples[lo].t).Seconds()
+	if d == 0 || dt == 0 {
+		return 1, 0, false
+	}
+	return dx / d, dy / d, d/c.height/dt >= minSpeed
+}
+
+// minSpeed is the least speed, in body heights per second, that counts as walking (a slow
+// walk is about 0.4): below it, feet shuffling on the spot or a keypoint model's jitter
+// would make steps.
+const minSpeed = 0.2
 
 func meanSD(xs []float64) (mean, sd float64) {
 	if len(xs) == 0 {

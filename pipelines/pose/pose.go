@@ -153,3 +153,14 @@ func (s *Skeleton) Mean(min float64, points ...int) (x, y float64, ok bool) {
 	}
 	return x / float64(n), y / float64(n), true
 }
+
+// Bounds is the smallest rectangle holding the keypoints that score at least min.
+func (s *Skeleton) Bounds(min float64) image.Rectangle {
+	var r image.Rectangle
+	for _, k := range s {
+		if k.Score >= min {
+			r = r.Union(image.Rect(int(k.X), int(k.Y), int(k.X)+1, int(k.Y)+1))
+		}
+	}
+	return r
+}

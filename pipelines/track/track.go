@@ -23,6 +23,10 @@ type Track struct {
 	// Hits counts the frames the track was matched on; Missed the frames since the last one.
 	Hits   int
 	Missed int
+	// Jumped says the box changed abruptly from the last frame to this one (little overlap,
+	// or a very different height): the track may have passed to someone else, and what was
+	// measured of its person should start again.
+	Jumped bool
 	// vx, vy is the centre's velocity in pixels per frame.
 	vx, vy float64
 }
@@ -36,6 +40,9 @@ type Config struct {
 	// MaxCentreShift is the largest centre distance, as a fraction of the track's height, that
 	// still matches when boxes barely overlap (small, fast walkers).
 	MaxCentreShift float64
+	// MinScore is the detection score that may start a track; weaker detections only continue
+	// one. Zero lets every detection start a track.
+	MinScore float64
 }
 
 // DefaultConfig suits a ward camera at about 10 frames per second.
@@ -46,7 +53,15 @@ type Tracker struct {
 	cfg    Config
 	next   int64
 	tracks []*Track
+	// switches counts the likely identity switches so far.
+	switches int
 }
+
+// Switches is how many identity switches the tracker has likely made so far, with no ground
+// truth to count them against: a track whose box jumped (it probably passed to someone else),
+// and a new track started where one was lost a moment before (probably the same person with a
+// new ID).
+func (tr *Tracker) Switches() int { return tr.switches }
 
 // New returns a tracker.
 func New(cfg Config) *Tracker { return &Tracker{cfg: cfg, next: 1} }
@@ -71,19 +86,64 @@ func (t *Track) predicted() image.Rectangle {
 }
 
 // Update matches one frame's detections to tracks and returns, for each observation in order,
-// its track. New people get new tracks; tracks unseen for too long end.
+// its track. Confident detections are matched first and start new tracks for new people;
+// weaker ones (under Config.MinScore) may then only continue a track that is left, by overlap:
+// a person lying down or half hidden scores low, and a weak box elsewhere is more often a
+// chair than a person (ByteTrack's two passes). A weak observation left unmatched gets nil.
+// Tracks unseen for too long end.
 func (tr *Tracker) Update(obs []Observation) []*Track {
+	out := make([]*Track, len(obs))
+	usedT := make([]bool, len(tr.tracks))
+	strong := func(o Observation) bool { return o.Score >= tr.cfg.MinScore }
+	tr.match(obs, out, usedT, strong, true)
+	tr.match(obs, out, usedT, func(o Observation) bool { return !strong(o) }, false)
+	kept := tr.tracks[:0]
+	for i, t := range tr.tracks {
+		if !usedT[i] {
+			t.Missed++
+		}
+		if t.Missed <= tr.cfg.MaxMissed {
+			kept = append(kept, t)
+		}
+	}
+	tr.tracks = kept
+	for i, o := range obs {
+		if out[i] == nil && strong(o) {
+			if tr.lostNear(o.Box) {
+				tr.switches++
+			}
+			t := &Track{ID: tr.next, Box: o.Box, Score: o.Score, Hits: 1}
+			tr.next++
+			tr.tracks = append(tr.tracks, t)
+			out[i] = t
+		}
+	}
+	return out
+}
+
+// match pairs the observations that pass use with the tracks not used yet, best overlap first,
+// then (when byCentre) by centre distance.
+func (tr *Tracker) match(obs []Observation, out []*Track, usedT []bool, use func(Observation) bool, byCentre bool) {
 	type pair struct {
 		t, o int
 		cost float64
 	}
 	var pairs []pair
 	for ti, t := range tr.tracks {
+		if usedT[ti] {
+			continue
+		}
 		p := t.predicted()
 		px, py := centre(p)
 		for oi, o := range obs {
+			if out[oi] != nil || !use(o) {
+				continue
+			}
 			if o := iou(p, o.Box); o >= tr.cfg.MinIoU {
 				pairs = append(pairs, pair{ti, oi, 1 - o})
+				continue
+			}
+			if !byCentre {
 				continue
 			}
 			ox, oy := centre(o.Box)
@@ -93,8 +153,6 @@ func (tr *Tracker) Update(obs []Observation) []*Track {
 		}
 	}
 	sort.Slice(pairs, func(i, j int) bool { return pairs[i].cost < pairs[j].cost })
-	out := make([]*Track, len(obs))
-	usedT := make([]bool, len(tr.tracks))
 	for _, p := range pairs {
 		if usedT[p.t] || out[p.o] != nil {
 			continue
@@ -107,30 +165,34 @@ func (tr *Tracker) Update(obs []Observation) []*Track {
 		// Smoothed velocity: half the new displacement, half the old estimate.
 		t.vx = 0.5*t.vx + 0.5*(ox-cx)/steps
 		t.vy = 0.5*t.vy + 0.5*(oy-cy)/steps
-		t.Box, t.Score = obs[p.o].Box, obs[p.o].Score
+		nb := obs[p.o].Box
+		t.Jumped = false
+		if t.Missed == 0 {
+			r := float64(nb.Dy()) / math.Max(float64(t.Box.Dy()), 1)
+			if t.Jumped = iou(t.Box, nb) < 0.3 || r < 1/1.4 || r > 1.4; t.Jumped {
+				tr.switches++
+			}
+		}
+		t.Box, t.Score = nb, obs[p.o].Score
 		t.Hits++
 		t.Missed = 0
 		out[p.o] = t
 	}
-	kept := tr.tracks[:0]
-	for i, t := range tr.tracks {
-		if !usedT[i] {
-			t.Missed++
+}
+
+// lostNear says whether a track lost a moment ago was predicted within a box height of box.
+func (tr *Tracker) lostNear(box image.Rectangle) bool {
+	bx, by := centre(box)
+	for _, t := range tr.tracks {
+		if t.Missed == 0 || t.Hits < 3 {
+			continue
 		}
-		if t.Missed <= tr.cfg.MaxMissed {
-			kept = append(kept, t)
-		}
-	}
-	tr.tracks = kept
-	for i, o := range obs {
-		if out[i] == nil {
-			t := &Track{ID: tr.next, Box: o.Box, Score: o.Score, Hits: 1}
-			tr.next++
-			tr.tracks = append(tr.tracks, t)
-			out[i] = t
+		px, py := centre(t.predicted())
+		if math.Hypot(bx-px, by-py) <= float64(max(t.Box.Dy(), box.Dy())) {
+			return true
 		}
 	}
-	return out
+	return false
 }
 
 // Active is every live track, seen this frame or not.

@@ -5,6 +5,7 @@ package ward
 import (
 	"context"
 	"image"
+	"math"
 	"time"
 
 	"github.com/vigil-health/vigil/pipelines/detect"
@@ -23,6 +24,10 @@ type Config struct {
 	PixelsPerMetre float64
 	// Beds are polygons (frame pixels) where lying down raises no fall alert.
 	Beds [][]image.Point
+	// WeakScore is the least detection score that may continue a track the detector's own
+	// threshold started: a person lying on the floor scores 0.4-0.6 with FastestDet where a
+	// person standing scores over 0.8.
+	WeakScore float64
 }
 
 // Fall is a fall alert for a track.
@@ -65,6 +70,13 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 	if cfg.Fall == (fall.Config{}) {
 		cfg.Fall = fall.DefaultConfig
 	}
+	if cfg.WeakScore == 0 {
+		cfg.WeakScore = 0.3
+	}
+	if cfg.Track.MinScore == 0 {
+		cfg.Track.MinScore = det.Threshold()
+	}
+	det.SetFloor(cfg.WeakScore)
 	return &Pipeline{det: det, est: est, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{},
 		falls: map[int64]*fall.Detector{}, cfg: cfg}
 }
@@ -83,34 +95,43 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 	}
 	tracks := p.tracker.Update(obs)
 	t2 := time.Now()
-	people := make([]Person, len(dets))
+	people := make([]Person, 0, len(dets))
 	for i, d := range dets {
+		if tracks[i] == nil {
+			continue // a weak box that continues no one
+		}
 		s, err := p.est.Estimate(ctx, f, d.Box)
 		if err != nil {
 			return nil, err
 		}
-		people[i] = Person{TrackID: tracks[i].ID, Box: d.Box, Score: d.Score, Skeleton: s}
+		people = append(people, Person{TrackID: tracks[i].ID, Box: d.Box, Score: d.Score, Skeleton: s})
+		if tracks[i].Jumped {
+			delete(p.gait, tracks[i].ID) // probably someone else now: measure their gait afresh
+		}
 	}
 	t3 := time.Now()
 	p.Falls = p.Falls[:0]
+	seen := map[int64]bool{}
 	for _, person := range people {
 		id := person.TrackID
+		seen[id] = true
 		g := p.gait[id]
 		if g == nil {
 			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre}
 			p.gait[id] = g
 		}
-		g.Add(t, person.Skeleton)
+		g.Add(t, person.Skeleton, person.Box)
 		fd := p.falls[id]
 		if fd == nil {
 			fd = fall.New(p.cfg.Fall, p.cfg.Beds)
 			p.falls[id] = fd
 		}
-		if a, ok := fd.Add(t, person.Skeleton); ok {
+		if a, ok := fd.Add(t, person.Skeleton, person.Box); ok {
 			p.Falls = append(p.Falls, Fall{TrackID: id, Alert: a})
 		}
 	}
-	// Forget the gait of tracks that have ended.
+	p.handOver(t, people, seen)
+	// Forget the tracks that have ended, but not a descent still waiting for confirmation.
 	live := map[int64]bool{}
 	for _, tr := range p.tracker.Active() {
 		live[tr.ID] = true
@@ -118,12 +139,54 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 	for id := range p.gait {
 		if !live[id] {
 			delete(p.gait, id)
+		}
+	}
+	for id, fd := range p.falls {
+		if _, pending := fd.Pending(); !live[id] && !pending {
 			delete(p.falls, id)
 		}
 	}
 	p.Last = Timings{Detect: t1.Sub(t0), Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
 	return people, nil
 }
+
+// handOver checks a descent whose person was not seen on this frame against the people seen
+// near where it happened: the detector often loses a person coming down (the box changes
+// shape fast) and finds them again as someone new, or finds only part of them.
+func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool) {
+	for id, fd := range p.falls {
+		at, pending := fd.Pending()
+		if seen[id] || !pending {
+			continue
+		}
+		best, bestDist := -1, 0.75*fd.Standing()
+		for i, person := range people {
+			if d := p.distance(person, at); d <= bestDist {
+				best, bestDist = i, d
+			}
+		}
+		if best < 0 {
+			continue
+		}
+		if a, ok := fd.Add(t, people[best].Skeleton, people[best].Box); ok {
+			p.Falls = append(p.Falls, Fall{TrackID: people[best].TrackID, Alert: a})
+		}
+	}
+}
+
+// distance is how far a person's hips (or, unseen, the middle of their box) are from a point,
+// in pixels.
+func (p *Pipeline) distance(person Person, at image.Point) float64 {
+	x, y, ok := person.Skeleton.Mean(p.cfg.Fall.MinScore, pose.LeftHip, pose.RightHip)
+	if !ok {
+		x, y = float64(person.Box.Min.X+person.Box.Max.X)/2, float64(person.Box.Min.Y+person.Box.Max.Y)/2
+	}
+	return math.Hypot(x-float64(at.X), y-float64(at.Y))
+}
+
+// Switches is how many identity switches the tracker has likely made so far (see
+// track.Tracker.Switches).
+func (p *Pipeline) Switches() int { return p.tracker.Switches() }
 
 // Gait is a live track's gait summary so far.
 func (p *Pipeline) Gait(trackID int64) (gait.Summary, bool) {
