@@ -43,6 +43,17 @@ const (
 // Pipelines lists every pipeline.
 var Pipelines = []Pipeline{PipelineTriage, PipelineFall, PipelineGait, PipelineFallRisk}
 
+// Priorities of the ward's findings. Triage findings rank 0 to 6 by their own rules.
+const (
+	// PriorityFall puts a fall above everything else in the worklist: someone may be on the
+	// floor now.
+	PriorityFall = 10
+	// PriorityFallRisk is a gait with fall-risk indicators elevated: for a therapist, soon.
+	PriorityFallRisk = 1
+	// PriorityGait is a gait summary with nothing elevated: routine.
+	PriorityGait = 0
+)
+
 // Box is a rectangle in the source image's pixels.
 type Box struct {
 	X      float64 `json:"x"`
@@ -149,6 +160,10 @@ type Finding struct {
 	FirstFrame   int           `json:"first_frame,omitempty"`
 	LastFrame    int           `json:"last_frame,omitempty"`
 	BestFrame    int           `json:"best_frame,omitempty"`
+
+	// Evidence is why the finding was put forward, in plain words: the rules that fired, or
+	// the indicators and the reasons they count.
+	Evidence []string `json:"evidence,omitempty"`
 
 	Model  ModelRef `json:"model"`
 	Source Source   `json:"source"`

@@ -344,7 +344,7 @@ func findingToProto(f *review.Finding) *vigilv1.Finding {
 		FirstFrame: int32(f.FirstFrame), LastFrame: int32(f.LastFrame), BestFrame: int32(f.BestFrame),
 		Model:     &vigilv1.ModelRef{Name: f.Model.Name, Version: f.Model.Version, Sha256: f.Model.SHA256},
 		CreatedAt: ts(f.CreatedAt), UpdatedAt: ts(f.UpdatedAt),
-		ClaimedBy: f.ClaimedBy, LeaseExpiresAt: ts(f.LeaseExpiresAt),
+		ClaimedBy: f.ClaimedBy, LeaseExpiresAt: ts(f.LeaseExpiresAt), Evidence: f.Evidence,
 	}
 	for _, pt := range f.Outline {
 		p.Outline = append(p.Outline, &vigilv1.Point{X: float32(pt.X), Y: float32(pt.Y)})

@@ -79,7 +79,7 @@ func New(o Options) *Server {
 	g := grpc.NewServer(opts...)
 
 	vigilv1.RegisterImagingServer(g, &imagingService{log: log, store: o.Review, registry: o.Registry, opts: o.Imaging})
-	vigilv1.RegisterWardServer(g, &wardService{log: log, registry: o.Registry, opts: o.Ward.withDefaults(), metrics: m})
+	vigilv1.RegisterWardServer(g, &wardService{log: log, registry: o.Registry, store: o.Review, opts: o.Ward.withDefaults(), metrics: m})
 	vigilv1.RegisterReviewServer(g, &reviewService{log: log, store: o.Review, metrics: m})
 	vigilv1.RegisterModelsServer(g, &modelsService{log: log, registry: o.Registry, runtime: o.RuntimeVersion})
 

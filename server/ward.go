@@ -18,9 +18,12 @@ import (
 
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/pipelines/detect"
+	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/pose"
+	"github.com/vigil-health/vigil/pipelines/risk"
 	"github.com/vigil-health/vigil/pipelines/ward"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -54,6 +57,7 @@ type wardService struct {
 	vigilv1.UnimplementedWardServer
 	log      *slog.Logger
 	registry *inference.Registry
+	store    review.Store
 	opts     WardOptions
 	metrics  *Metrics
 }
@@ -90,7 +94,11 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	if !validCameraID.MatchString(cfg.CameraId) {
 		return status.Error(codes.InvalidArgument, "camera_id must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
 	}
-	pipe, err := s.pipeline(cfg)
+	who, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	pipe, ref, err := s.pipeline(cfg)
 	if err != nil {
 		return toStatus(ctx, s.log, err)
 	}
@@ -157,10 +165,34 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}()
 
 	var processed int64
-	reportedDrops := int64(0)
 	statsStart := time.Now()
-	lastStats := statsStart
 	send := func(ev *vigilv1.WardEvent) error { return stream.Send(ev) }
+	// store puts a finding in the review queue. A failure is logged and the stream goes on:
+	// the bridge still gets the event, without a finding ID.
+	store := func(f review.Finding) string {
+		stored, err := s.store.Add(ctx, who, []review.Finding{f})
+		if err != nil {
+			s.log.Error("ward finding not stored", "camera", cfg.CameraId, "pipeline", f.Pipeline, "track", f.Source.TrackID, "err", err)
+			return ""
+		}
+		return stored[0].ID
+	}
+	// final stores a track's gait, when it has one, and sends its last summary.
+	final := func(sum ward.Summary) error {
+		if !reportable(sum) {
+			return nil
+		}
+		ev := gaitEvent(sum.TrackID, sum.Gait, sum.Risk)
+		ev.Final, ev.FindingId = true, store(gaitFinding(cfg.CameraId, sum, ref))
+		return send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: ev}})
+	}
+	stats := func() *vigilv1.WardEvent {
+		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Stats{Stats: &vigilv1.StreamStats{FramesReceived: received.Load(),
+			FramesProcessed: processed, FramesDropped: dropped.Load(), FramesPerSecond: float64(processed) / time.Since(statsStart).Seconds(),
+			ActiveTracks: int32(pipe.ActiveTracks()), TracksStarted: pipe.TracksStarted(), IdSwitches: int64(pipe.Switches())}}}
+	}
+	reportedDrops := int64(0)
+	lastStats := statsStart
 	for f := range queue {
 		if n := dropped.Load(); n > reportedDrops {
 			dropMu.Lock()
@@ -174,7 +206,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 			}
 		}
 		decodeStart := time.Now()
-		ev, err := s.frame(ctx, pipe, f)
+		ev, img, err := s.frame(ctx, pipe, f)
 		if err != nil {
 			return err
 		}
@@ -194,8 +226,21 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 			return err
 		}
 		for _, f := range pipe.Falls {
-			alert := &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), Confidence: float32(f.Confidence), Reasons: f.Reasons}
+			finding, err := fallFinding(cfg.CameraId, f, img, ref)
+			id := ""
+			if err != nil {
+				s.log.Error("fall keyframe not drawn", "camera", cfg.CameraId, "track", f.TrackID, "err", err)
+			} else {
+				id = store(finding)
+			}
+			alert := &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), FirstSequence: f.FirstSeq, LastSequence: f.LastSeq,
+				Confidence: float32(f.Confidence), Reasons: f.Reasons, FindingId: id}
 			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: alert}}); err != nil {
+				return err
+			}
+		}
+		for _, sum := range pipe.Ended {
+			if err := final(sum); err != nil {
 				return err
 			}
 		}
@@ -206,19 +251,14 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 				if !ok {
 					continue
 				}
-				sum := &vigilv1.GaitSummary{TrackId: tr.TrackId, Steps: int32(g.Steps), CadenceStepsPerMin: g.Cadence,
-					StepTimeMeanS: g.StepTimeMean, StepTimeCv: g.StepTimeCV, Asymmetry: g.Asymmetry,
-					SpeedBodyHeightsPerS: g.SpeedBodyHeights, SpeedMPerS: g.SpeedMetres, Confidence: float32(g.Confidence)}
-				if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: sum}}); err != nil {
+				if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: gaitEvent(tr.TrackId, g, risk.FromGait(g))}}); err != nil {
 					return err
 				}
 			}
 		}
 		if time.Since(lastStats) >= s.opts.StatsEvery {
 			lastStats = time.Now()
-			st := &vigilv1.StreamStats{FramesReceived: received.Load(), FramesProcessed: processed, FramesDropped: dropped.Load(),
-				FramesPerSecond: float64(processed) / time.Since(statsStart).Seconds()}
-			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Stats{Stats: st}}); err != nil {
+			if err := send(stats()); err != nil {
 				return err
 			}
 		}
@@ -232,29 +272,49 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	if n := dropped.Load(); n > reportedDrops {
 		droppedFrames.Add(float64(n - reportedDrops))
 	}
-	// The bridge closed its side: a last statistics event, then the stream ends.
-	st := &vigilv1.StreamStats{FramesReceived: received.Load(), FramesProcessed: processed, FramesDropped: dropped.Load(),
-		FramesPerSecond: float64(processed) / time.Since(statsStart).Seconds()}
-	return send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Stats{Stats: st}})
+	// The bridge closed its side: the gait of everyone still in view, a last statistics
+	// event, then the stream ends.
+	for _, sum := range pipe.Summaries() {
+		if err := final(sum); err != nil {
+			return err
+		}
+	}
+	return send(stats())
 }
 
-func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, error) {
+// gaitEvent is a gait summary as the bridge gets it.
+func gaitEvent(trackID int64, g gait.Summary, ins []risk.Indicator) *vigilv1.GaitSummary {
+	ev := &vigilv1.GaitSummary{TrackId: trackID, Steps: int32(g.Steps), CadenceStepsPerMin: g.Cadence,
+		StepTimeMeanS: g.StepTimeMean, StepTimeCv: g.StepTimeCV, Asymmetry: g.Asymmetry,
+		SpeedBodyHeightsPerS: g.SpeedBodyHeights, SpeedMPerS: g.SpeedMetres, SwayBodyHeights: g.Sway, Confidence: float32(g.Confidence)}
+	for _, in := range ins {
+		ev.Risk = append(ev.Risk, &vigilv1.RiskIndicator{Name: in.Name, Value: in.Value, Unit: in.Unit, Elevated: in.Elevated, Reason: in.Reason})
+	}
+	return ev
+}
+
+// pipeline builds a stream's pipeline, and names the model its findings rest on: the
+// keypoint model, whose skeletons every fall rule and gait figure is measured on.
+func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, review.ModelRef, error) {
+	fail := func(err error) (*ward.Pipeline, review.ModelRef, error) { return nil, review.ModelRef{}, err }
 	detSession, err := s.registry.Session(s.opts.DetectorModel)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	poseSession, err := s.registry.Session(s.opts.PoseModel)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	det, err := detect.New(detSession, "person")
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	est, err := pose.New(poseSession)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
+	man := poseSession.Manifest()
+	ref := review.ModelRef{Name: man.Name, Version: man.Version, SHA256: man.Weights.SHA256}
 	var beds [][]image.Point
 	for _, z := range cfg.Zones {
 		if z.Kind != vigilv1.ZoneKind_ZONE_KIND_BED {
@@ -266,12 +326,13 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, error
 		}
 		beds = append(beds, poly)
 	}
-	return ward.New(det, est, ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds}), nil
+	return ward.New(det, est, ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds}), ref, nil
 }
 
 // frame decodes and processes one frame. A frame that cannot be used becomes a FrameError
 // event and the stream goes on; only a failure of the service itself ends the stream.
-func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1.Frame) (*vigilv1.WardEvent, error) {
+// It returns the decoded image too.
+func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1.Frame) (*vigilv1.WardEvent, vision.Frame, error) {
 	frameError := func(code codes.Code, msg string) *vigilv1.WardEvent {
 		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameError{FrameError: &vigilv1.FrameError{Sequence: f.Sequence, Code: code.String(), Message: msg}}}
 	}
@@ -279,34 +340,34 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1
 	switch f.Encoding {
 	case vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, vigilv1.FrameEncoding_FRAME_ENCODING_PNG:
 		if _, _, err := vision.CheckSize(f.Data, s.opts.MaxSide); err != nil {
-			return frameError(codes.InvalidArgument, err.Error()), nil
+			return frameError(codes.InvalidArgument, err.Error()), img, nil
 		}
 		var err error
 		if img, err = vision.Decode(f.Data); err != nil {
-			return frameError(codes.InvalidArgument, err.Error()), nil
+			return frameError(codes.InvalidArgument, err.Error()), img, nil
 		}
 	case vigilv1.FrameEncoding_FRAME_ENCODING_BGR:
 		w, h := int(f.Width), int(f.Height)
 		if w <= 0 || h <= 0 || w > s.opts.MaxSide || h > s.opts.MaxSide {
-			return frameError(codes.InvalidArgument, fmt.Sprintf("a raw frame of %d x %d is not within 1..%d", w, h, s.opts.MaxSide)), nil
+			return frameError(codes.InvalidArgument, fmt.Sprintf("a raw frame of %d x %d is not within 1..%d", w, h, s.opts.MaxSide)), img, nil
 		}
 		if len(f.Data) != w*h*3 {
-			return frameError(codes.InvalidArgument, fmt.Sprintf("a raw %d x %d BGR frame needs %d bytes, got %d", w, h, w*h*3, len(f.Data))), nil
+			return frameError(codes.InvalidArgument, fmt.Sprintf("a raw %d x %d BGR frame needs %d bytes, got %d", w, h, w*h*3, len(f.Data))), img, nil
 		}
 		img = vision.Frame{Width: w, Height: h, BGR: f.Data}
 	default:
-		return frameError(codes.InvalidArgument, "frame encoding must be JPEG, PNG or BGR"), nil
+		return frameError(codes.InvalidArgument, "frame encoding must be JPEG, PNG or BGR"), img, nil
 	}
 	at := time.Now()
 	if f.CaptureTime != nil {
 		at = f.CaptureTime.AsTime()
 	}
-	people, err := pipe.Process(ctx, img, at)
+	people, err := pipe.Process(ctx, img, at, f.Sequence)
 	if err != nil {
 		if errors.Is(err, inference.ErrOverloaded) || errors.Is(err, inference.ErrBadInput) || errors.Is(err, vision.ErrDecode) {
-			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), nil
+			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), img, nil
 		}
-		return nil, toStatus(ctx, s.log, err)
+		return nil, img, toStatus(ctx, s.log, err)
 	}
 	res := &vigilv1.FrameResult{Sequence: f.Sequence, CaptureTime: timestamppb.New(at)}
 	for _, p := range people {
@@ -316,7 +377,7 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1
 		}
 		res.Tracks = append(res.Tracks, tr)
 	}
-	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, nil
+	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, img, nil
 }
 
 var keypointNames = [pose.Count]string{"nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",

@@ -36,6 +36,12 @@ type Mark struct {
 	Caption string
 }
 
+// Line is a straight line to draw, such as a bone of a skeleton.
+type Line struct {
+	From, To image.Point
+	Color    color.RGBA
+}
+
 // ErrTooLarge means an image's header declares more pixels than allowed.
 var ErrTooLarge = errors.New("vision: image too large")
 

@@ -140,18 +140,36 @@ func AnnotatePNG(pix []byte, width, height, samples int, marks []Mark) ([]byte, 
 	default:
 		return nil, fmt.Errorf("vision: %d samples per pixel", samples)
 	}
-	m, err := toMat(Frame{Width: width, Height: height, BGR: bgr})
+	return annotate(Frame{Width: width, Height: height, BGR: bgr}, marks, nil)
+}
+
+// AnnotateFramePNG draws boxes and lines (a skeleton's bones, with a dot at each end) on a copy
+// of a BGR frame and encodes it as PNG.
+func AnnotateFramePNG(f Frame, marks []Mark, lines []Line) ([]byte, error) {
+	return annotate(Frame{Width: f.Width, Height: f.Height, BGR: append([]byte(nil), f.BGR...)}, marks, lines)
+}
+
+// annotate draws on f, which it may change, and encodes it as PNG.
+func annotate(f Frame, marks []Mark, lines []Line) ([]byte, error) {
+	m, err := toMat(f)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
+	bgr := func(c color.RGBA) color.RGBA { return color.RGBA{R: c.B, G: c.G, B: c.R, A: 255} } // OpenCV draws in BGR
 	for _, mk := range marks {
-		c := color.RGBA{R: mk.Color.B, G: mk.Color.G, B: mk.Color.R, A: 255} // OpenCV draws in BGR
+		c := bgr(mk.Color)
 		gocv.Rectangle(&m, mk.Rect, c, 2)
 		if mk.Caption != "" {
 			at := image.Pt(mk.Rect.Min.X, max(mk.Rect.Min.Y-6, 12))
 			gocv.PutText(&m, mk.Caption, at, gocv.FontHersheySimplex, 0.45, c, 1)
 		}
+	}
+	for _, l := range lines {
+		c := bgr(l.Color)
+		gocv.Line(&m, l.From, l.To, c, 2)
+		gocv.Circle(&m, l.From, 3, c, -1)
+		gocv.Circle(&m, l.To, 3, c, -1)
 	}
 	buf, err := gocv.IMEncode(gocv.PNGFileExt, m)
 	if err != nil {

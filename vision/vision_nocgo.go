@@ -17,5 +17,6 @@ func DecodeJPEG2000([]byte, int, int, int) ([]byte, error) { return nil, ErrNoCG
 func AnnotatePNG([]byte, int, int, int, []Mark) ([]byte, error) {
 	return nil, ErrNoCGO
 }
+func AnnotateFramePNG(Frame, []Mark, []Line) ([]byte, error) { return nil, ErrNoCGO }
 
 func EncodeJPEG(Frame, int) ([]byte, error) { return nil, ErrNoCGO }

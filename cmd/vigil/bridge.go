@@ -23,14 +23,32 @@ import (
 
 // bridgeEvent is one line of `vigil bridge --json` (docs/cli.md): a type and its fields.
 type bridgeEvent struct {
-	Type     string          `json:"type"` // frame, gait, fall, error, dropped, stats
-	Sequence int64           `json:"sequence,omitempty"`
-	Tracks   []bridgeTrack   `json:"tracks,omitempty"`
-	Gait     *bridgeGait     `json:"gait,omitempty"`
-	Error    *errorJSON      `json:"error,omitempty"`
-	Dropped  *bridgeDropped  `json:"dropped,omitempty"`
-	Stats    *bridgeStats    `json:"stats,omitempty"`
-	Fall     json.RawMessage `json:"fall,omitempty"`
+	Type     string         `json:"type"` // frame, gait, fall, error, dropped, stats
+	Sequence int64          `json:"sequence,omitempty"`
+	Tracks   []bridgeTrack  `json:"tracks,omitempty"`
+	Gait     *bridgeGait    `json:"gait,omitempty"`
+	Error    *errorJSON     `json:"error,omitempty"`
+	Dropped  *bridgeDropped `json:"dropped,omitempty"`
+	Stats    *bridgeStats   `json:"stats,omitempty"`
+	Fall     *bridgeFall    `json:"fall,omitempty"`
+}
+
+type bridgeFall struct {
+	TrackID       int64    `json:"track_id"`
+	DownTime      string   `json:"down_time"`
+	FirstSequence int64    `json:"first_sequence"`
+	LastSequence  int64    `json:"last_sequence"`
+	Confidence    float32  `json:"confidence"`
+	Reasons       []string `json:"reasons"`
+	FindingID     string   `json:"finding_id,omitempty"`
+}
+
+type bridgeRisk struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+	Elevated bool    `json:"elevated"`
+	Reason   string  `json:"reason"`
 }
 
 type bridgeTrack struct {
@@ -40,14 +58,20 @@ type bridgeTrack struct {
 }
 
 type bridgeGait struct {
-	TrackID    int64   `json:"track_id"`
-	Steps      int32   `json:"steps"`
-	Cadence    float64 `json:"cadence_steps_per_min"`
-	StepTime   float64 `json:"step_time_s"`
-	StepTimeCV float64 `json:"step_time_cv"`
-	Asymmetry  float64 `json:"asymmetry"`
-	Speed      float64 `json:"speed_body_heights_per_s"`
-	Confidence float32 `json:"confidence"`
+	TrackID    int64        `json:"track_id"`
+	Steps      int32        `json:"steps"`
+	Cadence    float64      `json:"cadence_steps_per_min"`
+	StepTime   float64      `json:"step_time_s"`
+	StepTimeCV float64      `json:"step_time_cv"`
+	Asymmetry  float64      `json:"asymmetry"`
+	Speed      float64      `json:"speed_body_heights_per_s"`
+	SpeedM     float64      `json:"speed_m_per_s,omitempty"`
+	Sway       float64      `json:"sway_body_heights"`
+	Confidence float32      `json:"confidence"`
+	Risk       []bridgeRisk `json:"risk,omitempty"`
+	// Final marks a track's last summary, stored for review as FindingID.
+	Final     bool   `json:"final,omitempty"`
+	FindingID string `json:"finding_id,omitempty"`
 }
 
 type bridgeDropped struct {
@@ -61,6 +85,9 @@ type bridgeStats struct {
 	Processed int64   `json:"frames_processed"`
 	Dropped   int64   `json:"frames_dropped"`
 	FPS       float64 `json:"frames_per_second"`
+	Active    int32   `json:"active_tracks"`
+	Started   int64   `json:"tracks_started"`
+	Switches  int64   `json:"id_switches"`
 }
 
 // runBridge streams a video source to Ward and prints the events. It reconnects with backoff
@@ -75,6 +102,7 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON lines, one event per line with a type field (docs/cli.md)")
 	maxFrames := fs.Int("max-frames", 0, "stop after this many frames (0: the whole source)")
 	quality := fs.Int("jpeg-quality", 85, "JPEG quality of the frames sent")
+	rate := fs.Float64("fps", 0, "the rate a file was captured at, when its header says otherwise (0: the header's)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,9 +115,15 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 	}
 	defer video.Close()
 	fps := video.FPS()
+	if *rate > 0 {
+		fps = *rate
+	}
 	if fps <= 0 || fps > 240 {
 		fps = 10
 	}
+	// A file's frames are stamped with their place in it, so that gait and falls are timed
+	// as filmed however fast the file is sent; a camera's with the time they arrive.
+	live := strings.HasPrefix(*source, "rtsp://") || strings.HasPrefix(*source, "/dev/")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
@@ -153,16 +187,20 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 			seq++
-			if *realtime {
-				due := start.Add(time.Duration(float64(seq-1) / fps * float64(time.Second)))
+			due := start.Add(time.Duration(float64(seq-1) / fps * float64(time.Second)))
+			if *realtime && !live {
 				time.Sleep(time.Until(due))
+			}
+			captured := timestamppb.Now()
+			if !live {
+				captured = timestamppb.New(due)
 			}
 			data, err := vision.EncodeJPEG(f, *quality)
 			if err != nil {
 				return err
 			}
 			sendErr = stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{
-				Sequence: seq, CaptureTime: timestamppb.Now(), Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: data}}})
+				Sequence: seq, CaptureTime: captured, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: data}}})
 			if sendErr != nil {
 				break
 			}
@@ -230,10 +268,17 @@ func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
 		case ev.GetGait() != nil:
 			g := ev.GetGait()
 			out.Type = "gait"
-			out.Gait = &bridgeGait{g.TrackId, g.Steps, g.CadenceStepsPerMin, g.StepTimeMeanS, g.StepTimeCv, g.Asymmetry, g.SpeedBodyHeightsPerS, g.Confidence}
+			out.Gait = &bridgeGait{TrackID: g.TrackId, Steps: g.Steps, Cadence: g.CadenceStepsPerMin, StepTime: g.StepTimeMeanS,
+				StepTimeCV: g.StepTimeCv, Asymmetry: g.Asymmetry, Speed: g.SpeedBodyHeightsPerS, SpeedM: g.SpeedMPerS, Sway: g.SwayBodyHeights,
+				Confidence: g.Confidence, Final: g.Final, FindingID: g.FindingId}
+			for _, r := range g.Risk {
+				out.Gait.Risk = append(out.Gait.Risk, bridgeRisk{r.Name, r.Value, r.Unit, r.Elevated, r.Reason})
+			}
 		case ev.GetFall() != nil:
+			f := ev.GetFall()
 			out.Type = "fall"
-			out.Fall, _ = json.Marshal(map[string]any{"track_id": ev.GetFall().TrackId, "reasons": ev.GetFall().Reasons, "finding_id": ev.GetFall().FindingId})
+			out.Fall = &bridgeFall{TrackID: f.TrackId, DownTime: f.DownTime.AsTime().Format(time.RFC3339Nano), FirstSequence: f.FirstSequence,
+				LastSequence: f.LastSequence, Confidence: f.Confidence, Reasons: f.Reasons, FindingID: f.FindingId}
 		case ev.GetFrameError() != nil:
 			e := ev.GetFrameError()
 			out.Type, out.Sequence, out.Error = "error", e.Sequence, &errorJSON{Code: e.Code, Message: e.Message}
@@ -242,7 +287,8 @@ func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
 			out.Type, out.Dropped = "dropped", &bridgeDropped{d.Count, d.FirstSequence, d.LastSequence}
 		case ev.GetStats() != nil:
 			s := ev.GetStats()
-			out.Type, out.Stats = "stats", &bridgeStats{s.FramesReceived, s.FramesProcessed, s.FramesDropped, s.FramesPerSecond}
+			out.Type, out.Stats = "stats", &bridgeStats{s.FramesReceived, s.FramesProcessed, s.FramesDropped, s.FramesPerSecond,
+				s.ActiveTracks, s.TracksStarted, s.IdSwitches}
 		default:
 			return
 		}
@@ -259,17 +305,29 @@ func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
 			fmt.Fprintf(w, "frame %d: %d people [%s]\n", out.Sequence, len(out.Tracks), strings.Join(ids, " "))
 		case "gait":
 			g := out.Gait
-			fmt.Fprintf(w, "gait track %d: %d steps, %.0f steps/min, step time %.2f s (CV %.2f), asymmetry %.2f, %.2f body heights/s\n",
-				g.TrackID, g.Steps, g.Cadence, g.StepTime, g.StepTimeCV, g.Asymmetry, g.Speed)
+			final := ""
+			if g.Final {
+				final = " (final, finding " + g.FindingID + ")"
+			}
+			fmt.Fprintf(w, "gait track %d: %d steps, %.0f steps/min, step time %.2f s (CV %.2f), asymmetry %.2f, %.2f body heights/s, sway %.3f%s\n",
+				g.TrackID, g.Steps, g.Cadence, g.StepTime, g.StepTimeCV, g.Asymmetry, g.Speed, g.Sway, final)
+			for _, r := range g.Risk {
+				if r.Elevated {
+					fmt.Fprintf(w, "  fall risk: %s\n", r.Reason)
+				}
+			}
 		case "fall":
-			fmt.Fprintf(w, "FALL %s\n", out.Fall)
+			f := out.Fall
+			fmt.Fprintf(w, "FALL track %d, frames %d-%d, confidence %.2f, finding %s: %s\n", f.TrackID, f.FirstSequence, f.LastSequence,
+				f.Confidence, f.FindingID, strings.Join(f.Reasons, "; "))
 		case "error":
 			fmt.Fprintf(w, "frame %d: %s: %s\n", out.Sequence, out.Error.Code, out.Error.Message)
 		case "dropped":
 			fmt.Fprintf(w, "dropped %d stale frames (%d-%d)\n", out.Dropped.Count, out.Dropped.First, out.Dropped.Last)
 		case "stats":
 			s := out.Stats
-			fmt.Fprintf(w, "stats: %d received, %d processed, %d dropped, %.1f frames/s\n", s.Received, s.Processed, s.Dropped, s.FPS)
+			fmt.Fprintf(w, "stats: %d received, %d processed, %d dropped, %.1f frames/s; %d tracks now, %d so far, %d likely ID switches\n",
+				s.Received, s.Processed, s.Dropped, s.FPS, s.Active, s.Started, s.Switches)
 		}
 	}
 }

@@ -35,6 +35,7 @@ type findingJSON struct {
 	ClaimedBy      string            `json:"claimed_by"`
 	LeaseExpiresAt string            `json:"lease_expires_at"`
 	Decision       *decisionJSON     `json:"decision"`
+	Evidence       []string          `json:"evidence,omitempty"`
 }
 
 type boxJSON struct {
@@ -70,6 +71,10 @@ type sourceJSON struct {
 	Frames            []int32 `json:"frames,omitempty"`
 	CameraID          string  `json:"camera_id,omitempty"`
 	TrackID           int64   `json:"track_id,omitempty"`
+	FirstSequence     int64   `json:"first_sequence,omitempty"`
+	LastSequence      int64   `json:"last_sequence,omitempty"`
+	StartTime         string  `json:"start_time,omitempty"`
+	EndTime           string  `json:"end_time,omitempty"`
 }
 
 type decisionJSON struct {
@@ -130,6 +135,7 @@ func findingOf(f *vigilv1.Finding) findingJSON {
 		Frames:       framesJSON{f.FirstFrame, f.LastFrame, f.BestFrame},
 		CreatedAt:    timeText(f.CreatedAt, f.CreatedAt != nil), UpdatedAt: timeText(f.UpdatedAt, f.UpdatedAt != nil),
 		ClaimedBy: f.ClaimedBy, LeaseExpiresAt: timeText(f.LeaseExpiresAt, f.LeaseExpiresAt != nil),
+		Evidence: f.Evidence,
 	}
 	if m := f.Model; m != nil {
 		out.Model = modelRefJSON{m.Name, m.Version, m.Sha256}
@@ -139,7 +145,8 @@ func findingOf(f *vigilv1.Finding) findingJSON {
 			SOPInstanceUID: d.SopInstanceUid, Modality: d.Modality, Frames: d.Frames}
 	}
 	if c := f.GetCamera(); c != nil {
-		out.Source = sourceJSON{CameraID: c.CameraId, TrackID: c.TrackId}
+		out.Source = sourceJSON{CameraID: c.CameraId, TrackID: c.TrackId, FirstSequence: c.FirstSequence, LastSequence: c.LastSequence,
+			StartTime: timeText(c.StartTime, c.StartTime != nil), EndTime: timeText(c.EndTime, c.EndTime != nil)}
 	}
 	if d := f.Decision; d != nil {
 		out.Decision = &decisionJSON{Outcome: enumName(d.Outcome, "OUTCOME_"), ReasonCode: d.ReasonCode, Comment: d.Comment,
@@ -495,7 +502,7 @@ func printTable(w io.Writer, list []findingJSON) {
 
 func sourceText(s sourceJSON) string {
 	if s.CameraID != "" {
-		return fmt.Sprintf("camera %s track %d", s.CameraID, s.TrackID)
+		return fmt.Sprintf("camera %s track %d frames %d-%d", s.CameraID, s.TrackID, s.FirstSequence, s.LastSequence)
 	}
 	return fmt.Sprintf("%s %s", s.Modality, s.SOPInstanceUID)
 }
@@ -507,7 +514,10 @@ func printFinding(w io.Writer, f findingJSON) {
 		fmt.Fprintf(w, "  box x=%.0f y=%.0f w=%.0f h=%.0f\n", f.Box.X, f.Box.Y, f.Box.Width, f.Box.Height)
 	}
 	for _, m := range f.Measurements {
-		fmt.Fprintf(w, "  %s %.1f %s\n", m.Name, m.Value, m.Unit)
+		fmt.Fprintf(w, "  %s %g %s\n", m.Name, m.Value, m.Unit)
+	}
+	for _, e := range f.Evidence {
+		fmt.Fprintf(w, "  - %s\n", e)
 	}
 	if f.ClaimedBy != "" {
 		fmt.Fprintf(w, "  claimed by %s until %s\n", f.ClaimedBy, f.LeaseExpiresAt)

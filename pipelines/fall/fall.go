@@ -34,21 +34,34 @@ type Config struct {
 	Confirm time.Duration
 	// Cooldown keeps one fall from raising a stream of alerts.
 	Cooldown time.Duration
+	// BoxShrink is the most the person's box may keep of its standing height for a fall: lying
+	// or sitting on the floor, a box is half as high or less; walking, bending or crouching
+	// keeps 0.8 or more.
+	BoxShrink float64
 	// MinScore is the least keypoint confidence a frame needs to count.
 	MinScore float64
+	// MinHeight is the least standing body height, in pixels, worth judging: on a person
+	// smaller than this, far from the camera, the keypoints jump by a good part of the body's
+	// height from frame to frame.
+	MinHeight float64
 }
 
 // DefaultConfig are the thresholds the tests measure.
 var DefaultConfig = Config{MinDrop: 0.35, MinSpeed: 0.25, DeepDrop: 0.45, DescentWindow: 1500 * time.Millisecond, TorsoAngle: 60,
-	Confirm: time.Second, Cooldown: 30 * time.Second, MinScore: 0.2}
+	Confirm: time.Second, Cooldown: 30 * time.Second, BoxShrink: 0.75, MinScore: 0.2, MinHeight: 60}
 
 // Alert is a confirmed fall.
 type Alert struct {
-	// Down is when the person reached the ground; At is when the alert was confirmed.
-	Down, At time.Time
+	// Start is when the hips began to come down, Down when the person reached the ground, At
+	// when the alert was confirmed.
+	Start, Down, At time.Time
 	// Reasons are the rules that fired, in plain words.
 	Reasons    []string
 	Confidence float64
+	// Drop is how far the hips came down (body heights) at Speed (body heights per second);
+	// Depth how far below standing they were at the confirmation, with the torso at Torso
+	// degrees from vertical (NaN when the torso was not seen).
+	Drop, Speed, Depth, Torso float64
 }
 
 type sample struct {
@@ -66,13 +79,20 @@ type Detector struct {
 	// Beds are polygons (image pixels) where lying down is normal.
 	Beds    [][]image.Point
 	samples []sample
-	// standing is the body height while upright, the scale of every rule.
-	standing  float64
-	downSince time.Time
-	downInfo  pending
-	lastAlert time.Time
+	// standing is the body height while upright, the scale of every rule; standingBox the
+	// height of the person's box then.
+	standing    float64
+	standingBox float64
+	downSince   time.Time
+	downInfo    pending
+	lastAlert   time.Time
 	// floor is the image row of the feet, last seen.
 	floor float64
+	// fallen is the last fall while the person is still down; rise how long they took to get
+	// up after the last one, when rose.
+	fallen pending
+	rise   time.Duration
+	rose   bool
 }
 
 // pending is a descent waiting for confirmation, with the hips' height above the floor it
@@ -88,15 +108,27 @@ func New(cfg Config, beds [][]image.Point) *Detector { return &Detector{cfg: cfg
 // Add records a frame: the person's skeleton and box. It returns an alert when a fall is
 // confirmed on it.
 func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert, bool) {
-	cur, ok := d.measure(t, s)
+	cur, ok := d.measure(t, s, box)
 	if ok {
 		d.samples = append(d.samples, cur)
 		for len(d.samples) > 0 && t.Sub(d.samples[0].t) > 4*time.Second {
 			d.samples = d.samples[1:]
 		}
 	}
-	if d.standing == 0 {
+	if ok && cur.angle < 25 && cur.height > 0 && !box.Empty() {
+		if d.standingBox == 0 {
+			d.standingBox = float64(box.Dy())
+		} else {
+			d.standingBox = 0.9*d.standingBox + 0.1*float64(box.Dy())
+		}
+	}
+	if d.standing < d.cfg.MinHeight || d.standing == 0 {
 		return Alert{}, false
+	}
+	// After a fall: up again when the hips are back near standing height, the torso upright.
+	if !d.fallen.Down.IsZero() && ok && cur.angle < 30 && (d.fallen.top-cur.lift)/d.standing < 0.15 {
+		d.rise, d.rose = t.Sub(d.fallen.Down), true
+		d.fallen = pending{}
 	}
 	if d.downSince.IsZero() {
 		// The coming down must be seen in the skeleton itself.
@@ -137,12 +169,20 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 	if !lying && drop < d.cfg.DeepDrop {
 		return Alert{}, false // down, but sitting or kneeling upright: wait for more
 	}
+	// A second witness: the detector's box of a person down is much lower than standing.
+	// Keypoints alone go wrong where people overlap (hips from one, ankles from another).
+	shrunk := float64(box.Dy()) / d.standingBox
+	if box.Empty() || d.standingBox == 0 || shrunk > d.cfg.BoxShrink {
+		return Alert{}, false
+	}
 	d.downSince = time.Time{}
+	ref.Depth, ref.Torso = drop, cur.angle
 	if lying {
 		ref.Reasons = append(ref.Reasons, fmt.Sprintf("torso at %.0f degrees from vertical", cur.angle))
 	} else {
 		ref.Reasons = append(ref.Reasons, fmt.Sprintf("hips %.2f body heights below standing", drop))
 	}
+	ref.Reasons = append(ref.Reasons, fmt.Sprintf("the person's box %.0f%% of its standing height", 100*shrunk))
 	if inAny(d.Beds, image.Pt(int(cur.hipX), int(cur.hipY))) {
 		return Alert{}, false // lying in bed is what beds are for
 	}
@@ -151,6 +191,7 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 	}
 	d.lastAlert = t
 	ref.At = t
+	d.fallen = ref
 	ref.Reasons = append(ref.Reasons, fmt.Sprintf("still down %.1f s later", t.Sub(ref.Down).Seconds()))
 	return ref.Alert, true
 }
@@ -166,20 +207,27 @@ func (d *Detector) Pending() (image.Point, bool) {
 	return image.Pt(int(last.hipX), int(last.hipY)), true
 }
 
+// Rise is how long the person took to get up after their last fall, from reaching the floor to
+// standing, and whether they have got up since one.
+func (d *Detector) Rise() (time.Duration, bool) { return d.rise, d.rose }
+
 // Standing is the person's standing body height in pixels, 0 until seen upright.
 func (d *Detector) Standing() float64 { return d.standing }
 
 // measure turns a skeleton into a sample: the hips are needed, the shoulders for the torso
 // angle and the ankles for the height.
-func (d *Detector) measure(t time.Time, s pose.Skeleton) (sample, bool) {
+func (d *Detector) measure(t time.Time, s pose.Skeleton, box image.Rectangle) (sample, bool) {
 	hx, hy, okH := s.Mean(d.cfg.MinScore, pose.LeftHip, pose.RightHip)
 	if !okH {
 		return sample{}, false
 	}
-	// The floor is where the feet are, or were last seen: hips measured from it do not come
-	// down when a person walks towards the camera, only when they come down to the floor.
+	// The floor is where the feet are, or, unseen, the bottom of the person's box: hips
+	// measured from it do not come down when a person walks towards the camera, only when
+	// they come down to the floor.
 	if _, ay, ok := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle); ok {
 		d.floor = ay
+	} else if !box.Empty() {
+		d.floor = float64(box.Max.Y)
 	}
 	if d.floor == 0 {
 		return sample{}, false
@@ -206,6 +254,10 @@ func (d *Detector) measure(t time.Time, s pose.Skeleton) (sample, bool) {
 	}
 	return cur, true
 }
+
+// freeFall is half of gravity's acceleration in body heights (shoulders to ankles, about
+// 1.4 m) per second squared: a body in free fall drops freeFall x t x t body heights in t s.
+const freeFall = 9.81 / 2 / 1.4
 
 // descent looks back over the descent window for a deep enough drop of the hips, made fast
 // enough: from the last moment the hips were at their highest to now.
@@ -236,8 +288,14 @@ func (d *Detector) descent(cur sample) (pending, bool) {
 	if speed < d.cfg.MinSpeed {
 		return pending{}, false
 	}
+	// Nothing falls faster than gravity: hips 0.35 body heights (half a metre) down take a
+	// third of a second in free fall. Twice as fast is the keypoint model jumping (to another
+	// person, or along a leg), not a body.
+	if drop > 2*freeFall*dt*dt {
+		return pending{}, false
+	}
 	conf := math.Min(1, drop/0.6) * math.Min(1, speed/1.0)
-	return pending{Alert: Alert{Down: cur.t, Confidence: conf, Reasons: []string{
+	return pending{Alert: Alert{Start: top.t, Down: cur.t, Confidence: conf, Drop: drop, Speed: speed, Reasons: []string{
 		fmt.Sprintf("hips came down %.2f body heights in %.1f s (%.2f body heights/s)", drop, dt, speed),
 	}}, top: top.lift}, true
 }

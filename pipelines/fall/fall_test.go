@@ -14,10 +14,7 @@ const height = 100.0 // standing body height, pixels
 // body is a person seen side-on: the hip centre, the torso's tilt from vertical (degrees) and
 // the legs' tilt. Upright: shoulders 0.45 above the hips, ankles 0.55 below.
 func body(hx, hy, torso, legs float64) pose.Skeleton {
-	var s pose.Skeleton
-	for i := range s {
-		s[i].Score = 0.7
-	}
+	var s pose.Skeleton // the points not set here are unseen (score 0)
 	tr, lr := torso*math.Pi/180, legs*math.Pi/180
 	sx, sy := hx+0.45*height*math.Sin(tr), hy-0.45*height*math.Cos(tr)
 	ax, ay := hx-0.55*height*math.Sin(lr), hy+0.55*height*math.Cos(lr)
@@ -130,5 +127,24 @@ func TestCooldown(t *testing.T) {
 	r := play(d, append(fallAndRise, fallAndRise...)...)
 	if len(r.alerts) != 1 {
 		t.Errorf("two falls 10 s apart within a 30 s cooldown: %d alerts, want 1", len(r.alerts))
+	}
+}
+
+func TestTimeToGetUp(t *testing.T) {
+	d := New(DefaultConfig, nil)
+	r := play(d, walk, motion{dur: 800 * time.Millisecond, dy: 0.5 * height, torso: 90, legs: -90},
+		motion{dur: 6 * time.Second, torso: 90, legs: -90},
+		motion{dur: 3 * time.Second, dy: -0.5 * height, torso: 0, legs: 0}, walk)
+	if len(r.alerts) != 1 {
+		t.Fatalf("%d alerts, want 1", len(r.alerts))
+	}
+	// Down at 3.8 s; 6 s on the floor, then up over 3 s: standing again at about 12.5 s,
+	// when the hips are within 0.15 body heights of standing and the torso under 30 degrees.
+	rise, ok := d.Rise()
+	if !ok || rise < 8*time.Second || rise > 9*time.Second {
+		t.Errorf("time to get up %v (measured: %v), want about 8.5 s", rise, ok)
+	}
+	if d2 := New(DefaultConfig, nil); func() bool { play(d2, walk, walk); _, ok := d2.Rise(); return ok }() {
+		t.Error("a time to get up with no fall")
 	}
 }

@@ -83,6 +83,10 @@ type Summary struct {
 	// SpeedBodyHeights is body heights per second; SpeedMetres is m/s with a calibration.
 	SpeedBodyHeights float64
 	SpeedMetres      float64
+	// Sway is how far the hip centre strays across the direction of travel while walking:
+	// the root mean square of its distance from the line through the neighbouring second, in
+	// body heights. Seen side-on it is mostly the body's rise and fall.
+	Sway float64
 	// Confidence combines keypoint scores and the number of steps, 0..1.
 	Confidence float64
 }
@@ -118,15 +122,21 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 	if len(odd) > 0 && len(even) > 0 {
 		s.Asymmetry = math.Abs(mo-me) / mean
 	}
-	// Speed: the hip centre's path over the walk, in body heights.
+	// Speed: the hip centre's way over the walk, second by second (a path through every
+	// frame would add the keypoints' jitter), in body heights.
 	var dist, dur, h, q float64
-	for i := 1; i < len(a.samples); i++ {
-		p, c := a.samples[i-1], a.samples[i]
-		if c.t.Sub(p.t) > maxGap {
+	from := 0
+	for i := 1; i <= len(a.samples); i++ {
+		if i < len(a.samples) && a.samples[i].t.Sub(a.samples[i-1].t) <= maxGap && a.samples[i].t.Sub(a.samples[from].t) < time.Second {
 			continue
+		}
+		p, c := a.samples[from], a.samples[i-1]
+		if i < len(a.samples) && a.samples[i].t.Sub(a.samples[i-1].t) <= maxGap {
+			c = a.samples[i] // the next second starts where this one ends
 		}
 		dist += math.Hypot(c.hx-p.hx, c.hy-p.hy)
 		dur += c.t.Sub(p.t).Seconds()
+		from = i
 	}
 	for _, x := range a.samples {
 		h += x.height
@@ -140,8 +150,39 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 			s.SpeedMetres = dist / a.PixelsPerMetre / dur
 		}
 	}
+	s.Sway = a.sway()
+	if s.SpeedBodyHeights*s.StepTimeMean < minStepLength {
+		return Summary{Steps: len(steps)}, false
+	}
 	s.Confidence = q * math.Min(1, float64(len(steps))/12) * math.Max(0, 1-s.StepTimeCV)
 	return s, true
+}
+
+// sway is Summary.Sway.
+func (a *Analyzer) sway() float64 {
+	var sum float64
+	n := 0
+	for i, c := range a.samples {
+		ux, uy, walking := a.direction(i)
+		if !walking {
+			continue
+		}
+		var mx, my float64
+		k := 0
+		for _, o := range a.samples {
+			if d := o.t.Sub(c.t); d >= -time.Second && d <= time.Second {
+				mx, my, k = mx+o.hx, my+o.hy, k+1
+			}
+		}
+		mx, my = mx/float64(k), my/float64(k)
+		d := ((c.hx-mx)*uy - (c.hy-my)*ux) / c.height
+		sum += d * d
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return math.Sqrt(sum / float64(n))
 }
 
 // step is one passing of the feet: when, in which unbroken run of frames, and its number there.
@@ -157,6 +198,11 @@ const stepMargin = 0.08
 // minStep is the shortest step (a sprint's is about 0.25 s): a sign change undone sooner is
 // jitter, and neither counts.
 const minStep = 200 * time.Millisecond
+
+// minStepLength is the shortest mean step, in body heights, of a walk: walking steps are 0.3
+// to 0.5 (a slow shuffle about 0.2). Shorter, the "steps" are feet shuffling on the spot or
+// the keypoints jittering, and there is no gait to report.
+const minStepLength = 0.15
 
 // maxStep is the longest step: a slow, frail walker takes about 1.2 s. Longer is a pause, which
 // ends one walk and may start another, and is no step time.

@@ -87,3 +87,18 @@ func TestStandingStillHasNoSteps(t *testing.T) {
 		t.Errorf("standing still: %d steps", s.Steps)
 	}
 }
+
+// TestShufflingIsNoGait: quick small movements of the feet while the body drifts slowly are
+// not a walk (steps of 0.08 body heights), whatever their rhythm.
+func TestShufflingIsNoGait(t *testing.T) {
+	var a Analyzer
+	start := time.Now()
+	for f := 0; f < 150; f++ {
+		ts := float64(f) / 10
+		w := walker(ts, 0.35, 20, false)
+		a.Add(start.Add(time.Duration(ts*float64(time.Second))), w, w.Bounds(0.5))
+	}
+	if s, ok := a.Summarize(); ok {
+		t.Errorf("shuffling gave a gait: %+v", s)
+	}
+}

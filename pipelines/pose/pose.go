@@ -39,6 +39,15 @@ const (
 	Count
 )
 
+// Bones are the pairs of keypoints a skeleton is drawn with.
+var Bones = [][2]int{
+	{LeftEar, LeftEye}, {LeftEye, Nose}, {Nose, RightEye}, {RightEye, RightEar},
+	{LeftShoulder, RightShoulder}, {LeftShoulder, LeftElbow}, {LeftElbow, LeftWrist},
+	{RightShoulder, RightElbow}, {RightElbow, RightWrist}, {LeftShoulder, LeftHip},
+	{RightShoulder, RightHip}, {LeftHip, RightHip}, {LeftHip, LeftKnee}, {LeftKnee, LeftAnkle},
+	{RightHip, RightKnee}, {RightKnee, RightAnkle},
+}
+
 // Keypoint is one body point in frame pixels with the model's confidence.
 type Keypoint struct {
 	X, Y  float64

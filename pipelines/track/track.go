@@ -180,6 +180,9 @@ func (tr *Tracker) match(obs []Observation, out []*Track, usedT []bool, use func
 	}
 }
 
+// Started is how many track IDs were given out so far.
+func (tr *Tracker) Started() int64 { return tr.next - 1 }
+
 // lostNear says whether a track lost a moment ago was predicted within a box height of box.
 func (tr *Tracker) lostNear(box image.Rectangle) bool {
 	bx, by := centre(box)

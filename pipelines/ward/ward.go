@@ -6,12 +6,14 @@ import (
 	"context"
 	"image"
 	"math"
+	"sort"
 	"time"
 
 	"github.com/vigil-health/vigil/pipelines/detect"
 	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/pose"
+	"github.com/vigil-health/vigil/pipelines/risk"
 	"github.com/vigil-health/vigil/pipelines/track"
 	"github.com/vigil-health/vigil/vision"
 )
@@ -30,10 +32,25 @@ type Config struct {
 	WeakScore float64
 }
 
-// Fall is a fall alert for a track.
+// Fall is a fall alert for a track, with the person as seen on the frame that confirmed it.
 type Fall struct {
 	TrackID int64
 	fall.Alert
+	// Person is who was seen down on the confirming frame; FirstSeq is the sequence number of
+	// the frame the descent started on, LastSeq the confirming frame's.
+	Person            Person
+	FirstSeq, LastSeq int64
+}
+
+// Summary is what was measured of one track over its life: its gait (when it took enough
+// steps) and its fall-risk indicators.
+type Summary struct {
+	TrackID int64
+	// First and Last are when the track was first and last seen, with their sequence numbers.
+	First, Last       time.Time
+	FirstSeq, LastSeq int64
+	Gait              gait.Summary
+	Risk              []risk.Indicator
 }
 
 // Person is one tracked person on one frame.
@@ -56,10 +73,20 @@ type Pipeline struct {
 	tracker *track.Tracker
 	gait    map[int64]*gait.Analyzer
 	falls   map[int64]*fall.Detector
-	cfg     Config
-	// Last is the last frame's timings; Falls the alerts confirmed on it.
+	spans   map[int64]*Summary
+	// recent maps the capture times of the last frames to their sequence numbers.
+	recent []stamp
+	cfg    Config
+	// Last is the last frame's timings; Falls the alerts confirmed on it; Ended the summaries of
+	// the tracks that ended on it.
 	Last  Timings
 	Falls []Fall
+	Ended []Summary
+}
+
+type stamp struct {
+	at  time.Time
+	seq int64
 }
 
 // New builds a camera's pipeline.
@@ -78,11 +105,11 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 	}
 	det.SetFloor(cfg.WeakScore)
 	return &Pipeline{det: det, est: est, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{},
-		falls: map[int64]*fall.Detector{}, cfg: cfg}
+		falls: map[int64]*fall.Detector{}, spans: map[int64]*Summary{}, cfg: cfg}
 }
 
-// Process runs one frame captured at t.
-func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]Person, error) {
+// Process runs one frame captured at t, with the sequence number seq.
+func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq int64) ([]Person, error) {
 	t0 := time.Now()
 	dets, err := p.det.Detect(ctx, f)
 	if err != nil {
@@ -110,11 +137,20 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 		}
 	}
 	t3 := time.Now()
-	p.Falls = p.Falls[:0]
+	p.Falls, p.Ended = p.Falls[:0], p.Ended[:0]
+	p.recent = append(p.recent, stamp{t, seq})
+	for len(p.recent) > 0 && t.Sub(p.recent[0].at) > 10*time.Second {
+		p.recent = p.recent[1:]
+	}
 	seen := map[int64]bool{}
 	for _, person := range people {
 		id := person.TrackID
 		seen[id] = true
+		if w := p.spans[id]; w == nil {
+			p.spans[id] = &Summary{TrackID: id, First: t, FirstSeq: seq, Last: t, LastSeq: seq}
+		} else {
+			w.Last, w.LastSeq = t, seq
+		}
 		g := p.gait[id]
 		if g == nil {
 			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre}
@@ -126,18 +162,25 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 			fd = fall.New(p.cfg.Fall, p.cfg.Beds)
 			p.falls[id] = fd
 		}
+		if overlapped(person, people) {
+			// Someone in front: the box is cut short and the keypoints mix two people's, so
+			// this frame says nothing about a fall. (A fall beside a carer is seen by the carer.)
+			continue
+		}
 		if a, ok := fd.Add(t, person.Skeleton, person.Box); ok {
-			p.Falls = append(p.Falls, Fall{TrackID: id, Alert: a})
+			p.Falls = append(p.Falls, p.fall(a, person, seq))
 		}
 	}
-	p.handOver(t, people, seen)
+	p.handOver(t, people, seen, seq)
 	// Forget the tracks that have ended, but not a descent still waiting for confirmation.
 	live := map[int64]bool{}
 	for _, tr := range p.tracker.Active() {
 		live[tr.ID] = true
 	}
-	for id := range p.gait {
+	for id, w := range p.spans {
 		if !live[id] {
+			p.Ended = append(p.Ended, p.summary(w))
+			delete(p.spans, id)
 			delete(p.gait, id)
 		}
 	}
@@ -153,7 +196,7 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time) ([]
 // handOver checks a descent whose person was not seen on this frame against the people seen
 // near where it happened: the detector often loses a person coming down (the box changes
 // shape fast) and finds them again as someone new, or finds only part of them.
-func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool) {
+func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool, seq int64) {
 	for id, fd := range p.falls {
 		at, pending := fd.Pending()
 		if seen[id] || !pending {
@@ -169,9 +212,24 @@ func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool) {
 			continue
 		}
 		if a, ok := fd.Add(t, people[best].Skeleton, people[best].Box); ok {
-			p.Falls = append(p.Falls, Fall{TrackID: people[best].TrackID, Alert: a})
+			p.Falls = append(p.Falls, p.fall(a, people[best], seq))
 		}
 	}
+}
+
+// overlapped says whether another person covers more than a fifth of this person's box.
+func overlapped(person Person, people []Person) bool {
+	area := person.Box.Dx() * person.Box.Dy()
+	for _, o := range people {
+		if o.TrackID == person.TrackID {
+			continue
+		}
+		in := person.Box.Intersect(o.Box)
+		if 5*in.Dx()*in.Dy() > area {
+			return true
+		}
+	}
+	return false
 }
 
 // distance is how far a person's hips (or, unseen, the middle of their box) are from a point,
@@ -183,6 +241,53 @@ func (p *Pipeline) distance(person Person, at image.Point) float64 {
 	}
 	return math.Hypot(x-float64(at.X), y-float64(at.Y))
 }
+
+// fall dresses an alert with the person and the frames it spans.
+func (p *Pipeline) fall(a fall.Alert, person Person, seq int64) Fall {
+	f := Fall{TrackID: person.TrackID, Alert: a, Person: person, FirstSeq: seq, LastSeq: seq}
+	for _, s := range p.recent {
+		if !s.at.Before(a.Start) {
+			f.FirstSeq = s.seq
+			break
+		}
+	}
+	return f
+}
+
+// summary completes a track's record with its gait and fall-risk indicators.
+func (p *Pipeline) summary(w *Summary) Summary {
+	out := *w
+	out.Risk = nil
+	if g, ok := p.gait[w.TrackID]; ok {
+		if s, ok := g.Summarize(); ok {
+			out.Gait = s
+			out.Risk = risk.FromGait(s)
+		}
+	}
+	if fd, ok := p.falls[w.TrackID]; ok {
+		if d, rose := fd.Rise(); rose {
+			out.Risk = append(out.Risk, risk.RiseTime(d))
+		}
+	}
+	return out
+}
+
+// Summaries is what was measured so far of every live track: for a stream that ends, its last
+// summaries.
+func (p *Pipeline) Summaries() []Summary {
+	var out []Summary
+	for _, w := range p.spans {
+		out = append(out, p.summary(w))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].TrackID < out[j].TrackID })
+	return out
+}
+
+// ActiveTracks is how many tracks are live, seen on the last frame or briefly unseen.
+func (p *Pipeline) ActiveTracks() int { return len(p.tracker.Active()) }
+
+// TracksStarted is how many track IDs were given out so far.
+func (p *Pipeline) TracksStarted() int64 { return p.tracker.Started() }
 
 // Switches is how many identity switches the tracker has likely made so far (see
 // track.Tracker.Switches).

@@ -66,7 +66,7 @@ func play(t *testing.T, p *Pipeline, path string, fps float64, limit int, each f
 			t.Fatal(err)
 		}
 		at := start.Add(time.Duration(float64(n) / fps * float64(time.Second)))
-		people, err := p.Process(context.Background(), f, at)
+		people, err := p.Process(context.Background(), f, at, int64(n+1))
 		if err != nil {
 			t.Fatal(err)
 		}

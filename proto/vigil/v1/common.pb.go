@@ -708,7 +708,10 @@ type Finding struct {
 	// decision is set once a reviewer has accepted, rejected or amended the finding.
 	Decision *Decision `protobuf:"bytes,21,opt,name=decision,proto3" json:"decision,omitempty"`
 	// overlay is the annotated image; only Get and the Imaging responses fill it.
-	Overlay       *Image `protobuf:"bytes,22,opt,name=overlay,proto3" json:"overlay,omitempty"`
+	Overlay *Image `protobuf:"bytes,22,opt,name=overlay,proto3" json:"overlay,omitempty"`
+	// evidence is why the finding was put forward, in plain words: the fall rules that fired,
+	// or the fall-risk indicators with the reasons they count.
+	Evidence      []string `protobuf:"bytes,23,rep,name=evidence,proto3" json:"evidence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -904,6 +907,13 @@ func (x *Finding) GetDecision() *Decision {
 func (x *Finding) GetOverlay() *Image {
 	if x != nil {
 		return x.Overlay
+	}
+	return nil
+}
+
+func (x *Finding) GetEvidence() []string {
+	if x != nil {
+		return x.Evidence
 	}
 	return nil
 }
@@ -1114,7 +1124,7 @@ const file_vigil_v1_common_proto_rawDesc = "" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12%\n" +
 	"\x0efirst_sequence\x18\x05 \x01(\x03R\rfirstSequence\x12#\n" +
-	"\rlast_sequence\x18\x06 \x01(\x03R\flastSequence\"\x8a\a\n" +
+	"\rlast_sequence\x18\x06 \x01(\x03R\flastSequence\"\xa6\a\n" +
 	"\aFinding\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\bpipeline\x18\x02 \x01(\x0e2\x12.vigil.v1.PipelineR\bpipeline\x12\x14\n" +
@@ -1144,7 +1154,8 @@ const file_vigil_v1_common_proto_rawDesc = "" +
 	"claimed_by\x18\x13 \x01(\tR\tclaimedBy\x12D\n" +
 	"\x10lease_expires_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12.\n" +
 	"\bdecision\x18\x15 \x01(\v2\x12.vigil.v1.DecisionR\bdecision\x12)\n" +
-	"\aoverlay\x18\x16 \x01(\v2\x0f.vigil.v1.ImageR\aoverlayB\b\n" +
+	"\aoverlay\x18\x16 \x01(\v2\x0f.vigil.v1.ImageR\aoverlay\x12\x1a\n" +
+	"\bevidence\x18\x17 \x03(\tR\bevidenceB\b\n" +
 	"\x06source\"\xfc\x01\n" +
 	"\bDecision\x12+\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x11.vigil.v1.OutcomeR\aoutcome\x12\x1f\n" +

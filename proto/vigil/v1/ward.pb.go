@@ -962,9 +962,17 @@ type GaitSummary struct {
 	Asymmetry            float64                `protobuf:"fixed64,6,opt,name=asymmetry,proto3" json:"asymmetry,omitempty"`
 	SpeedBodyHeightsPerS float64                `protobuf:"fixed64,7,opt,name=speed_body_heights_per_s,json=speedBodyHeightsPerS,proto3" json:"speed_body_heights_per_s,omitempty"`
 	// speed_m_per_s is set only with a calibration.
-	SpeedMPerS    float64 `protobuf:"fixed64,8,opt,name=speed_m_per_s,json=speedMPerS,proto3" json:"speed_m_per_s,omitempty"`
-	Confidence    float32 `protobuf:"fixed32,9,opt,name=confidence,proto3" json:"confidence,omitempty"`
-	FindingId     string  `protobuf:"bytes,10,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
+	SpeedMPerS float64 `protobuf:"fixed64,8,opt,name=speed_m_per_s,json=speedMPerS,proto3" json:"speed_m_per_s,omitempty"`
+	Confidence float32 `protobuf:"fixed32,9,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	// finding_id is set on a track's final summary, once stored for review.
+	FindingId string `protobuf:"bytes,10,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
+	// sway_body_heights is how far the hips stray across the way walked (root mean square).
+	SwayBodyHeights float64 `protobuf:"fixed64,11,opt,name=sway_body_heights,json=swayBodyHeights,proto3" json:"sway_body_heights,omitempty"`
+	// risk lists the fall-risk indicators the gait supports (and the time to get up, after a
+	// fall), each with its value and reason.
+	Risk []*RiskIndicator `protobuf:"bytes,12,rep,name=risk,proto3" json:"risk,omitempty"`
+	// final says the track has ended (or the stream has): this is its last summary.
+	Final         bool `protobuf:"varint,13,opt,name=final,proto3" json:"final,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1067,6 +1075,27 @@ func (x *GaitSummary) GetFindingId() string {
 		return x.FindingId
 	}
 	return ""
+}
+
+func (x *GaitSummary) GetSwayBodyHeights() float64 {
+	if x != nil {
+		return x.SwayBodyHeights
+	}
+	return 0
+}
+
+func (x *GaitSummary) GetRisk() []*RiskIndicator {
+	if x != nil {
+		return x.Risk
+	}
+	return nil
+}
+
+func (x *GaitSummary) GetFinal() bool {
+	if x != nil {
+		return x.Final
+	}
+	return false
 }
 
 // RiskIndicator is one transparent fall-risk sign with its value and why it counts.
@@ -1379,8 +1408,13 @@ type StreamStats struct {
 	FramesDropped   int64                  `protobuf:"varint,3,opt,name=frames_dropped,json=framesDropped,proto3" json:"frames_dropped,omitempty"`
 	FramesPerSecond float64                `protobuf:"fixed64,4,opt,name=frames_per_second,json=framesPerSecond,proto3" json:"frames_per_second,omitempty"`
 	ActiveTracks    int32                  `protobuf:"varint,5,opt,name=active_tracks,json=activeTracks,proto3" json:"active_tracks,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// tracks_started counts the track IDs given out so far.
+	TracksStarted int64 `protobuf:"varint,6,opt,name=tracks_started,json=tracksStarted,proto3" json:"tracks_started,omitempty"`
+	// id_switches counts the likely identity switches so far, with no ground truth: a track
+	// whose box jumped to someone else, or a new track where one was just lost.
+	IdSwitches    int64 `protobuf:"varint,7,opt,name=id_switches,json=idSwitches,proto3" json:"id_switches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamStats) Reset() {
@@ -1448,6 +1482,20 @@ func (x *StreamStats) GetActiveTracks() int32 {
 	return 0
 }
 
+func (x *StreamStats) GetTracksStarted() int64 {
+	if x != nil {
+		return x.TracksStarted
+	}
+	return 0
+}
+
+func (x *StreamStats) GetIdSwitches() int64 {
+	if x != nil {
+		return x.IdSwitches
+	}
+	return 0
+}
+
 var File_vigil_v1_ward_proto protoreflect.FileDescriptor
 
 const file_vigil_v1_ward_proto_rawDesc = "" +
@@ -1503,7 +1551,7 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\vFrameResult\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12=\n" +
 	"\fcapture_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\x12'\n" +
-	"\x06tracks\x18\x03 \x03(\v2\x0f.vigil.v1.TrackR\x06tracks\"\xf4\x02\n" +
+	"\x06tracks\x18\x03 \x03(\v2\x0f.vigil.v1.TrackR\x06tracks\"\xe3\x03\n" +
 	"\vGaitSummary\x12\x19\n" +
 	"\btrack_id\x18\x01 \x01(\x03R\atrackId\x12\x14\n" +
 	"\x05steps\x18\x02 \x01(\x05R\x05steps\x121\n" +
@@ -1520,7 +1568,10 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"confidence\x12\x1d\n" +
 	"\n" +
 	"finding_id\x18\n" +
-	" \x01(\tR\tfindingId\"\x81\x01\n" +
+	" \x01(\tR\tfindingId\x12*\n" +
+	"\x11sway_body_heights\x18\v \x01(\x01R\x0fswayBodyHeights\x12+\n" +
+	"\x04risk\x18\f \x03(\v2\x17.vigil.v1.RiskIndicatorR\x04risk\x12\x14\n" +
+	"\x05final\x18\r \x01(\bR\x05final\"\x81\x01\n" +
 	"\rRiskIndicator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x12\n" +
@@ -1547,13 +1598,16 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\rFramesDropped\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12%\n" +
 	"\x0efirst_sequence\x18\x02 \x01(\x03R\rfirstSequence\x12#\n" +
-	"\rlast_sequence\x18\x03 \x01(\x03R\flastSequence\"\xd9\x01\n" +
+	"\rlast_sequence\x18\x03 \x01(\x03R\flastSequence\"\xa1\x02\n" +
 	"\vStreamStats\x12'\n" +
 	"\x0fframes_received\x18\x01 \x01(\x03R\x0eframesReceived\x12)\n" +
 	"\x10frames_processed\x18\x02 \x01(\x03R\x0fframesProcessed\x12%\n" +
 	"\x0eframes_dropped\x18\x03 \x01(\x03R\rframesDropped\x12*\n" +
 	"\x11frames_per_second\x18\x04 \x01(\x01R\x0fframesPerSecond\x12#\n" +
-	"\ractive_tracks\x18\x05 \x01(\x05R\factiveTracks*d\n" +
+	"\ractive_tracks\x18\x05 \x01(\x05R\factiveTracks\x12%\n" +
+	"\x0etracks_started\x18\x06 \x01(\x03R\rtracksStarted\x12\x1f\n" +
+	"\vid_switches\x18\a \x01(\x03R\n" +
+	"idSwitches*d\n" +
 	"\vFramePolicy\x12\x1c\n" +
 	"\x18FRAME_POLICY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15FRAME_POLICY_REALTIME\x10\x01\x12\x1c\n" +
@@ -1630,15 +1684,16 @@ var file_vigil_v1_ward_proto_depIdxs = []int32{
 	10, // 18: vigil.v1.Track.keypoints:type_name -> vigil.v1.Keypoint
 	20, // 19: vigil.v1.FrameResult.capture_time:type_name -> google.protobuf.Timestamp
 	11, // 20: vigil.v1.FrameResult.tracks:type_name -> vigil.v1.Track
-	20, // 21: vigil.v1.FallAlert.down_time:type_name -> google.protobuf.Timestamp
-	14, // 22: vigil.v1.FallAlert.risk:type_name -> vigil.v1.RiskIndicator
-	3,  // 23: vigil.v1.Ward.StreamCamera:input_type -> vigil.v1.WardRequest
-	9,  // 24: vigil.v1.Ward.StreamCamera:output_type -> vigil.v1.WardEvent
-	24, // [24:25] is the sub-list for method output_type
-	23, // [23:24] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 21: vigil.v1.GaitSummary.risk:type_name -> vigil.v1.RiskIndicator
+	20, // 22: vigil.v1.FallAlert.down_time:type_name -> google.protobuf.Timestamp
+	14, // 23: vigil.v1.FallAlert.risk:type_name -> vigil.v1.RiskIndicator
+	3,  // 24: vigil.v1.Ward.StreamCamera:input_type -> vigil.v1.WardRequest
+	9,  // 25: vigil.v1.Ward.StreamCamera:output_type -> vigil.v1.WardEvent
+	25, // [25:26] is the sub-list for method output_type
+	24, // [24:25] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_vigil_v1_ward_proto_init() }
