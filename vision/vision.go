@@ -11,7 +11,6 @@ package vision
 import (
 	"fmt"
 	"image"
-	"image/color"
 	"io"
 
 	"gocv.io/x/gocv"
@@ -156,9 +155,9 @@ func annotate(f Frame, marks []Mark, lines []Line) ([]byte, error) {
 		return nil, err
 	}
 	defer m.Close()
-	bgr := func(c color.RGBA) color.RGBA { return color.RGBA{R: c.B, G: c.G, B: c.R, A: 255} } // OpenCV draws in BGR
+	// gocv turns a color.RGBA into OpenCV's BGR order itself.
 	for _, mk := range marks {
-		c := bgr(mk.Color)
+		c := mk.Color
 		gocv.Rectangle(&m, mk.Rect, c, 2)
 		if mk.Caption != "" {
 			at := image.Pt(mk.Rect.Min.X, max(mk.Rect.Min.Y-6, 12))
@@ -166,7 +165,7 @@ func annotate(f Frame, marks []Mark, lines []Line) ([]byte, error) {
 		}
 	}
 	for _, l := range lines {
-		c := bgr(l.Color)
+		c := l.Color
 		gocv.Line(&m, l.From, l.To, c, 2)
 		gocv.Circle(&m, l.From, 3, c, -1)
 		gocv.Circle(&m, l.To, 3, c, -1)

@@ -102,3 +102,29 @@ func TestOpenVideoMissingFile(t *testing.T) {
 		t.Fatal("opened a file that does not exist")
 	}
 }
+
+// TestAnnotateDrawsInTheColoursAsked draws a red box and a yellow line on a grey frame and
+// finds them in those colours in the PNG (OpenCV's BGR order is easy to get backwards).
+func TestAnnotateDrawsInTheColoursAsked(t *testing.T) {
+	f := Frame{Width: 64, Height: 48, BGR: bytes.Repeat([]byte{128}, 64*48*3)}
+	red, yellow := color.RGBA{R: 230, G: 40, B: 40, A: 255}, color.RGBA{R: 255, G: 210, B: 0, A: 255}
+	data, err := AnnotateFramePNG(f, []Mark{{Rect: image.Rect(4, 4, 30, 40), Color: red}}, []Line{{From: image.Pt(40, 10), To: image.Pt(60, 10), Color: yellow}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		at   image.Point
+		want color.RGBA
+	}{{image.Pt(4, 20), red}, {image.Pt(50, 10), yellow}, {image.Pt(50, 30), color.RGBA{128, 128, 128, 255}}} {
+		if got := color.RGBAModel.Convert(img.At(c.at.X, c.at.Y)).(color.RGBA); got != c.want {
+			t.Errorf("pixel %v is %v, want %v", c.at, got, c.want)
+		}
+	}
+	if f.BGR[0] != 128 {
+		t.Error("the frame drawn on was changed")
+	}
+}

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	stdpng "image/png"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +120,84 @@ func TestBridgeStreamsTheWalkersClip(t *testing.T) {
 		if f.Pipeline != "gait" && f.Pipeline != "fall-risk" || f.Priority > 1 || f.Source.CameraID != "lobby" || len(f.Evidence) < 3 {
 			t.Errorf("finding %+v: want a gait or fall-risk finding of priority 0 or 1 from camera lobby, with its evidence", f)
 		}
+	}
+}
+
+// TestBridgeRaisesAFallFinding streams a real fall (UP-Fall A4, falls sideways): the bridge
+// prints a fall alert with its frames; the finding heads the worklist at the top priority,
+// with the keyframe drawn (the person's box and skeleton) and the rules as evidence.
+func TestBridgeRaisesAFallFinding(t *testing.T) {
+	vigild, _ := binaries(t)
+	d := startDaemon(t, vigild)
+	token := addToken(t, d.dataDir, "ward-bridge", "office-bridge")
+	out, errOut, code := cli(t, "--server", d.grpc, "--token", token, "bridge", "--json", "--camera", "office",
+		"--source", testenv.Shared(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4"))
+	if code != 0 {
+		t.Fatalf("bridge: exit %d: %s", code, errOut)
+	}
+	r := bridgeEvents(t, out)
+	if len(r.falls) != 1 {
+		t.Fatalf("%d fall alerts, want 1", len(r.falls))
+	}
+	f := r.falls[0]
+	t.Logf("fall: %+v", f)
+	// 18 frames/s: the person is on the floor by about frame 22; the alert comes within 2 s.
+	if f.FindingID == "" || f.FirstSequence < 1 || f.FirstSequence >= f.LastSequence || f.LastSequence > 22+36 {
+		t.Errorf("fall alert %+v: want a finding and frames from the descent to within 2 s of landing", f)
+	}
+	reviewer := addToken(t, d.dataDir, "reviewer", "nurse-ward")
+	list, errOut, code := cli(t, "--server", d.grpc, "--token", reviewer, "review", "list", "--json")
+	if code != 0 {
+		t.Fatalf("review list: exit %d: %s", code, errOut)
+	}
+	var page struct{ Findings []findingJSON }
+	if err := json.Unmarshal([]byte(list), &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Findings) == 0 || page.Findings[0].ID != f.FindingID || page.Findings[0].Priority != 10 || page.Findings[0].Pipeline != "fall" {
+		t.Fatalf("worklist %+v: want the fall first, at priority 10", page.Findings)
+	}
+	png := filepath.Join(t.TempDir(), "fall.png")
+	if dir := os.Getenv("VIGIL_KEEP_KEYFRAME"); dir != "" {
+		png = filepath.Join(dir, "fall.png")
+	}
+	shown, errOut, code := cli(t, "--server", d.grpc, "--token", reviewer, "review", "show", f.FindingID, "--json", "--overlay", png)
+	if code != 0 {
+		t.Fatalf("review show: exit %d: %s", code, errOut)
+	}
+	var show struct{ Finding findingJSON }
+	if err := json.Unmarshal([]byte(shown), &show); err != nil {
+		t.Fatal(err)
+	}
+	got := show.Finding
+	if got.Source.CameraID != "office" || got.Source.FirstSequence != f.FirstSequence || got.Source.LastSequence != f.LastSequence ||
+		len(got.Evidence) < 3 || got.Box == nil {
+		t.Fatalf("finding %+v: want camera office, the alert's frames, a box and the rules as evidence", got)
+	}
+	file, err := os.Open(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	img, err := stdpng.Decode(file)
+	if err != nil {
+		t.Fatalf("the keyframe is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != 640 || b.Dy() != 480 {
+		t.Errorf("keyframe %v, want the camera's 640x480", b)
+	}
+	// The skeleton is drawn in yellow (255, 210, 0) inside the box.
+	yellow := 0
+	bx := got.Box
+	for y := int(bx.Y); y < int(bx.Y+bx.Height); y++ {
+		for x := int(bx.X); x < int(bx.X+bx.Width); x++ {
+			if r, g, b, _ := img.At(x, y).RGBA(); r>>8 > 240 && g>>8 > 195 && g>>8 < 225 && b>>8 < 30 {
+				yellow++
+			}
+		}
+	}
+	if yellow < 50 {
+		t.Errorf("%d skeleton-yellow pixels in the box, want the skeleton drawn", yellow)
 	}
 }
 

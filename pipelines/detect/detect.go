@@ -174,14 +174,16 @@ func IoU(a, b image.Rectangle) float64 {
 	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
 }
 
-// nms keeps, among boxes of one label that overlap more than limit, the best scored.
+// nms keeps, among boxes of one label that overlap more than limit, the best scored; and it
+// drops a box lying for the most part (four fifths) inside a better one of the same label:
+// FastestDet often finds a lying person whole and, again, in parts.
 func nms(dets []Detection, limit float64) []Detection {
 	sort.Slice(dets, func(i, j int) bool { return dets[i].Score > dets[j].Score })
 	var keep []Detection
 	for _, d := range dets {
 		ok := true
 		for _, k := range keep {
-			if k.Label == d.Label && IoU(k.Box, d.Box) > limit {
+			if k.Label == d.Label && (IoU(k.Box, d.Box) > limit || within(d.Box, k.Box) >= 0.8) {
 				ok = false
 				break
 			}
@@ -191,4 +193,13 @@ func nms(dets []Detection, limit float64) []Detection {
 		}
 	}
 	return keep
+}
+
+// within is the share of a's area that lies inside b.
+func within(a, b image.Rectangle) float64 {
+	in := a.Intersect(b)
+	if in.Empty() || a.Empty() {
+		return 0
+	}
+	return float64(in.Dx()*in.Dy()) / float64(a.Dx()*a.Dy())
 }
