@@ -30,6 +30,22 @@ func NewTensor[T Element](shape []int64, data []T) (Tensor, error) {
 	return Tensor{Shape: append([]int64(nil), shape...), data: data}, nil
 }
 
+// Clone is a copy of the tensor with its own data.
+func (t Tensor) Clone() Tensor {
+	c := Tensor{Shape: append([]int64(nil), t.Shape...)}
+	switch v := t.data.(type) {
+	case []float32:
+		c.data = append([]float32(nil), v...)
+	case []int32:
+		c.data = append([]int32(nil), v...)
+	case []int64:
+		c.data = append([]int64(nil), v...)
+	case []uint8:
+		c.data = append([]uint8(nil), v...)
+	}
+	return c
+}
+
 // Values returns the tensor's data when it holds T.
 func Values[T Element](t Tensor) ([]T, error) {
 	v, ok := t.data.([]T)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh (make demo): starts vigild on its embedded defaults (SQLite and tokens in ./data,
-# localhost only), creates a local admin token on first start, shows health and the loaded
-# models, and keeps serving until Ctrl-C. VIGIL_DEMO_ONCE=1 stops after showing.
+# localhost only), creates local tokens on first start, shows health and the loaded models,
+# analyses the ultrasound files, streams the walkers clip and a real fall through the bridge,
+# shows the worklist, and keeps serving until Ctrl-C. VIGIL_DEMO_ONCE=1 stops after showing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -29,6 +30,12 @@ if [ ! -s "$pacs_file" ]; then
   (umask 077; "$bin/vigil" token add --data-dir "$data" --role pacs-worker --principal demo-pacs >"$pacs_file" 2>/dev/null)
 fi
 pacs=$(cat "$pacs_file")
+bridge_file=$data/demo-bridge.token
+if [ ! -s "$bridge_file" ]; then
+  (umask 077; "$bin/vigil" token add --data-dir "$data" --role ward-bridge --principal demo-bridge >"$bridge_file" 2>/dev/null)
+fi
+bridge=$(cat "$bridge_file")
+shared=${VIGIL_SHARED_DATA:-$root/../shared/data}
 
 log=$data/vigild.log
 "$bin/vigild" --data-dir "$data" --listen "$listen" --http "$http" >"$log" 2>&1 &
@@ -69,6 +76,18 @@ $(shopt -s nullglob; files=("$root"/../shared/data/dicom/ultrasound/*.dcm "$data
 (us-lesion-demo is a demonstration model trained on synthetic phantoms only: on real
 ultrasound its findings are not meaningful. It is not a clinical model.)
 
+\$ bin/vigil --server $listen --token \$BRIDGE_TOKEN bridge --camera lobby --fps 7 --source walkers-vtest.avi
+  (the OpenCV sample clip is PETS 2009 S2.L1, filmed at about 7 frames/s; its header says 10.
+   Shown: every 100th frame, each track's final gait with its fall-risk signs, the last stats.)
+$("$bin/vigil" --server "$listen" --token "$bridge" --timeout 600s bridge --camera lobby --fps 7 --source "$shared/video/walkers-vtest.avi" 2>&1 |
+  awk '/^frame [0-9]*00:/ {print; next} /^gait .*\(final/ {print; risk=1; next} /^  fall risk/ {if (risk) print; next} {risk=0} /^stats/ {last=$0} /^[^fgs ]/ {print} END {print last}')
+
+\$ bin/vigil --server $listen --token \$BRIDGE_TOKEN bridge --camera office --source A4_S1_T1_Cam1.mp4   # UP-Fall: a fall
+$(f="$shared/video/falls-upfall/A4_S1_T1_Cam1.mp4"; if [ -f "$f" ]; then "$bin/vigil" --server "$listen" --token "$bridge" --timeout 120s bridge --camera office --source "$f" 2>&1 | grep -v '^frame '; else echo "(not here: $f)"; fi)
+
+\$ bin/vigil --server $listen --token \$TOKEN review list --limit 5     # falls head the worklist
+$("$bin/vigil" --server "$listen" --token "$reviewer" review list --limit 5)
+
 \$ bin/vigil --server $listen --token \$TOKEN review counts
 $("$bin/vigil" --server "$listen" --token "$reviewer" review counts)
 
@@ -76,6 +95,8 @@ Try:
   bin/grpcurl -H 'authorization: Bearer $token' -plaintext $listen list
   bin/vigil --server $listen --token $token models --json
   bin/vigil --server $listen --token $reviewer review list
+  bin/vigil --server $listen --token $reviewer review show <finding ID> --overlay keyframe.png
+  bin/vigil --server $listen --token $bridge bridge --camera lobby --fps 7 --realtime --source $shared/video/walkers-vtest.avi
 EOT
 
 if [ "${VIGIL_DEMO_ONCE:-}" = 1 ]; then

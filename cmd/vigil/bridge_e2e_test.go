@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	stdpng "image/png"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +271,68 @@ func TestBridgeReconnects(t *testing.T) {
 	t.Logf("%d frame events across the restart; last stats %+v", r.frames, r.stats)
 	if r.stats == nil || r.stats.Received < 10 {
 		t.Errorf("after the restart the second server received %v frames, want the rest of the clip", r.stats)
+	}
+}
+
+// metric reads one sample of vigild's /metrics, by its name and labels as printed.
+func metric(t *testing.T, d *daemon, sample string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get("http://" + d.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// TestKilledBridgeFreesItsSession kills a paced bridge with SIGKILL mid-stream: the server
+// sees the connection go, ends the stream and frees its session (vigil_ward_streams back to
+// 0), and the frames it processed are counted.
+func TestKilledBridgeFreesItsSession(t *testing.T) {
+	vigild, vigil := binaries(t)
+	d := startDaemon(t, vigild)
+	token := addToken(t, d.dataDir, "ward-bridge", "lobby-bridge")
+	bridge := exec.Command(vigil, "--server", d.grpc, "--token", token, "bridge", "--json", "--realtime", "--camera", "lobby",
+		"--source", testenv.Shared(t, "video/walkers-vtest.avi"))
+	pipe, err := bridge.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bridge.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer bridge.Process.Kill()
+	sc := bufio.NewScanner(pipe)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for frames := 0; frames < 20 && sc.Scan(); {
+		if strings.Contains(sc.Text(), `"type":"frame"`) {
+			frames++
+		}
+	}
+	if open, _ := metric(t, d, "vigil_ward_streams"); open != 1 {
+		t.Fatalf("vigil_ward_streams %v while the bridge streams, want 1", open)
+	}
+	bridge.Process.Kill()
+	bridge.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		open, _ := metric(t, d, "vigil_ward_streams")
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vigil_ward_streams still %v 15 s after the bridge was killed", open)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n, _ := metric(t, d, `vigil_ward_frames_total{camera="lobby",outcome="processed"}`); n < 20 {
+		t.Errorf("%v frames counted as processed, want the 20 or more the bridge saw", n)
 	}
 }

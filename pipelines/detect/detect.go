@@ -74,6 +74,9 @@ func New(m Model, labels ...string) (*Detector, error) {
 	return d, nil
 }
 
+// Model is the detection model the detector runs.
+func (d *Detector) Model() Model { return d.model }
+
 // Threshold is the score a detection needs to count as found, from the manifest.
 func (d *Detector) Threshold() float64 { return d.threshold }
 
@@ -84,9 +87,27 @@ func (d *Detector) SetFloor(score float64) { d.floor = score }
 
 // Detect finds objects in a BGR frame.
 func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, error) {
-	small, err := vision.Resize(f, d.w, d.h)
+	t, err := d.Prepare(f)
 	if err != nil {
 		return nil, err
+	}
+	out, err := d.model.Run(ctx, []inference.Tensor{t})
+	if err != nil {
+		return nil, err
+	}
+	v, err := inference.Values[float32](out[0])
+	if err != nil {
+		return nil, err
+	}
+	return d.decode(v, out[0].Shape, f.Width, f.Height)
+}
+
+// Prepare turns a BGR frame into the model's input tensor, as the manifest says: resized,
+// planar, scaled. The tensor shares the detector's buffer: it is valid until the next call.
+func (d *Detector) Prepare(f vision.Frame) (inference.Tensor, error) {
+	small, err := vision.Resize(f, d.w, d.h)
+	if err != nil {
+		return inference.Tensor{}, err
 	}
 	in := d.man.Inputs[0]
 	plane := d.w * d.h
@@ -101,19 +122,7 @@ func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, err
 		d.input[order[1]*plane+i] = float32(p[1]) * scale
 		d.input[order[2]*plane+i] = float32(p[2]) * scale
 	}
-	t, err := inference.NewTensor([]int64{1, 3, int64(d.h), int64(d.w)}, d.input)
-	if err != nil {
-		return nil, err
-	}
-	out, err := d.model.Run(ctx, []inference.Tensor{t})
-	if err != nil {
-		return nil, err
-	}
-	v, err := inference.Values[float32](out[0])
-	if err != nil {
-		return nil, err
-	}
-	return d.decode(v, out[0].Shape, f.Width, f.Height)
+	return inference.NewTensor([]int64{1, 3, int64(d.h), int64(d.w)}, d.input)
 }
 
 // decode reads FastestDet's grid: per cell, objectness, centre offsets (tanh), width and

@@ -192,12 +192,33 @@ type step struct {
 }
 
 // stepMargin is how far, in body heights, the lead must swing past level for a step to count:
-// keypoint jitter is about 0.03.
-const stepMargin = 0.08
+// keypoint jitter is about 0.03. Seen side-on the lead swings 0.3 to 0.5 each way; a person
+// walking towards the camera or away from it shows it foreshortened, and the margin shrinks
+// with the swing, to a third of it, but not under minMargin.
+const (
+	stepMargin = 0.08
+	minMargin  = 0.04
+)
 
-// minStep is the shortest step (a sprint's is about 0.25 s): a sign change undone sooner is
-// jitter, and neither counts.
-const minStep = 200 * time.Millisecond
+// margins is each sample's step margin, from the largest lead within a second of it.
+func (a *Analyzer) margins(leads []float64) []float64 {
+	out := make([]float64, len(leads))
+	for i := range leads {
+		amp := 0.0
+		for j := i; j >= 0 && a.samples[i].t.Sub(a.samples[j].t) <= time.Second; j-- {
+			amp = max(amp, math.Abs(leads[j]))
+		}
+		for j := i; j < len(leads) && a.samples[j].t.Sub(a.samples[i].t) <= time.Second; j++ {
+			amp = max(amp, math.Abs(leads[j]))
+		}
+		out[i] = max(minMargin, min(stepMargin, amp/3))
+	}
+	return out
+}
+
+// minStep is the shortest step: 0.3 s is 200 steps a minute, faster than anyone walks (a
+// sprint is about 0.25 s). A sign change sooner after a step is a swap or jitter.
+const minStep = 300 * time.Millisecond
 
 // minStepLength is the shortest mean step, in body heights, of a walk: walking steps are 0.3
 // to 0.5 (a slow shuffle about 0.2). Shorter, the "steps" are feet shuffling on the spot or
@@ -211,9 +232,9 @@ const maxStep = 1500 * time.Millisecond
 // leads is the left ankle's lead over the right along the direction of travel, in body
 // heights, per sample, with left/right swaps undone, and whether the person was walking.
 //
-// The lead changes sign once a step, at least 0.2 s apart: a lone frame whose lead has the
-// other sign from the frames on both sides of it (beyond stepMargin, all three) is a swap, and
-// is flipped back. Longer swaps are left to minStep.
+// The lead changes sign once a step, and a step takes at least a third of a second: a lone
+// frame whose lead has the other sign from the clear leads (beyond stepMargin) on both sides
+// of it is a swap, and is flipped back. Longer swaps are left to minStep.
 func (a *Analyzer) leads() ([]float64, []bool) {
 	raw := make([]float64, len(a.samples))
 	walking := make([]bool, len(a.samples))
@@ -221,22 +242,42 @@ func (a *Analyzer) leads() ([]float64, []bool) {
 		ux, uy, ok := a.direction(i)
 		raw[i], walking[i] = (c.dx*ux+c.dy*uy)/c.height, ok
 	}
-	leads := slices.Clone(raw)
-	for i := 1; i+1 < len(raw); i++ {
-		if a.samples[i+1].t.Sub(a.samples[i-1].t) > 2*maxGap {
+	leads := unswap(a.samples, raw, 1)
+	return leads, walking
+}
+
+// unswap flips back each lone lead whose sign differs from that of the first clear leads
+// (beyond stepMargin) on both sides of it, each within reach frames.
+func unswap(samples []sample, leads []float64, reach int) []float64 {
+	// sideOf is the sign of the first clear lead from i going by (-1 or +1), 0 if none.
+	sideOf := func(i, by int) float64 {
+		for k := 1; k <= reach; k++ {
+			j := i + by*k
+			if j < 0 || j >= len(leads) || samples[max(i, j)].t.Sub(samples[min(i, j)].t) > time.Duration(k)*maxGap {
+				return 0
+			}
+			if math.Abs(leads[j]) > stepMargin {
+				return math.Copysign(1, leads[j])
+			}
+		}
+		return 0
+	}
+	out := slices.Clone(leads)
+	for i, c := range leads {
+		if math.Abs(c) <= stepMargin {
 			continue
 		}
-		p, c, n := raw[i-1], raw[i], raw[i+1]
-		if p > stepMargin && n > stepMargin && c < -stepMargin || p < -stepMargin && n < -stepMargin && c > stepMargin {
-			leads[i] = -c
+		if p, n := sideOf(i, -1), sideOf(i, 1); p != 0 && p == n && p != math.Copysign(1, c) {
+			out[i] = -c
 		}
 	}
-	return leads, walking
+	return out
 }
 
 // steps finds the passings of the feet.
 func (a *Analyzer) steps() []step {
 	leads, walking := a.leads()
+	margin := a.margins(leads)
 	var steps []step
 	run, side, n := 0, 0, 0
 	for i, c := range a.samples {
@@ -252,9 +293,9 @@ func (a *Analyzer) steps() []step {
 		lead := leads[i]
 		now := 0
 		switch {
-		case lead > stepMargin:
+		case lead > margin[i]:
 			now = 1
-		case lead < -stepMargin:
+		case lead < -margin[i]:
 			now = -1
 		}
 		if now == 0 || now == side {
@@ -264,7 +305,6 @@ func (a *Analyzer) steps() []step {
 			side = now
 			continue
 		}
-		side = now
 		// The feet passed between the previous frame and this one: interpolate when.
 		at := c.t
 		if p, pl := a.samples[i-1], leads[i-1]; pl != lead {
@@ -273,13 +313,14 @@ func (a *Analyzer) steps() []step {
 		}
 		if k := len(steps); k > 0 && steps[k-1].run == run {
 			if dt := at.Sub(steps[k-1].t); dt < minStep {
-				steps = steps[:k-1] // a flicker and its undoing
-				n--
+				// Too soon after the last step: a swap or jitter. The side stays as it was,
+				// so the step is counted once, whichever of the two changes was real.
 				continue
 			} else if dt > maxStep {
 				run, n = run+1, 0 // a pause
 			}
 		}
+		side = now
 		n++
 		steps = append(steps, step{t: at, run: run, n: n})
 	}

@@ -86,6 +86,9 @@ func New(m Model) (*Estimator, error) {
 	return &Estimator{model: m, size: int(w), rgb: in.Color == "RGB", input: make([]int32, 3*w*h)}, nil
 }
 
+// Model is the keypoint model the estimator runs.
+func (e *Estimator) Model() Model { return e.model }
+
 // SquareAround is the square crop around a person's box: 25% larger than its longer side.
 func SquareAround(box image.Rectangle) image.Rectangle {
 	side := max(box.Dx(), box.Dy()) * 5 / 4
@@ -93,12 +96,14 @@ func SquareAround(box image.Rectangle) image.Rectangle {
 	return image.Rect(c.X-side/2, c.Y-side/2, c.X-side/2+side, c.Y-side/2+side)
 }
 
-// Estimate returns the keypoints of the person in box.
-func (e *Estimator) Estimate(ctx context.Context, f vision.Frame, box image.Rectangle) (Skeleton, error) {
+// Prepare crops the square around box out of a BGR frame and turns it into the model's input
+// tensor, and returns the square too. The tensor shares the estimator's buffer: it is valid
+// until the next call.
+func (e *Estimator) Prepare(f vision.Frame, box image.Rectangle) (inference.Tensor, image.Rectangle, error) {
 	sq := SquareAround(box)
 	side := sq.Dx()
 	if side <= 0 {
-		return Skeleton{}, fmt.Errorf("pose: empty box %v", box)
+		return inference.Tensor{}, sq, fmt.Errorf("pose: empty box %v", box)
 	}
 	// Copy the square out of the frame; parts outside the frame stay black.
 	if cap(e.crop) < side*side*3 {
@@ -115,7 +120,7 @@ func (e *Estimator) Estimate(ctx context.Context, f vision.Frame, box image.Rect
 	}
 	small, err := vision.Resize(vision.Frame{Width: side, Height: side, BGR: crop}, e.size, e.size)
 	if err != nil {
-		return Skeleton{}, err
+		return inference.Tensor{}, sq, err
 	}
 	for i := 0; i < e.size*e.size; i++ {
 		b, g, r := small.BGR[3*i], small.BGR[3*i+1], small.BGR[3*i+2]
@@ -125,9 +130,16 @@ func (e *Estimator) Estimate(ctx context.Context, f vision.Frame, box image.Rect
 		e.input[3*i], e.input[3*i+1], e.input[3*i+2] = int32(b), int32(g), int32(r)
 	}
 	t, err := inference.NewTensor([]int64{1, int64(e.size), int64(e.size), 3}, e.input)
+	return t, sq, err
+}
+
+// Estimate returns the keypoints of the person in box.
+func (e *Estimator) Estimate(ctx context.Context, f vision.Frame, box image.Rectangle) (Skeleton, error) {
+	t, sq, err := e.Prepare(f, box)
 	if err != nil {
 		return Skeleton{}, err
 	}
+	side := sq.Dx()
 	out, err := e.model.Run(ctx, []inference.Tensor{t})
 	if err != nil {
 		return Skeleton{}, err

@@ -23,9 +23,9 @@ type Track struct {
 	// Hits counts the frames the track was matched on; Missed the frames since the last one.
 	Hits   int
 	Missed int
-	// Jumped says the box changed abruptly from the last frame to this one (little overlap,
-	// or a very different height): the track may have passed to someone else, and what was
-	// measured of its person should start again.
+	// Jumped says the box moved abruptly from the last frame to this one (it overlaps the
+	// last box by under a fifth), or came back from hiding 30% taller or shorter: the track
+	// may have passed to someone else, and what was measured of its person should start again.
 	Jumped bool
 	// vx, vy is the centre's velocity in pixels per frame.
 	vx, vy float64
@@ -167,11 +167,16 @@ func (tr *Tracker) match(obs []Observation, out []*Track, usedT []bool, use func
 		t.vy = 0.5*t.vy + 0.5*(oy-cy)/steps
 		nb := obs[p.o].Box
 		t.Jumped = false
+		// A person changes shape (sitting, falling) but does not leave their own box from one
+		// frame to the next; and after hiding for a while, comes back about as tall.
+		r := float64(nb.Dy()) / math.Max(float64(t.Box.Dy()), 1)
 		if t.Missed == 0 {
-			r := float64(nb.Dy()) / math.Max(float64(t.Box.Dy()), 1)
-			if t.Jumped = iou(t.Box, nb) < 0.3 || r < 1/1.4 || r > 1.4; t.Jumped {
-				tr.switches++
-			}
+			t.Jumped = iou(t.Box, nb) < 0.2
+		} else {
+			t.Jumped = r < 1/1.3 || r > 1.3
+		}
+		if t.Jumped {
+			tr.switches++
 		}
 		t.Box, t.Score = nb, obs[p.o].Score
 		t.Hits++

@@ -156,16 +156,20 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre}
 			p.gait[id] = g
 		}
-		g.Add(t, person.Skeleton, person.Box)
 		fd := p.falls[id]
 		if fd == nil {
 			fd = fall.New(p.cfg.Fall, p.cfg.Beds)
 			p.falls[id] = fd
 		}
 		if overlapped(person, people) {
-			// Someone in front: the box is cut short and the keypoints mix two people's, so
-			// this frame says nothing about a fall. (A fall beside a carer is seen by the carer.)
+			// Someone in front or behind: the box is cut short and the keypoints mix two
+			// people's legs, so this frame says nothing of this person's steps or of a fall.
+			// (A fall beside a carer is seen by the carer.)
 			continue
+		}
+		if cut := person.Box.Min.X <= 1 || person.Box.Max.X >= f.Width-1 || person.Box.Max.Y >= f.Height-1; !cut {
+			// Feet at the frame's edge are guessed by the keypoint model, not seen.
+			g.Add(t, person.Skeleton, person.Box)
 		}
 		if a, ok := fd.Add(t, person.Skeleton, person.Box); ok {
 			p.Falls = append(p.Falls, p.fall(a, person, seq))

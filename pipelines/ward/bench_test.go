@@ -1,0 +1,142 @@
+package ward
+
+import (
+	"context"
+	"errors"
+	"image"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/testenv"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// benchFrames are the first frames of the walkers clip (768x576), decoded and as the bridge
+// sends them (JPEG at quality 85).
+func benchFrames(b *testing.B, n int) ([]vision.Frame, [][]byte) {
+	b.Helper()
+	v, err := vision.OpenVideo(testenv.Shared(b, "video/walkers-vtest.avi"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	var frames []vision.Frame
+	var jpegs [][]byte
+	for len(frames) < n {
+		f, err := v.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		data, err := vision.EncodeJPEG(f, 85)
+		if err != nil {
+			b.Fatal(err)
+		}
+		frames, jpegs = append(frames, f), append(jpegs, data)
+	}
+	return frames, jpegs
+}
+
+// BenchmarkWardPath times the ward path per frame of the walkers clip at 768x576, in one run,
+// beside the models alone on the same frames and the same people:
+//
+//   - model-only: the detector on each frame's prepared input, and the pose model once per
+//     person the pipeline found on that frame, on prepared crops (preparation untimed);
+//   - pipeline: detection, tracking, pose per person, gait and fall rules on decoded frames;
+//   - pipeline+decode: the same from the JPEG the bridge sends.
+//
+// Each reports frames/s; ns/op is per pass over the frames.
+func BenchmarkWardPath(b *testing.B) {
+	det, est := models(b)
+	frames, jpegs := benchFrames(b, 60)
+	// One untimed pass records each frame's people, for the model-only run.
+	p := New(det, est, Config{})
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	boxes := make([][]image.Rectangle, len(frames))
+	people := 0
+	for i, f := range frames {
+		ps, err := p.Process(context.Background(), f, start.Add(time.Duration(i)*time.Second/7), int64(i+1))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, q := range ps {
+			boxes[i] = append(boxes[i], q.Box)
+		}
+		people += len(ps)
+	}
+	b.Logf("%d frames, %.1f people per frame", len(frames), float64(people)/float64(len(frames)))
+	perFrame := func(b *testing.B, n int) {
+		b.ReportMetric(float64(n*len(frames))/b.Elapsed().Seconds(), "frames/s")
+	}
+
+	b.Run("model-only", func(b *testing.B) {
+		b.ReportAllocs()
+		detIn := make([]inference.Tensor, len(frames))
+		poseIn := make([][]inference.Tensor, len(frames))
+		for i, f := range frames {
+			t, err := det.Prepare(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			detIn[i] = t.Clone()
+			for _, box := range boxes[i] {
+				t, _, err := est.Prepare(f, box)
+				if err != nil {
+					b.Fatal(err)
+				}
+				poseIn[i] = append(poseIn[i], t.Clone())
+			}
+		}
+		n := 0
+		for b.Loop() {
+			for i := range frames {
+				if _, err := det.Model().Run(context.Background(), detIn[i:i+1]); err != nil {
+					b.Fatal(err)
+				}
+				for _, t := range poseIn[i] {
+					if _, err := est.Model().Run(context.Background(), []inference.Tensor{t}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			n++
+		}
+		perFrame(b, n)
+	})
+	b.Run("pipeline", func(b *testing.B) {
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			p := New(det, est, Config{})
+			for i, f := range frames {
+				if _, err := p.Process(context.Background(), f, start.Add(time.Duration(i)*time.Second/7), int64(i+1)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			n++
+		}
+		perFrame(b, n)
+	})
+	b.Run("pipeline+decode", func(b *testing.B) {
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			p := New(det, est, Config{})
+			for i, data := range jpegs {
+				f, err := vision.Decode(data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := p.Process(context.Background(), f, start.Add(time.Duration(i)*time.Second/7), int64(i+1)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			n++
+		}
+		perFrame(b, n)
+	})
+}
