@@ -198,3 +198,60 @@ func TestWardStreamNeedsItsConfiguration(t *testing.T) {
 		}
 	}
 }
+
+// TestBadFramesKeepMemoryBounded sends 300 bad frames (headers claiming 20000 x 20000 pixels,
+// in PNG and JPEG; zero bytes; not an image; a raw frame of the wrong size) and then a good
+// one: each bad frame gets its error event, the good one its people, and the server's heap
+// never grows by more than 64 MiB (one 20000 x 20000 decode would take 1.2 GB).
+func TestBadFramesKeepMemoryBounded(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+		CameraId: "ward-3-bed-2", Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+	hugeJPEG := []byte{0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x4E, 0x20, 0x4E, 0x20, 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xFF, 0xD9}
+	bad := []*vigilv1.Frame{
+		{Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_PNG, Data: hugePNG(t)},
+		{Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: hugeJPEG},
+		{Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: nil},
+		{Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_PNG, Data: []byte("not an image at all")},
+		{Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_BGR, Width: 20000, Height: 20000, Data: []byte{1, 2, 3}},
+	}
+	var base runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&base)
+	peak := base.HeapInuse
+	done := make(chan wardEvents)
+	go func() { done <- collect(t, stream) }()
+	seq := int64(0)
+	for i := 0; i < 300; i++ {
+		seq++
+		f := bad[i%len(bad)]
+		if err := stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: seq,
+			Encoding: f.Encoding, Width: f.Width, Height: f.Height, Data: f.Data}}}); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			peak = max(peak, m.HeapInuse)
+		}
+	}
+	seq++
+	good := walkersJPEGs(t, 1)[0]
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: seq, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: good}}})
+	stream.CloseSend()
+	ev := <-done
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	peak = max(peak, m.HeapInuse)
+	if ev.errors != 300 || ev.results != 1 || ev.people[0] < 3 {
+		t.Errorf("%d error events and %d results (people %v), want 300 errors and the good frame's people", ev.errors, ev.results, ev.people)
+	}
+	if grew := int64(peak) - int64(base.HeapInuse); grew > 64<<20 {
+		t.Errorf("the heap grew by %d MiB over 300 bad frames, want under 64", grew>>20)
+	}
+	t.Logf("heap in use: %d MiB at the start, %d MiB at the peak", base.HeapInuse>>20, peak>>20)
+}
