@@ -7,6 +7,7 @@ import (
 	"image"
 	"io"
 	"log/slog"
+	"math"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,9 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}
 	if !validCameraID.MatchString(cfg.CameraId) {
 		return status.Error(codes.InvalidArgument, "camera_id must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
+	}
+	if err := validCalibration(cfg.GetCalibration()); err != nil {
+		return err
 	}
 	who, err := actor(ctx)
 	if err != nil {
@@ -282,6 +286,33 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	return send(stats())
 }
 
+// validCalibration checks a stream's calibration: a positive scale, or a floor homography of
+// nine finite numbers that does not flatten the image.
+func validCalibration(c *vigilv1.Calibration) error {
+	if c == nil {
+		return nil
+	}
+	if ppm := c.GetPixelsPerMetre(); c.GetFloorHomography() == nil && !(ppm > 0 && ppm < 1e6) {
+		return status.Errorf(codes.InvalidArgument, "calibration pixels_per_metre must be positive, got %v", ppm)
+	}
+	if h := c.GetFloorHomography(); h != nil {
+		if len(h.M) != 9 {
+			return status.Errorf(codes.InvalidArgument, "calibration floor_homography needs 9 numbers (a row-major 3x3 matrix), got %d", len(h.M))
+		}
+		for _, v := range h.M {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return status.Error(codes.InvalidArgument, "calibration floor_homography has a number that is not finite")
+			}
+		}
+		m := h.M
+		det := m[0]*(m[4]*m[8]-m[5]*m[7]) - m[1]*(m[3]*m[8]-m[5]*m[6]) + m[2]*(m[3]*m[7]-m[4]*m[6])
+		if math.Abs(det) < 1e-15 {
+			return status.Error(codes.InvalidArgument, "calibration floor_homography is singular: it maps the image onto a line")
+		}
+	}
+	return nil
+}
+
 // gaitEvent is a gait summary as the bridge gets it.
 func gaitEvent(trackID int64, g gait.Summary, ins []risk.Indicator) *vigilv1.GaitSummary {
 	ev := &vigilv1.GaitSummary{TrackId: trackID, Steps: int32(g.Steps), CadenceStepsPerMin: g.Cadence,
@@ -326,7 +357,12 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, revie
 		}
 		beds = append(beds, poly)
 	}
-	return ward.New(det, est, ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds}), ref, nil
+	wc := ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds}
+	if h := cfg.GetCalibration().GetFloorHomography(); h != nil {
+		wc.Floor = new(ward.Homography)
+		copy(wc.Floor[:], h.M)
+	}
+	return ward.New(det, est, wc), ref, nil
 }
 
 // frame decodes and processes one frame. A frame that cannot be used becomes a FrameError

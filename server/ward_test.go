@@ -186,6 +186,12 @@ func TestWardStreamNeedsItsConfiguration(t *testing.T) {
 		"a frame first": {Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: 1}}},
 		"bad camera id": {Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "../../etc"}}},
 		"no camera id":  {Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{}}},
+		"a negative scale": {Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "lobby",
+			Calibration: &vigilv1.Calibration{Kind: &vigilv1.Calibration_PixelsPerMetre{PixelsPerMetre: -3}}}}},
+		"a homography of 8 numbers": {Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "lobby",
+			Calibration: &vigilv1.Calibration{Kind: &vigilv1.Calibration_FloorHomography{FloorHomography: &vigilv1.Homography{M: []float64{1, 0, 0, 0, 1, 0, 0, 0}}}}}}},
+		"a singular homography": {Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "lobby",
+			Calibration: &vigilv1.Calibration{Kind: &vigilv1.Calibration_FloorHomography{FloorHomography: &vigilv1.Homography{M: []float64{1, 2, 3, 2, 4, 6, 0, 0, 1}}}}}}},
 	} {
 		stream, err := c.StreamCamera(ts.as(auth.RoleWardBridge))
 		if err != nil {

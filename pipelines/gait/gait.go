@@ -25,6 +25,7 @@ type sample struct {
 	t       time.Time
 	dx, dy  float64 // left ankle minus right ankle, pixels
 	hx, hy  float64 // hip centre, pixels
+	fx, fy  float64 // the feet's midpoint, pixels
 	height  float64 // body height, pixels (shoulders to ankles)
 	quality float64 // the ankles' and shoulders' mean score
 }
@@ -34,6 +35,10 @@ type Analyzer struct {
 	samples []sample
 	// PixelsPerMetre converts speed to m/s; 0 leaves speed in body heights per second.
 	PixelsPerMetre float64
+	// Floor, when set, maps a point of the image on the floor to metres on it (a floor
+	// homography): speed is then the feet's way over the floor, in m/s, which holds for
+	// people walking towards the camera too. It takes the place of PixelsPerMetre.
+	Floor func(x, y float64) (mx, my float64, ok bool)
 }
 
 // minScore is the least keypoint confidence a frame needs to count.
@@ -64,7 +69,8 @@ func (a *Analyzer) Add(t time.Time, s pose.Skeleton, box image.Rectangle) {
 		return
 	}
 	q := (la.Score + ra.Score + s[pose.LeftShoulder].Score + s[pose.RightShoulder].Score) / 4
-	a.samples = append(a.samples, sample{t: t, dx: la.X - ra.X, dy: la.Y - ra.Y, hx: hx, hy: hy, height: height, quality: q})
+	a.samples = append(a.samples, sample{t: t, dx: la.X - ra.X, dy: la.Y - ra.Y, hx: hx, hy: hy,
+		fx: (la.X + ra.X) / 2, fy: (la.Y + ra.Y) / 2, height: height, quality: q})
 	if len(a.samples) > maxSamples {
 		a.samples = a.samples[len(a.samples)-maxSamples:]
 	}
@@ -124,7 +130,8 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 	}
 	// Speed: the hip centre's way over the walk, second by second (a path through every
 	// frame would add the keypoints' jitter), in body heights.
-	var dist, dur, h, q float64
+	var dist, metres, dur, h, q float64
+	floorOK := a.Floor != nil
 	from := 0
 	for i := 1; i <= len(a.samples); i++ {
 		if i < len(a.samples) && a.samples[i].t.Sub(a.samples[i-1].t) <= maxGap && a.samples[i].t.Sub(a.samples[from].t) < time.Second {
@@ -136,6 +143,12 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 		}
 		dist += math.Hypot(c.hx-p.hx, c.hy-p.hy)
 		dur += c.t.Sub(p.t).Seconds()
+		if floorOK {
+			px, py, ok1 := a.Floor(p.fx, p.fy)
+			cx, cy, ok2 := a.Floor(c.fx, c.fy)
+			metres += math.Hypot(cx-px, cy-py)
+			floorOK = ok1 && ok2
+		}
 		from = i
 	}
 	for _, x := range a.samples {
@@ -146,7 +159,12 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 	q /= float64(len(a.samples))
 	if dur > 0 {
 		s.SpeedBodyHeights = dist / h / dur
-		if a.PixelsPerMetre > 0 {
+		switch {
+		case a.Floor != nil:
+			if floorOK {
+				s.SpeedMetres = metres / dur
+			}
+		case a.PixelsPerMetre > 0:
 			s.SpeedMetres = dist / a.PixelsPerMetre / dur
 		}
 	}

@@ -102,3 +102,24 @@ func TestShufflingIsNoGait(t *testing.T) {
 		t.Errorf("shuffling gave a gait: %+v", s)
 	}
 }
+
+// TestSpeedOnTheFloor: with a floor homography (here 100 pixels a metre along x, with an
+// offset), speed is the feet's way over the floor in m/s: 60 px/s is 0.6 m/s.
+func TestSpeedOnTheFloor(t *testing.T) {
+	a := Analyzer{Floor: func(x, y float64) (float64, float64, bool) { return x/100 + 3, y / 100, true }}
+	start := time.Now()
+	for f := 0; f < 100; f++ {
+		ts := float64(f) / 10
+		w := walker(ts, 0.55, 60, false)
+		a.Add(start.Add(time.Duration(ts*float64(time.Second))), w, w.Bounds(0.5))
+	}
+	s, ok := a.Summarize()
+	if !ok || math.Abs(s.SpeedMetres-0.6) > 0.03 {
+		t.Errorf("speed %.3f m/s (summary %v), want 0.6", s.SpeedMetres, ok)
+	}
+	// A point the homography cannot map (behind the camera's horizon) leaves speed unknown.
+	a.Floor = func(x, y float64) (float64, float64, bool) { return 0, 0, false }
+	if s, _ := a.Summarize(); s.SpeedMetres != 0 {
+		t.Errorf("speed %.3f m/s from unmappable points, want none", s.SpeedMetres)
+	}
+}

@@ -24,12 +24,28 @@ type Config struct {
 	Fall  fall.Config
 	// PixelsPerMetre, when known, turns gait speed into m/s.
 	PixelsPerMetre float64
+	// Floor, when set, maps image pixels on the floor to metres: gait speed in m/s from the
+	// feet's way over the floor. It takes the place of PixelsPerMetre.
+	Floor *Homography
 	// Beds are polygons (frame pixels) where lying down raises no fall alert.
 	Beds [][]image.Point
 	// WeakScore is the least detection score that may continue a track the detector's own
 	// threshold started: a person lying on the floor scores 0.4-0.6 with FastestDet where a
 	// person standing scores over 0.8.
 	WeakScore float64
+}
+
+// Homography is a row-major 3x3 projective map from image pixels to floor metres.
+type Homography [9]float64
+
+// Map takes an image point to the floor; ok is false for a point the map sends to infinity
+// (on or beyond the horizon).
+func (h *Homography) Map(x, y float64) (mx, my float64, ok bool) {
+	w := h[6]*x + h[7]*y + h[8]
+	if math.Abs(w) < 1e-12 {
+		return 0, 0, false
+	}
+	return (h[0]*x + h[1]*y + h[2]) / w, (h[3]*x + h[4]*y + h[5]) / w, true
 }
 
 // Fall is a fall alert for a track, with the person as seen on the frame that confirmed it.
@@ -154,6 +170,9 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 		g := p.gait[id]
 		if g == nil {
 			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre}
+			if p.cfg.Floor != nil {
+				g.Floor = p.cfg.Floor.Map
+			}
 			p.gait[id] = g
 		}
 		fd := p.falls[id]
