@@ -289,10 +289,13 @@ func TestFallsFromRealWalks(t *testing.T) {
 }
 
 func TestHomographyMapsToTheFloor(t *testing.T) {
-	// 100 px a metre, origin at (50, 20); a projective row that sends y = 500 to infinity.
+	// 100 px a metre, origin at (50, 20); a projective row that sends y = 500 to infinity
+	// and stretches rows further up the image (w = 1 - y/500).
 	h := Homography{0.01, 0, -0.5, 0, 0.01, -0.2, 0, -0.002, 1}
-	if x, y, ok := h.Map(150, 20); !ok || math.Abs(x-1) > 1e-9 || math.Abs(y-0) > 1e-9 {
-		t.Errorf("(150, 20) -> (%v, %v, %v), want (1, 0)", x, y, ok)
+	for _, c := range []struct{ x, y, mx, my float64 }{{150, 0, 1, -0.2}, {150, 250, 2, 4.6}} {
+		if x, y, ok := h.Map(c.x, c.y); !ok || math.Abs(x-c.mx) > 1e-9 || math.Abs(y-c.my) > 1e-9 {
+			t.Errorf("(%v, %v) -> (%v, %v, %v), want (%v, %v)", c.x, c.y, x, y, ok, c.mx, c.my)
+		}
 	}
 	if _, _, ok := h.Map(10, 500); ok {
 		t.Error("a point on the horizon mapped to the floor")
