@@ -107,36 +107,29 @@ func BenchmarkWardPath(b *testing.B) {
 		}
 		perFrame(b, n)
 	})
-	b.Run("pipeline", func(b *testing.B) {
-		b.ReportAllocs()
-		n := 0
-		for b.Loop() {
-			p := New(det, est, Config{})
-			for i, f := range frames {
-				if _, err := p.Process(context.Background(), f, start.Add(time.Duration(i)*time.Second/7), int64(i+1)); err != nil {
-					b.Fatal(err)
+	// whole runs the pipeline over the frames, decoding each from its JPEG when asked.
+	whole := func(decode bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				p := New(det, est, Config{})
+				for i, f := range frames {
+					if decode {
+						var err error
+						if f, err = vision.Decode(jpegs[i]); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if _, err := p.Process(context.Background(), f, start.Add(time.Duration(i)*time.Second/7), int64(i+1)); err != nil {
+						b.Fatal(err)
+					}
 				}
+				n++
 			}
-			n++
+			perFrame(b, n)
 		}
-		perFrame(b, n)
-	})
-	b.Run("pipeline+decode", func(b *testing.B) {
-		b.ReportAllocs()
-		n := 0
-		for b.Loop() {
-			p := New(det, est, Config{})
-			for i, data := range jpegs {
-				f, err := vision.Decode(data)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := p.Process(context.Background(), f, start.Add(time.Duration(i)*time.Second/7), int64(i+1)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			n++
-		}
-		perFrame(b, n)
-	})
+	}
+	b.Run("pipeline", whole(false))
+	b.Run("pipeline+decode", whole(true))
 }
