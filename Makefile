@@ -51,6 +51,8 @@ test: deps fmt-check vet
 	$(GO) mod tidy -diff
 	$(GO) test $(TEST_FLAGS) ./...
 	$(GO) test -count=1 -tags matprofile ./vision/
+	# Every benchmark once, so that none rots; their timings are never asserted.
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/vigil
 	@echo "make test: all passed"
 
