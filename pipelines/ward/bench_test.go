@@ -5,6 +5,7 @@ import (
 	"errors"
 	"image"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,7 +46,8 @@ func benchFrames(b *testing.B, n int) ([]vision.Frame, [][]byte) {
 // beside the models alone on the same frames and the same people:
 //
 //   - model-only: the detector on each frame's prepared input, and the pose model once per
-//     person the pipeline found on that frame, on prepared crops (preparation untimed);
+//     person the pipeline found on that frame, on prepared crops (preparation untimed), the
+//     people spread over the pose model's workers as the pipeline spreads them;
 //   - pipeline: detection, tracking, pose per person, gait and fall rules on decoded frames;
 //   - pipeline+decode: the same from the JPEG the bridge sends.
 //
@@ -91,17 +93,28 @@ func BenchmarkWardPath(b *testing.B) {
 				poseIn[i] = append(poseIn[i], t.Clone())
 			}
 		}
+		// The people of a frame go to the pose model's workers side by side, as the pipeline
+		// sends them.
+		workers := est.Model().(*inference.Session).Workers()
 		n := 0
 		for b.Loop() {
 			for i := range frames {
 				if _, err := det.Model().Run(context.Background(), detIn[i:i+1]); err != nil {
 					b.Fatal(err)
 				}
-				for _, t := range poseIn[i] {
-					if _, err := est.Model().Run(context.Background(), []inference.Tensor{t}); err != nil {
-						b.Fatal(err)
-					}
+				var wg sync.WaitGroup
+				for w := range workers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for k := w; k < len(poseIn[i]); k += workers {
+							if _, err := est.Model().Run(context.Background(), poseIn[i][k:k+1]); err != nil {
+								b.Error(err)
+							}
+						}
+					}()
 				}
+				wg.Wait()
 			}
 			n++
 		}

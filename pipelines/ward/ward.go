@@ -4,9 +4,11 @@ package ward
 
 import (
 	"context"
+	"errors"
 	"image"
 	"math"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/vigil-health/vigil/pipelines/detect"
@@ -84,8 +86,10 @@ type Timings struct {
 
 // Pipeline processes one camera's frames in order. It is not safe for concurrent use.
 type Pipeline struct {
-	det     *detect.Detector
-	est     *pose.Estimator
+	det *detect.Detector
+	// ests are one keypoint estimator per worker of the pose model: the people of a frame
+	// are estimated side by side.
+	ests    []*pose.Estimator
 	tracker *track.Tracker
 	gait    map[int64]*gait.Analyzer
 	falls   map[int64]*fall.Detector
@@ -120,7 +124,17 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 		cfg.Track.MinScore = det.Threshold()
 	}
 	det.SetFloor(cfg.WeakScore)
-	return &Pipeline{det: det, est: est, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{},
+	ests := []*pose.Estimator{est}
+	if w, ok := est.Model().(interface{ Workers() int }); ok {
+		for len(ests) < w.Workers() {
+			more, err := pose.New(est.Model())
+			if err != nil {
+				break // the first estimator was made from the same model: this cannot fail
+			}
+			ests = append(ests, more)
+		}
+	}
+	return &Pipeline{det: det, ests: ests, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{},
 		falls: map[int64]*fall.Detector{}, spans: map[int64]*Summary{}, cfg: cfg}
 }
 
@@ -138,16 +152,16 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 	}
 	tracks := p.tracker.Update(obs)
 	t2 := time.Now()
+	skeletons, err := p.estimate(ctx, f, dets, tracks)
+	if err != nil {
+		return nil, err
+	}
 	people := make([]Person, 0, len(dets))
 	for i, d := range dets {
 		if tracks[i] == nil {
 			continue // a weak box that continues no one
 		}
-		s, err := p.est.Estimate(ctx, f, d.Box)
-		if err != nil {
-			return nil, err
-		}
-		people = append(people, Person{TrackID: tracks[i].ID, Box: d.Box, Score: d.Score, Skeleton: s})
+		people = append(people, Person{TrackID: tracks[i].ID, Box: d.Box, Score: d.Score, Skeleton: skeletons[i]})
 		if tracks[i].Jumped {
 			delete(p.gait, tracks[i].ID) // probably someone else now: measure their gait afresh
 		}
@@ -214,6 +228,39 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 	}
 	p.Last = Timings{Detect: t1.Sub(t0), Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
 	return people, nil
+}
+
+// estimate finds the skeleton of every tracked person on the frame, the estimators working
+// side by side (each on every n-th person, so the result does not depend on timing).
+func (p *Pipeline) estimate(ctx context.Context, f vision.Frame, dets []detect.Detection, tracks []*track.Track) ([]pose.Skeleton, error) {
+	skeletons := make([]pose.Skeleton, len(dets))
+	errs := make([]error, len(p.ests))
+	work := func(w int) {
+		for i := w; i < len(dets); i += len(p.ests) {
+			if tracks[i] == nil {
+				continue
+			}
+			s, err := p.ests[w].Estimate(ctx, f, dets[i].Box)
+			if err != nil {
+				errs[w] = err
+				return
+			}
+			skeletons[i] = s
+		}
+	}
+	if len(dets) < 2 || len(p.ests) == 1 {
+		for w := range p.ests {
+			work(w)
+		}
+	} else {
+		var wg sync.WaitGroup
+		for w := range p.ests {
+			wg.Add(1)
+			go func() { defer wg.Done(); work(w) }()
+		}
+		wg.Wait()
+	}
+	return skeletons, errors.Join(errs...)
 }
 
 // handOver checks a descent whose person was not seen on this frame against the people seen
