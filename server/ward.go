@@ -197,6 +197,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}
 	reportedDrops := int64(0)
 	lastStats := statsStart
+	var pixels vision.Frame // each frame is decoded into the same pixels
 	for f := range queue {
 		if n := dropped.Load(); n > reportedDrops {
 			dropMu.Lock()
@@ -210,7 +211,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 			}
 		}
 		decodeStart := time.Now()
-		ev, img, err := s.frame(ctx, pipe, f)
+		ev, img, err := s.frame(ctx, pipe, f, &pixels)
 		if err != nil {
 			return err
 		}
@@ -368,7 +369,7 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, revie
 // frame decodes and processes one frame. A frame that cannot be used becomes a FrameError
 // event and the stream goes on; only a failure of the service itself ends the stream.
 // It returns the decoded image too.
-func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1.Frame) (*vigilv1.WardEvent, vision.Frame, error) {
+func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1.Frame, pixels *vision.Frame) (*vigilv1.WardEvent, vision.Frame, error) {
 	frameError := func(code codes.Code, msg string) *vigilv1.WardEvent {
 		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameError{FrameError: &vigilv1.FrameError{Sequence: f.Sequence, Code: code.String(), Message: msg}}}
 	}
@@ -378,10 +379,10 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, f *vigilv1
 		if _, _, err := vision.CheckSize(f.Data, s.opts.MaxSide); err != nil {
 			return frameError(codes.InvalidArgument, err.Error()), img, nil
 		}
-		var err error
-		if img, err = vision.Decode(f.Data); err != nil {
+		if err := vision.DecodeInto(pixels, f.Data); err != nil {
 			return frameError(codes.InvalidArgument, err.Error()), img, nil
 		}
+		img = *pixels
 	case vigilv1.FrameEncoding_FRAME_ENCODING_BGR:
 		w, h := int(f.Width), int(f.Height)
 		if w <= 0 || h <= 0 || w > s.opts.MaxSide || h > s.opts.MaxSide {

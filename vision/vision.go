@@ -17,13 +17,9 @@ import (
 )
 
 func fromMat(m gocv.Mat) (Frame, error) {
-	if m.Empty() {
-		return Frame{}, ErrDecode
-	}
-	if m.Type() != gocv.MatTypeCV8UC3 {
-		return Frame{}, fmt.Errorf("%w: got OpenCV type %v, want 8-bit BGR", ErrDecode, m.Type())
-	}
-	return Frame{Width: m.Cols(), Height: m.Rows(), BGR: m.ToBytes()}, nil
+	var f Frame
+	err := copyMat(&f, m)
+	return f, err
 }
 
 func toMat(f Frame) (gocv.Mat, error) {
@@ -35,28 +31,69 @@ func toMat(f Frame) (gocv.Mat, error) {
 
 // Decode decodes a JPEG, PNG or other image OpenCV reads into a BGR frame.
 func Decode(data []byte) (Frame, error) {
+	var out Frame
+	err := DecodeInto(&out, data)
+	return out, err
+}
+
+// DecodeInto is Decode into dst, whose pixels are reused when they are big enough: a stream
+// decoding every frame allocates nothing in Go once warm.
+func DecodeInto(dst *Frame, data []byte) error {
 	if len(data) == 0 {
-		return Frame{}, fmt.Errorf("%w: no bytes", ErrDecode)
+		return fmt.Errorf("%w: no bytes", ErrDecode)
 	}
 	m, err := gocv.IMDecode(data, gocv.IMReadColor)
 	if err != nil {
-		return Frame{}, fmt.Errorf("%w: %v", ErrDecode, err)
+		return fmt.Errorf("%w: %v", ErrDecode, err)
 	}
 	defer m.Close()
-	return fromMat(m)
+	return copyMat(dst, m)
+}
+
+// copyMat copies an 8-bit BGR Mat into dst, reusing dst's pixels when they are big enough.
+func copyMat(dst *Frame, m gocv.Mat) error {
+	if m.Empty() {
+		return ErrDecode
+	}
+	if m.Type() != gocv.MatTypeCV8UC3 {
+		return fmt.Errorf("%w: got OpenCV type %v, want 8-bit BGR", ErrDecode, m.Type())
+	}
+	pix, err := m.DataPtrUint8()
+	if err != nil {
+		return err
+	}
+	w, h := m.Cols(), m.Rows()
+	n := w * h * 3
+	if len(pix) < n {
+		return fmt.Errorf("%w: %dx%d image with %d bytes", ErrDecode, w, h, len(pix))
+	}
+	if cap(dst.BGR) < n {
+		dst.BGR = make([]byte, n)
+	}
+	dst.Width, dst.Height, dst.BGR = w, h, dst.BGR[:n]
+	copy(dst.BGR, pix)
+	return nil
 }
 
 // Resize scales a frame to width x height with bilinear interpolation.
 func Resize(f Frame, width, height int) (Frame, error) {
+	var out Frame
+	err := ResizeInto(&out, f, width, height)
+	return out, err
+}
+
+// ResizeInto is Resize into dst, whose pixels are reused when they are big enough: a caller
+// resizing every frame allocates nothing in Go once warm.
+func ResizeInto(dst *Frame, f Frame, width, height int) error {
 	src, err := toMat(f)
 	if err != nil {
-		return Frame{}, err
+		return err
 	}
 	defer src.Close()
-	dst := gocv.NewMat()
-	defer dst.Close()
-	gocv.Resize(src, &dst, image.Pt(width, height), 0, 0, gocv.InterpolationLinear)
-	return fromMat(dst)
+	small := gocv.NewMat()
+	defer small.Close()
+	gocv.Resize(src, &small, image.Pt(width, height), 0, 0, gocv.InterpolationLinear)
+	return copyMat(dst, small)
 }
 
 // Video reads frames from a file, a stream URL or a device.

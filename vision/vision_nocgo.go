@@ -8,7 +8,9 @@ package vision
 type Video struct{}
 
 func Decode([]byte) (Frame, error)                         { return Frame{}, ErrNoCGO }
+func DecodeInto(*Frame, []byte) error                      { return ErrNoCGO }
 func Resize(Frame, int, int) (Frame, error)                { return Frame{}, ErrNoCGO }
+func ResizeInto(*Frame, Frame, int, int) error             { return ErrNoCGO }
 func OpenVideo(string) (*Video, error)                     { return nil, ErrNoCGO }
 func (v *Video) FPS() float64                              { return 0 }
 func (v *Video) Read() (Frame, error)                      { return Frame{}, ErrNoCGO }

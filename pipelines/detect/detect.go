@@ -43,6 +43,7 @@ type Detector struct {
 	floor     float64
 	classes   map[string]bool
 	input     []float32
+	small     vision.Frame // the resized frame, reused
 }
 
 // New checks the model's manifest and returns a detector that keeps only the given labels
@@ -105,10 +106,10 @@ func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, err
 // Prepare turns a BGR frame into the model's input tensor, as the manifest says: resized,
 // planar, scaled. The tensor shares the detector's buffer: it is valid until the next call.
 func (d *Detector) Prepare(f vision.Frame) (inference.Tensor, error) {
-	small, err := vision.Resize(f, d.w, d.h)
-	if err != nil {
+	if err := vision.ResizeInto(&d.small, f, d.w, d.h); err != nil {
 		return inference.Tensor{}, err
 	}
+	small := d.small
 	in := d.man.Inputs[0]
 	plane := d.w * d.h
 	order := [3]int{0, 1, 2} // BGR planes from BGR pixels

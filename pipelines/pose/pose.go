@@ -69,6 +69,7 @@ type Estimator struct {
 	size  int
 	rgb   bool
 	crop  []byte
+	small vision.Frame // the resized crop, reused
 	input []int32
 }
 
@@ -118,10 +119,10 @@ func (e *Estimator) Prepare(f vision.Frame, box image.Rectangle) (inference.Tens
 		}
 		copy(crop[((y-sq.Min.Y)*side+(x0-sq.Min.X))*3:], f.BGR[(y*f.Width+x0)*3:(y*f.Width+x1)*3])
 	}
-	small, err := vision.Resize(vision.Frame{Width: side, Height: side, BGR: crop}, e.size, e.size)
-	if err != nil {
+	if err := vision.ResizeInto(&e.small, vision.Frame{Width: side, Height: side, BGR: crop}, e.size, e.size); err != nil {
 		return inference.Tensor{}, sq, err
 	}
+	small := e.small
 	for i := 0; i < e.size*e.size; i++ {
 		b, g, r := small.BGR[3*i], small.BGR[3*i+1], small.BGR[3*i+2]
 		if e.rgb {
