@@ -64,6 +64,7 @@ func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 			Pipeline: review.PipelineTriage, Label: "hypoechoic lesion", Score: 0.5 + float64(i%5)/10, Priority: i % 4,
 			Box:          &review.Box{X: 100, Y: 80, Width: 40, Height: 30},
 			Measurements: []review.Measurement{{Name: "long axis", Value: 11.5, Unit: "mm"}},
+			Evidence:     []string{fmt.Sprintf("seeded as finding %d, with its evidence in plain words", i)},
 			Model:        review.ModelRef{Name: "us-lesion-demo", Version: "1", SHA256: "cafe"},
 			Source: review.Source{StudyInstanceUID: seedStudy, SeriesInstanceUID: seedStudy + ".1",
 				SOPInstanceUID: fmt.Sprintf("%s.1.%d", seedStudy, i), SOPClassUID: "1.2.840.10008.5.1.4.1.1.6.1",

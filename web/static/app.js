@@ -144,6 +144,12 @@ async function select(i) {
 
 // --- finding view --------------------------------------------------------------------------
 
+// number shows a measurement: one decimal, or two significant digits under 1 (a sway of 0.03).
+function number(v) {
+  const x = Number(v);
+  return Math.abs(x) < 1 && x !== 0 ? x.toPrecision(2) : x.toFixed(1);
+}
+
 function renderDetail() {
   const d = state.detail;
   $("#empty").hidden = !!d;
@@ -174,7 +180,7 @@ function renderDetail() {
   (f.measurements || []).forEach((m) => {
     const tr = document.createElement("tr");
     cell(tr, m.name);
-    cell(tr, Number(m.value).toFixed(1));
+    cell(tr, number(m.value));
     cell(tr, m.unit);
     mbody.appendChild(tr);
     const label = document.createElement("label");
@@ -182,9 +188,17 @@ function renderDetail() {
     const input = document.createElement("input");
     input.dataset.name = m.name;
     input.dataset.unit = m.unit;
-    input.placeholder = Number(m.value).toFixed(1);
+    input.placeholder = number(m.value);
     label.appendChild(input);
     amendBox.appendChild(label);
+  });
+  // Why the finding was put forward: the fall rules that fired, the fall-risk indicators.
+  const ev = $("#f-evidence");
+  ev.replaceChildren();
+  (f.evidence || []).forEach((e) => {
+    const li = document.createElement("li");
+    li.textContent = e;
+    ev.appendChild(li);
   });
   const dec = f.decision;
   $("#f-decision").textContent = dec
