@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -193,6 +192,7 @@ func TestDecisionsSurviveKill9(t *testing.T) {
 	}
 	var mu sync.Mutex
 	acked := map[string]ack{}
+	underWay := make(chan struct{}) // closed at the 60th acknowledged decision
 	var wg sync.WaitGroup
 	const workers = 4
 	for w := 0; w < workers; w++ {
@@ -210,19 +210,20 @@ func TestDecisionsSurviveKill9(t *testing.T) {
 				}
 				mu.Lock()
 				acked[seeded[i].ID] = ack{resp.Finding.Version, resp.Finding.State}
+				if len(acked) == 60 {
+					close(underWay)
+				}
 				mu.Unlock()
 			}
 		}()
 	}
 	// Kill once the burst is well under way.
-	for {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 60 {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-underWay:
+	case <-finished:
+		t.Fatalf("the reviewers stopped after %d decisions, before 60: %s", len(acked), d.logs())
 	}
 	if err := d.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -116,11 +116,7 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 		}
 	}
 	if ok && cur.angle < 25 && cur.height > 0 && !box.Empty() {
-		if d.standingBox == 0 {
-			d.standingBox = float64(box.Dy())
-		} else {
-			d.standingBox = 0.9*d.standingBox + 0.1*float64(box.Dy())
-		}
+		follow(&d.standingBox, float64(box.Dy()))
 	}
 	if d.standing < d.cfg.MinHeight || d.standing == 0 {
 		return Alert{}, false
@@ -246,13 +242,18 @@ func (d *Detector) measure(t time.Time, s pose.Skeleton, box image.Rectangle) (s
 	}
 	// The standing height follows the person while upright (tilt under 25 degrees).
 	if cur.angle < 25 && cur.height > 0 {
-		if d.standing == 0 {
-			d.standing = cur.height
-		} else {
-			d.standing = 0.9*d.standing + 0.1*cur.height
-		}
+		follow(&d.standing, cur.height)
 	}
 	return cur, true
+}
+
+// follow moves a running average a tenth of the way to v, or starts it at v.
+func follow(avg *float64, v float64) {
+	if *avg == 0 {
+		*avg = v
+		return
+	}
+	*avg = 0.9**avg + 0.1*v
 }
 
 // freeFall is half of gravity's acceleration in body heights (shoulders to ankles, about

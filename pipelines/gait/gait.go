@@ -99,7 +99,8 @@ type Summary struct {
 
 // Summarize returns the gait so far, and false until MinSteps steps are seen.
 func (a *Analyzer) Summarize() (Summary, bool) {
-	steps := a.steps()
+	dirs := a.directions()
+	steps := a.steps(dirs)
 	if len(steps) < MinSteps {
 		return Summary{Steps: len(steps)}, false
 	}
@@ -168,7 +169,7 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 			s.SpeedMetres = dist / a.PixelsPerMetre / dur
 		}
 	}
-	s.Sway = a.sway()
+	s.Sway = a.sway(dirs)
 	if s.SpeedBodyHeights*s.StepTimeMean < minStepLength {
 		return Summary{Steps: len(steps)}, false
 	}
@@ -177,11 +178,11 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 }
 
 // sway is Summary.Sway.
-func (a *Analyzer) sway() float64 {
+func (a *Analyzer) sway(dirs []heading) float64 {
 	var sum float64
 	n := 0
 	for i, c := range a.samples {
-		ux, uy, walking := a.direction(i)
+		ux, uy, walking := dirs[i].ux, dirs[i].uy, dirs[i].walking
 		if !walking {
 			continue
 		}
@@ -253,12 +254,12 @@ const maxStep = 1500 * time.Millisecond
 // The lead changes sign once a step, and a step takes at least a third of a second: a lone
 // frame whose lead has the other sign from the clear leads (beyond stepMargin) on both sides
 // of it is a swap, and is flipped back. Longer swaps are left to minStep.
-func (a *Analyzer) leads() ([]float64, []bool) {
+func (a *Analyzer) leads(dirs []heading) ([]float64, []bool) {
 	raw := make([]float64, len(a.samples))
 	walking := make([]bool, len(a.samples))
 	for i, c := range a.samples {
-		ux, uy, ok := a.direction(i)
-		raw[i], walking[i] = (c.dx*ux+c.dy*uy)/c.height, ok
+		d := dirs[i]
+		raw[i], walking[i] = (c.dx*d.ux+c.dy*d.uy)/c.height, d.walking
 	}
 	leads := unswap(a.samples, raw, 1)
 	return leads, walking
@@ -293,8 +294,8 @@ func unswap(samples []sample, leads []float64, reach int) []float64 {
 }
 
 // steps finds the passings of the feet.
-func (a *Analyzer) steps() []step {
-	leads, walking := a.leads()
+func (a *Analyzer) steps(dirs []heading) []step {
+	leads, walking := a.leads(dirs)
 	margin := a.margins(leads)
 	var steps []step
 	run, side, n := 0, 0, 0
@@ -343,6 +344,21 @@ func (a *Analyzer) steps() []step {
 		steps = append(steps, step{t: at, run: run, n: n})
 	}
 	return steps
+}
+
+// heading is a sample's direction of travel (a unit vector) and whether the person walks.
+type heading struct {
+	ux, uy  float64
+	walking bool
+}
+
+// directions is every sample's heading, worked out once for a summary.
+func (a *Analyzer) directions() []heading {
+	out := make([]heading, len(a.samples))
+	for i := range a.samples {
+		out[i].ux, out[i].uy, out[i].walking = a.direction(i)
+	}
+	return out
 }
 
 // direction is the unit direction of travel around sample i, from the hip centre's
