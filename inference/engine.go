@@ -12,10 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -159,8 +159,15 @@ func (e *Engine) Load(m *models.Manifest, path string) (*Session, error) {
 		inputs:   specs,
 		outputs:  m.Outputs,
 		ort:      sess,
-		slots:    make(chan struct{}, e.cfg.Workers),
-		maxWait:  int64(e.cfg.QueueDepth),
+	}
+	if err := s.start(e.cfg.Workers, e.cfg.QueueDepth); err != nil {
+		sess.Destroy()
+		untrack()
+		return nil, err
+	}
+	if m.Batching.MaxBatch > 1 && s.batch == 1 {
+		e.cfg.Logger.Warn("model has a fixed batch dimension: requests run one at a time, not batched",
+			slog.String("model", m.Name), slog.Int("max_batch", m.Batching.MaxBatch))
 	}
 	e.mu.Lock()
 	e.sessions[s] = struct{}{}
@@ -270,8 +277,9 @@ func (e *Engine) Close() error {
 	return errors.Join(errs...)
 }
 
-// Session is one loaded model. Run may be called from many goroutines: at most Workers runs
-// execute at once, at most QueueDepth wait, and the rest get ErrOverloaded.
+// Session is one loaded model. Run may be called from many goroutines: requests queue for the
+// session's workers (at most QueueDepth wait; the rest get ErrOverloaded), and a model whose
+// batch dimension is dynamic runs queued requests together (see scheduler.go).
 type Session struct {
 	engine   *Engine
 	manifest *models.Manifest
@@ -280,12 +288,18 @@ type Session struct {
 	inputs   []models.TensorSpec
 	outputs  []models.TensorSpec
 
-	// mu guards ort against Close while runs hold a slot: runs take it shared.
+	// mu guards closed and the queue against Close: senders take it shared.
 	mu      sync.RWMutex
+	closed  bool
 	ort     *ort.DynamicAdvancedSession
-	slots   chan struct{}
-	waiting atomic.Int64
-	maxWait int64
+	queue   chan *request
+	workers []*worker
+	done    sync.WaitGroup
+	// batch is the most items one run takes; maxDelay how long a partial batch waits.
+	batch    int
+	maxDelay time.Duration
+	runs     atomic.Int64
+	items    atomic.Int64
 }
 
 // Manifest is the manifest the session was loaded with.
@@ -302,104 +316,57 @@ func (s *Session) Inputs() []models.TensorSpec  { return s.inputs }
 func (s *Session) Outputs() []models.TensorSpec { return s.outputs }
 
 // Workers is how many runs may execute at once.
-func (s *Session) Workers() int { return cap(s.slots) }
+func (s *Session) Workers() int { return len(s.workers) }
+
+// Batching is the most items one run takes (1: no batching) and how long a partial batch
+// waits for more.
+func (s *Session) Batching() (maxBatch int, maxQueueDelay time.Duration) { return s.batch, s.maxDelay }
+
+// Stats are the runs the model has made and the items they carried; their ratio is the mean
+// batch size.
+func (s *Session) Stats() (runs, items int64) { return s.runs.Load(), s.items.Load() }
 
 // Run feeds inputs (in manifest order) to the model and returns its outputs (in manifest
-// order). Input shapes may differ from the manifest's only in dynamic dimensions.
+// order), in memory of their own. Input shapes may differ from the manifest's only in dynamic
+// dimensions.
 func (s *Session) Run(ctx context.Context, inputs []Tensor) ([]Tensor, error) {
-	if len(inputs) != len(s.inputs) {
-		return nil, fmt.Errorf("%w: %s takes %d inputs, got %d", ErrBadInput, s.manifest.Name, len(s.inputs), len(inputs))
-	}
-	for i, spec := range s.inputs {
-		if err := checkInput(spec, inputs[i]); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer func() { <-s.slots }()
-
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.ort == nil {
-		return nil, ErrClosed
-	}
-	in := make([]ort.Value, len(inputs))
-	defer func() {
-		for _, v := range in {
-			if v != nil {
-				v.Destroy()
-				untrack()
-			}
-		}
-	}()
-	for i, t := range inputs {
-		v, err := toORT(t)
-		if err != nil {
-			return nil, err
-		}
-		track()
-		in[i] = v
-	}
-	out := make([]ort.Value, len(s.outputs))
-	err := s.ort.Run(in, out)
-	// The Go memory behind the input tensors must live until the run is over.
-	runtime.KeepAlive(inputs)
-	results := make([]Tensor, len(out))
-	for i, v := range out {
-		if v == nil {
-			continue
-		}
-		t, cerr := fromORT(v)
-		v.Destroy()
-		if err == nil && cerr != nil {
-			err = cerr
-		}
-		results[i] = t
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrRuntime, s.manifest.Name, err)
-	}
-	return results, nil
+	return s.submit(ctx, inputs, nil)
 }
 
-func (s *Session) acquire(ctx context.Context) error {
-	select {
-	case s.slots <- struct{}{}:
-		return nil
-	default:
+// RunInto is Run writing the outputs into the caller's tensors, which must have the shapes the
+// outputs will have: a caller that keeps its tensors runs without allocating.
+func (s *Session) RunInto(ctx context.Context, inputs, outputs []Tensor) error {
+	if len(outputs) != len(s.outputs) {
+		return fmt.Errorf("%w: %s gives %d outputs, got %d to fill", ErrBadInput, s.manifest.Name, len(s.outputs), len(outputs))
 	}
-	if s.waiting.Add(1) > s.maxWait {
-		s.waiting.Add(-1)
-		return fmt.Errorf("%w: %s has %d runs waiting", ErrOverloaded, s.manifest.Name, s.maxWait)
-	}
-	defer s.waiting.Add(-1)
-	select {
-	case s.slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	_, err := s.submit(ctx, inputs, outputs)
+	return err
 }
 
-// Close waits for running calls to finish and frees the session.
+// Close fails the requests still queued, waits for running ones to finish and frees the
+// session.
 func (s *Session) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ort == nil {
+	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
-	err := s.ort.Destroy()
+	s.closed = true
+	close(s.queue)
+	s.mu.Unlock()
+	s.done.Wait()
+	var errs []error
+	for _, w := range s.workers {
+		errs = append(errs, w.free())
+	}
+	if err := s.ort.Destroy(); err != nil {
+		errs = append(errs, fmt.Errorf("%w: %v", ErrRuntime, err))
+	}
 	untrack()
-	s.ort = nil
 	s.engine.mu.Lock()
 	delete(s.engine.sessions, s)
 	s.engine.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrRuntime, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func toORT(t Tensor) (ort.Value, error) {

@@ -6,6 +6,7 @@ package inference
 
 import (
 	"context"
+	"time"
 
 	"github.com/vigil-health/vigil/models"
 )
@@ -36,3 +37,7 @@ func (s *Session) Outputs() []models.TensorSpec                    { return nil 
 func (s *Session) Workers() int                                    { return 0 }
 func (s *Session) Close() error                                    { return nil }
 func (s *Session) Run(context.Context, []Tensor) ([]Tensor, error) { return nil, ErrNoCGO }
+
+func (s *Session) RunInto(context.Context, []Tensor, []Tensor) error { return ErrNoCGO }
+func (s *Session) Batching() (int, time.Duration)                    { return 0, 0 }
+func (s *Session) Stats() (int64, int64)                             { return 0, 0 }

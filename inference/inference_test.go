@@ -323,38 +323,6 @@ func TestRunRejectsBadInput(t *testing.T) {
 	}
 }
 
-func TestRunRefusesWhenQueueIsFull(t *testing.T) {
-	e := openEngine(t, Config{Workers: 1, QueueDepth: 1})
-	s := loadModel(t, e, "fastestdet")
-	in := detectorInput(t, grey(352, 352))
-	s.slots <- struct{}{} // the only worker is busy
-	ctx, cancel := context.WithCancel(context.Background())
-	waiting := make(chan error)
-	go func() {
-		_, err := s.Run(ctx, []Tensor{in})
-		waiting <- err
-	}()
-	for s.waiting.Load() != 1 {
-		// The first caller takes the only place in the queue.
-		select {
-		case err := <-waiting:
-			t.Fatalf("queued run returned early: %v", err)
-		default:
-		}
-	}
-	if _, err := s.Run(context.Background(), []Tensor{in}); !errors.Is(err, ErrOverloaded) {
-		t.Errorf("got %v, want ErrOverloaded when the queue is full", err)
-	}
-	cancel()
-	if err := <-waiting; !errors.Is(err, context.Canceled) {
-		t.Errorf("queued run after cancel: got %v, want context.Canceled", err)
-	}
-	<-s.slots
-	if _, err := s.Run(context.Background(), []Tensor{in}); err != nil {
-		t.Errorf("after the queue drained: %v", err)
-	}
-}
-
 func TestLoadRefusesSignatureMismatch(t *testing.T) {
 	e := openEngine(t, Config{})
 	m, path := testenv.Model(t, "fastestdet")

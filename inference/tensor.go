@@ -104,3 +104,48 @@ func checkInput(spec models.TensorSpec, t Tensor) error {
 	}
 	return nil
 }
+
+// newData makes n zero elements of a type a Tensor can hold.
+func newData(dtype models.DType, n int64) (any, bool) {
+	switch dtype {
+	case models.Float32:
+		return make([]float32, n), true
+	case models.Int32:
+		return make([]int32, n), true
+	case models.Int64:
+		return make([]int64, n), true
+	case models.Uint8:
+		return make([]uint8, n), true
+	}
+	return nil, false
+}
+
+// sliceOf is elements [from, from+n) of data, sharing its memory.
+func sliceOf(data any, from, n int64) any {
+	switch d := data.(type) {
+	case []float32:
+		return d[from : from+n]
+	case []int32:
+		return d[from : from+n]
+	case []int64:
+		return d[from : from+n]
+	case []uint8:
+		return d[from : from+n]
+	}
+	return nil
+}
+
+// copyAt copies src's elements into dst from element off; both hold the same type, which
+// checkInput and checkOutput have made sure of.
+func copyAt(dst any, off int64, src any) {
+	switch d := dst.(type) {
+	case []float32:
+		copy(d[off:], src.([]float32))
+	case []int32:
+		copy(d[off:], src.([]int32))
+	case []int64:
+		copy(d[off:], src.([]int64))
+	case []uint8:
+		copy(d[off:], src.([]uint8))
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -70,6 +71,9 @@ type Manifest struct {
 	Labels  []string      `yaml:"labels"`
 	// Thresholds are the decoder's cut-offs by name ("score", "nms_iou", "keypoint").
 	Thresholds map[string]float64 `yaml:"thresholds"`
+	// Batching lets one run serve several callers' requests. It applies only when the first
+	// dimension of every input and output is dynamic.
+	Batching Batching `yaml:"batching,omitempty"`
 
 	// Dir is the folder the manifest was read from; empty for embedded manifests.
 	Dir string `yaml:"-"`
@@ -130,6 +134,31 @@ func (in InputSpec) Size() (height, width int64) {
 	return in.Shape[2], in.Shape[3]
 }
 
+// Batching is dynamic batching: requests that queue while the model's workers are busy run
+// together, up to MaxBatch items in one run.
+type Batching struct {
+	// MaxBatch is the most items one run takes; 0 or 1 means no batching.
+	MaxBatch int `yaml:"max_batch"`
+	// MaxQueueDelay is how long a worker holding a partial batch waits for more requests
+	// before it runs. 0 runs at once with whatever has queued, adding no latency when idle.
+	MaxQueueDelay time.Duration `yaml:"max_queue_delay"`
+}
+
+// BatchDynamic says whether the first dimension of every input and output is dynamic, which
+// is what dynamic batching needs.
+func (m *Manifest) BatchDynamic() bool {
+	specs := append([]TensorSpec(nil), m.Outputs...)
+	for _, in := range m.Inputs {
+		specs = append(specs, in.TensorSpec)
+	}
+	for _, s := range specs {
+		if len(s.Shape) == 0 || s.Shape[0] != Dynamic {
+			return false
+		}
+	}
+	return true
+}
+
 // DecoderConfig selects the output decoder and its format.
 type DecoderConfig struct {
 	Kind Decoder `yaml:"kind"`
@@ -137,6 +166,9 @@ type DecoderConfig struct {
 	// "movenet" for keypoints.
 	Format string `yaml:"format"`
 }
+
+// MaxBatch bounds batching.max_batch: a batch that large already gains nothing on a CPU.
+const MaxBatch = 64
 
 // ErrInvalidManifest is wrapped by every manifest validation error.
 var ErrInvalidManifest = errors.New("invalid model manifest")
@@ -188,6 +220,10 @@ func (m *Manifest) Validate() error {
 		return bad("outputs is empty")
 	case !slices.Contains(knownKinds, m.Decoder.Kind):
 		return bad("decoder.kind %q is not one of %v", m.Decoder.Kind, knownKinds)
+	case m.Batching.MaxBatch < 0 || m.Batching.MaxBatch > MaxBatch:
+		return bad("batching.max_batch %d must be 0 to %d", m.Batching.MaxBatch, MaxBatch)
+	case m.Batching.MaxQueueDelay < 0 || m.Batching.MaxQueueDelay > time.Second:
+		return bad("batching.max_queue_delay %v must be 0 to 1s", m.Batching.MaxQueueDelay)
 	}
 	for i, in := range m.Inputs {
 		if err := checkSpec(in.TensorSpec); err != nil {

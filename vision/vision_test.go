@@ -130,6 +130,45 @@ func TestAnnotateDrawsInTheColoursAsked(t *testing.T) {
 	}
 }
 
+// TestAnnotateGreyKeepsItsLevels: a grey image comes back as a palette PNG with the marks in
+// their colours and every grey pixel within one level of what it was.
+func TestAnnotateGreyKeepsItsLevels(t *testing.T) {
+	const w, h = 256, 40
+	pix := make([]byte, w*h)
+	for i := range pix {
+		pix[i] = byte(i % w) // every grey level in each row
+	}
+	cyan, orange := color.RGBA{R: 0, G: 220, B: 255, A: 255}, color.RGBA{R: 255, G: 160, B: 0, A: 255}
+	data, err := AnnotatePNG(pix, w, h, 1, []Mark{{Rect: image.Rect(10, 10, 30, 30), Color: cyan}, {Rect: image.Rect(100, 5, 140, 35), Color: orange}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := img.(*image.Paletted); !ok {
+		t.Errorf("a grey overlay decodes as %T, want a palette image", img)
+	}
+	for _, c := range []struct {
+		at   image.Point
+		want color.RGBA
+	}{{image.Pt(10, 20), cyan}, {image.Pt(120, 5), orange}} {
+		if got := color.RGBAModel.Convert(img.At(c.at.X, c.at.Y)).(color.RGBA); got != c.want {
+			t.Errorf("pixel %v is %v, want %v", c.at, got, c.want)
+		}
+	}
+	for x := range w {
+		if x >= 8 && x < 32 || x >= 98 && x < 142 {
+			continue
+		}
+		got := color.GrayModel.Convert(img.At(x, 38)).(color.Gray).Y
+		if d := int(got) - int(pix[38*w+x]); d < -1 || d > 1 {
+			t.Fatalf("grey %d at x=%d came back as %d", pix[38*w+x], x, got)
+		}
+	}
+}
+
 // TestIntoReusesThePixels: decoding and resizing into a warm frame allocate nothing in Go and
 // give the same pixels as Decode and Resize.
 func TestIntoReusesThePixels(t *testing.T) {

@@ -22,7 +22,7 @@ var ErrUnsupportedModel = errors.New("detect: unsupported model")
 // Model is what detection needs of a loaded model; *inference.Session is one.
 type Model interface {
 	Manifest() *models.Manifest
-	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
+	RunInto(ctx context.Context, inputs, outputs []inference.Tensor) error
 }
 
 // Detection is one object found in a frame.
@@ -33,7 +33,8 @@ type Detection struct {
 	Box image.Rectangle
 }
 
-// Detector runs one detection model, reusing its input buffer between frames.
+// Detector runs one detection model, reusing its buffers between frames: a frame allocates
+// nothing but the detections it returns.
 type Detector struct {
 	model     Model
 	man       *models.Manifest
@@ -43,7 +44,8 @@ type Detector struct {
 	floor     float64
 	classes   map[string]bool
 	input     []float32
-	small     vision.Frame // the resized frame, reused
+	in, out   []inference.Tensor // one each, over input and the model's output, reused
+	small     vision.Frame       // the resized frame, reused
 }
 
 // New checks the model's manifest and returns a detector that keeps only the given labels
@@ -60,6 +62,15 @@ func New(m Model, labels ...string) (*Detector, error) {
 	}
 	d := &Detector{model: m, man: man, w: int(w), h: int(h), threshold: man.Thresholds["score"], nmsIoU: man.Thresholds["nms_iou"],
 		input: make([]float32, 3*w*h)}
+	input, err := inference.NewTensor([]int64{1, 3, h, w}, d.input)
+	if err != nil {
+		return nil, err
+	}
+	out, err := outputTensor(man)
+	if err != nil {
+		return nil, err
+	}
+	d.in, d.out = []inference.Tensor{input}, []inference.Tensor{out}
 	if d.threshold == 0 {
 		d.threshold = 0.5
 	}
@@ -88,19 +99,30 @@ func (d *Detector) SetFloor(score float64) { d.floor = score }
 
 // Detect finds objects in a BGR frame.
 func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, error) {
-	t, err := d.Prepare(f)
-	if err != nil {
+	if _, err := d.Prepare(f); err != nil {
 		return nil, err
 	}
-	out, err := d.model.Run(ctx, []inference.Tensor{t})
-	if err != nil {
+	if err := d.model.RunInto(ctx, d.in, d.out); err != nil {
 		return nil, err
 	}
-	v, err := inference.Values[float32](out[0])
-	if err != nil {
-		return nil, err
+	v, _ := inference.Values[float32](d.out[0])
+	return d.decode(v, d.out[0].Shape, f.Width, f.Height)
+}
+
+// outputTensor is room for the model's one output, which must have a fixed shape.
+func outputTensor(man *models.Manifest) (inference.Tensor, error) {
+	if len(man.Outputs) != 1 || man.Outputs[0].DType != models.Float32 {
+		return inference.Tensor{}, fmt.Errorf("%w: %s has %d outputs, want one float32", ErrUnsupportedModel, man.Name, len(man.Outputs))
 	}
-	return d.decode(v, out[0].Shape, f.Width, f.Height)
+	shape := man.Outputs[0].Shape
+	n := int64(1)
+	for _, d := range shape {
+		if d <= 0 {
+			return inference.Tensor{}, fmt.Errorf("%w: %s output shape %v is not fixed", ErrUnsupportedModel, man.Name, shape)
+		}
+		n *= d
+	}
+	return inference.NewTensor(shape, make([]float32, n))
 }
 
 // Prepare turns a BGR frame into the model's input tensor, as the manifest says: resized,
@@ -123,7 +145,7 @@ func (d *Detector) Prepare(f vision.Frame) (inference.Tensor, error) {
 		d.input[order[1]*plane+i] = float32(p[1]) * scale
 		d.input[order[2]*plane+i] = float32(p[2]) * scale
 	}
-	return inference.NewTensor([]int64{1, 3, int64(d.h), int64(d.w)}, d.input)
+	return d.in[0], nil
 }
 
 // decode reads FastestDet's grid: per cell, objectness, centre offsets (tanh), width and

@@ -60,17 +60,19 @@ type Skeleton [Count]Keypoint
 // Model is what pose needs of a loaded model; *inference.Session is one.
 type Model interface {
 	Manifest() *models.Manifest
-	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
+	RunInto(ctx context.Context, inputs, outputs []inference.Tensor) error
 }
 
-// Estimator runs one keypoint model, reusing its buffers between calls.
+// Estimator runs one keypoint model, reusing its buffers between calls: a call allocates
+// nothing.
 type Estimator struct {
-	model Model
-	size  int
-	rgb   bool
-	crop  []byte
-	small vision.Frame // the resized crop, reused
-	input []int32
+	model   Model
+	size    int
+	rgb     bool
+	crop    []byte
+	small   vision.Frame // the resized crop, reused
+	input   []int32
+	in, out []inference.Tensor // one each, over input and the model's output, reused
 }
 
 // New checks the model's manifest: MoveNet's NHWC int32 square input and [1,1,17,3] output.
@@ -84,7 +86,20 @@ func New(m Model) (*Estimator, error) {
 	if in.Layout != "NHWC" || in.DType != models.Int32 || h != w || h <= 0 {
 		return nil, fmt.Errorf("%w: %s input %s %s %dx%d, want a square NHWC int32", ErrUnsupportedModel, man.Name, in.DType, in.Layout, w, h)
 	}
-	return &Estimator{model: m, size: int(w), rgb: in.Color == "RGB", input: make([]int32, 3*w*h)}, nil
+	e := &Estimator{model: m, size: int(w), rgb: in.Color == "RGB", input: make([]int32, 3*w*h)}
+	input, err := inference.NewTensor([]int64{1, h, w, 3}, e.input)
+	if err != nil {
+		return nil, err
+	}
+	if len(man.Outputs) != 1 || man.Outputs[0].DType != models.Float32 || fmt.Sprint(man.Outputs[0].Shape) != fmt.Sprint([]int64{1, 1, Count, 3}) {
+		return nil, fmt.Errorf("%w: %s outputs %v, want one float32 [1 1 %d 3]", ErrUnsupportedModel, man.Name, man.Outputs, Count)
+	}
+	out, err := inference.NewTensor([]int64{1, 1, Count, 3}, make([]float32, Count*3))
+	if err != nil {
+		return nil, err
+	}
+	e.in, e.out = []inference.Tensor{input}, []inference.Tensor{out}
+	return e, nil
 }
 
 // Model is the keypoint model the estimator runs.
@@ -130,28 +145,20 @@ func (e *Estimator) Prepare(f vision.Frame, box image.Rectangle) (inference.Tens
 		}
 		e.input[3*i], e.input[3*i+1], e.input[3*i+2] = int32(b), int32(g), int32(r)
 	}
-	t, err := inference.NewTensor([]int64{1, int64(e.size), int64(e.size), 3}, e.input)
-	return t, sq, err
+	return e.in[0], sq, nil
 }
 
 // Estimate returns the keypoints of the person in box.
 func (e *Estimator) Estimate(ctx context.Context, f vision.Frame, box image.Rectangle) (Skeleton, error) {
-	t, sq, err := e.Prepare(f, box)
+	_, sq, err := e.Prepare(f, box)
 	if err != nil {
 		return Skeleton{}, err
 	}
 	side := sq.Dx()
-	out, err := e.model.Run(ctx, []inference.Tensor{t})
-	if err != nil {
+	if err := e.model.RunInto(ctx, e.in, e.out); err != nil {
 		return Skeleton{}, err
 	}
-	v, err := inference.Values[float32](out[0])
-	if err != nil {
-		return Skeleton{}, err
-	}
-	if len(v) != Count*3 {
-		return Skeleton{}, fmt.Errorf("%w: %d output values, want %d", ErrUnsupportedModel, len(v), Count*3)
-	}
+	v, _ := inference.Values[float32](e.out[0])
 	var s Skeleton
 	for k := 0; k < Count; k++ {
 		y, x, score := float64(v[3*k]), float64(v[3*k+1]), float64(v[3*k+2])

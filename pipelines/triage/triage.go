@@ -194,8 +194,12 @@ func decode(man *models.Manifest, out inference.Tensor, crop Rect, w, h int) ([]
 		threshold = 0.5
 	}
 	activate := func(x float32) float64 { return float64(x) }
+	// cut is the threshold in the model's own units: a logit is above logit(t) exactly when
+	// its sigmoid is above t, so only the pixels that pass are ever put through the sigmoid.
+	cut := float32(threshold)
 	if man.Decoder.Format == "logits" {
 		activate = func(x float32) float64 { return 1 / (1 + math.Exp(-float64(x))) }
+		cut = float32(math.Log(threshold / (1 - threshold)))
 	}
 	sx, sy := float64(crop.Dx())/float64(w), float64(crop.Dy())/float64(h)
 	toImage := func(x0, y0, x1, y1 int) image.Rectangle {
@@ -219,12 +223,10 @@ func decode(man *models.Manifest, out inference.Tensor, crop Rect, w, h int) ([]
 			return nil, fmt.Errorf("%w: %s gives %d values for %d labels of %d x %d", ErrUnsupportedModel, man.Name, len(v), len(man.Labels), w, h)
 		}
 		minArea := int(man.Thresholds["min_area"])
+		seen := make([]bool, w*h)
 		for c := 0; c < channels; c++ {
-			prob := make([]float64, w*h)
-			for i := range prob {
-				prob[i] = activate(v[c*w*h+i])
-			}
-			for _, comp := range components(prob, w, h, threshold) {
+			clear(seen)
+			for _, comp := range components(v[c*w*h:(c+1)*w*h], seen, w, h, cut, activate) {
 				if comp.area < max(minArea, 1) {
 					continue
 				}
@@ -242,13 +244,13 @@ type component struct {
 	x0, y0, x1, y1 int // x1, y1 exclusive
 }
 
-// components labels the 8-connected areas of prob above threshold.
-func components(prob []float64, w, h int, threshold float64) []component {
-	seen := make([]bool, len(prob))
-	var out []component
+// components labels the 8-connected areas of the outputs at or above cut, and sums the
+// activation of their pixels. seen must be all false.
+func components(out []float32, seen []bool, w, h int, cut float32, activate func(float32) float64) []component {
+	var comps []component
 	var stack []int
-	for start, p := range prob {
-		if p < threshold || seen[start] {
+	for start, p := range out {
+		if p < cut || seen[start] {
 			continue
 		}
 		c := component{x0: w, y0: h}
@@ -259,7 +261,7 @@ func components(prob []float64, w, h int, threshold float64) []component {
 			stack = stack[:len(stack)-1]
 			x, y := i%w, i/w
 			c.area++
-			c.sum += prob[i]
+			c.sum += activate(out[i])
 			c.x0, c.y0, c.x1, c.y1 = min(c.x0, x), min(c.y0, y), max(c.x1, x+1), max(c.y1, y+1)
 			for dy := -1; dy <= 1; dy++ {
 				for dx := -1; dx <= 1; dx++ {
@@ -268,16 +270,16 @@ func components(prob []float64, w, h int, threshold float64) []component {
 						continue
 					}
 					j := ny*w + nx
-					if !seen[j] && prob[j] >= threshold {
+					if !seen[j] && out[j] >= cut {
 						seen[j] = true
 						stack = append(stack, j)
 					}
 				}
 			}
 		}
-		out = append(out, c)
+		comps = append(comps, c)
 	}
-	return out
+	return comps
 }
 
 func iou(a, b image.Rectangle) float64 {

@@ -1,0 +1,443 @@
+//go:build cgo
+
+package inference
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/vigil-health/vigil/models"
+)
+
+// How a session serves requests.
+//
+// Every request goes through one queue to the session's workers. A worker owns its input and
+// output buffers, made once at load with ONNX Runtime's views of them, so a run allocates
+// nothing: the inputs are copied in, the model runs, and the outputs are copied out (into the
+// caller's tensors with RunInto). For a model whose first dimension is dynamic and whose
+// manifest asks for batching, a worker takes every request that has queued, up to the
+// manifest's max_batch items, and runs them as one batch; with max_queue_delay above zero a
+// partial batch waits that long for more. A model with other dynamic dimensions has no fixed
+// buffers: its inputs are wrapped as they come and ONNX Runtime allocates its outputs.
+
+// A request's state: the worker takes it, or the caller gives up on it first.
+const (
+	pending int32 = iota
+	taken
+	cancelled
+)
+
+type request struct {
+	inputs, outputs []Tensor
+	items           int64 // along the batch dimension; 1 for a model without one
+	state           atomic.Int32
+	results         []Tensor
+	err             error
+	done            chan struct{}
+}
+
+var requests = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
+
+// start makes the workers and their buffers and starts them.
+func (s *Session) start(workers, queueDepth int) error {
+	s.batch = 1
+	bound := fixedItems(s.inputs) && fixedItems(s.outputs)
+	if bound && s.manifest.BatchDynamic() && s.manifest.Batching.MaxBatch > 1 {
+		s.batch, s.maxDelay = s.manifest.Batching.MaxBatch, s.manifest.Batching.MaxQueueDelay
+	}
+	s.queue = make(chan *request, queueDepth)
+	for range workers {
+		w := &worker{s: s, timer: time.NewTimer(time.Hour)}
+		w.timer.Stop()
+		if bound {
+			if err := w.allocate(); err != nil {
+				for _, w := range append(s.workers, w) {
+					w.free()
+				}
+				s.workers = nil
+				return err
+			}
+		}
+		s.workers = append(s.workers, w)
+	}
+	for _, w := range s.workers {
+		s.done.Add(1)
+		go w.loop()
+	}
+	return nil
+}
+
+// fixedItems says whether every dimension but the first is fixed and every element type is
+// one a buffer can hold.
+func fixedItems(specs []models.TensorSpec) bool {
+	for _, spec := range specs {
+		if _, ok := newData(spec.DType, 1); !ok {
+			return false
+		}
+		for _, d := range spec.Shape[1:] {
+			if d <= 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// submit validates the inputs, queues the request and waits for its worker.
+func (s *Session) submit(ctx context.Context, inputs, outputs []Tensor) ([]Tensor, error) {
+	if len(inputs) != len(s.inputs) {
+		return nil, fmt.Errorf("%w: %s takes %d inputs, got %d", ErrBadInput, s.manifest.Name, len(s.inputs), len(inputs))
+	}
+	for i, spec := range s.inputs {
+		if err := checkInput(spec, inputs[i]); err != nil {
+			return nil, err
+		}
+	}
+	items := int64(1)
+	if s.inputs[0].Shape[0] == models.Dynamic {
+		items = inputs[0].Shape[0]
+		for i, in := range inputs {
+			if in.Shape[0] != items {
+				return nil, fmt.Errorf("%w: input %q has %d items along the batch dimension, input %q has %d", ErrBadInput, s.inputs[0].Name, items, s.inputs[i].Name, in.Shape[0])
+			}
+		}
+	}
+	if outputs != nil && s.workers[0].out != nil {
+		for i, spec := range s.outputs {
+			if err := checkOutput(spec, items, outputs[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	r := requests.Get().(*request)
+	r.inputs, r.outputs, r.items = inputs, outputs, items
+	r.state.Store(pending)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		recycle(r)
+		return nil, ErrClosed
+	}
+	select {
+	case s.queue <- r:
+	default:
+		s.mu.RUnlock()
+		recycle(r)
+		return nil, fmt.Errorf("%w: %s has %d runs waiting", ErrOverloaded, s.manifest.Name, cap(s.queue))
+	}
+	s.mu.RUnlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(pending, cancelled) {
+			return nil, ctx.Err() // the worker will drop it; it is not recycled
+		}
+		<-r.done
+	}
+	results, err := r.results, r.err
+	recycle(r)
+	return results, err
+}
+
+func recycle(r *request) {
+	r.inputs, r.outputs, r.results, r.err = nil, nil, nil, nil
+	requests.Put(r)
+}
+
+// checkOutput says whether a caller's tensor can take an output of this many items.
+func checkOutput(spec models.TensorSpec, items int64, t Tensor) error {
+	fits := t.DType() == spec.DType && len(t.Shape) == len(spec.Shape)
+	for i := 0; fits && i < len(spec.Shape); i++ {
+		want := spec.Shape[i]
+		if i == 0 && want == models.Dynamic {
+			want = items
+		}
+		fits = t.Shape[i] == want
+	}
+	if !fits {
+		want := append([]int64{items}, spec.Shape[1:]...)
+		if spec.Shape[0] != models.Dynamic {
+			want[0] = spec.Shape[0]
+		}
+		return fmt.Errorf("%w: output %q is %s %v, got a tensor of %s %v to fill", ErrBadInput, spec.Name, spec.DType, want, t.DType(), t.Shape)
+	}
+	return nil
+}
+
+// worker runs batches with its own buffers.
+type worker struct {
+	s *Session
+	// busy is held while the worker runs; a test holds it to keep the worker busy.
+	busy    sync.Mutex
+	in, out []*buffer // nil when the model's shapes are not fixed apart from the batch
+	inArgs  []ort.Value
+	outArgs []ort.Value
+	batch   []*request
+	next    *request // taken, but it did not fit the last batch
+	timer   *time.Timer
+}
+
+// buffer is room for one tensor of up to the session's batch of items, with ONNX Runtime's
+// view of the first n items in values[n-1].
+type buffer struct {
+	data   any
+	item   int64 // elements per item
+	shape  []int64
+	values []ort.Value
+}
+
+func (w *worker) allocate() error {
+	var err error
+	if w.in, err = w.buffers(w.s.inputs); err != nil {
+		return err
+	}
+	if w.out, err = w.buffers(w.s.outputs); err != nil {
+		return err
+	}
+	w.inArgs = make([]ort.Value, len(w.in))
+	w.outArgs = make([]ort.Value, len(w.out))
+	return nil
+}
+
+// buffers makes a buffer per tensor. A tensor whose first dimension is fixed is one item.
+func (w *worker) buffers(specs []models.TensorSpec) ([]*buffer, error) {
+	bufs := make([]*buffer, 0, len(specs))
+	for _, spec := range specs {
+		item, capacity := int64(1), int64(w.s.batch)
+		for _, d := range spec.Shape[1:] {
+			item *= d
+		}
+		if spec.Shape[0] != models.Dynamic {
+			item, capacity = item*spec.Shape[0], 1
+		}
+		data, _ := newData(spec.DType, item*capacity)
+		b := &buffer{data: data, item: item, shape: append([]int64(nil), spec.Shape...)}
+		bufs = append(bufs, b)
+		for n := int64(1); n <= capacity; n++ {
+			v, err := toORT(Tensor{Shape: b.shapeOf(n), data: sliceOf(data, 0, n*item)})
+			if err != nil {
+				return bufs, err
+			}
+			track()
+			b.values = append(b.values, v)
+		}
+	}
+	return bufs, nil
+}
+
+// free destroys the worker's views of its buffers.
+func (w *worker) free() error {
+	for _, bufs := range [][]*buffer{w.in, w.out} {
+		for _, b := range bufs {
+			for _, v := range b.values {
+				v.Destroy()
+				untrack()
+			}
+			b.values = nil
+		}
+	}
+	return nil
+}
+
+func (w *worker) loop() {
+	defer w.s.done.Done()
+	for {
+		r := w.next
+		w.next = nil
+		if r == nil {
+			var ok bool
+			if r, ok = <-w.s.queue; !ok {
+				return
+			}
+			if !r.state.CompareAndSwap(pending, taken) {
+				continue
+			}
+		}
+		w.gather(r)
+		w.s.runs.Add(1)
+		for _, r := range w.batch {
+			w.s.items.Add(r.items)
+		}
+		w.busy.Lock()
+		w.run()
+		w.busy.Unlock()
+	}
+}
+
+// gather starts a batch with first and adds what has queued, up to the session's batch.
+func (w *worker) gather(first *request) {
+	w.batch = append(w.batch[:0], first)
+	limit := int64(w.s.batch)
+	if limit == 1 || w.in == nil || first.items > limit {
+		return
+	}
+	items, waiting := first.items, false
+	defer func() {
+		if waiting {
+			w.timer.Stop()
+		}
+	}()
+	for items < limit {
+		var (
+			r  *request
+			ok bool
+		)
+		select {
+		case r, ok = <-w.s.queue:
+		default:
+			if w.s.maxDelay <= 0 {
+				return
+			}
+			if !waiting {
+				w.timer.Reset(w.s.maxDelay)
+				waiting = true
+			}
+			select {
+			case r, ok = <-w.s.queue:
+			case <-w.timer.C:
+				waiting = false
+				return
+			}
+		}
+		if !ok {
+			return
+		}
+		if !r.state.CompareAndSwap(pending, taken) {
+			continue
+		}
+		if items+r.items > limit {
+			w.next = r
+			return
+		}
+		w.batch = append(w.batch, r)
+		items += r.items
+	}
+}
+
+// run runs the gathered batch and hands each request its share of the outputs.
+func (w *worker) run() {
+	s := w.s
+	if w.in == nil || w.batch[0].items > int64(s.batch) {
+		r := w.batch[0]
+		r.results, r.err = s.runUnbound(r.inputs, r.outputs)
+		w.finish()
+		return
+	}
+	var n int64
+	for _, r := range w.batch {
+		for i, b := range w.in {
+			copyAt(b.data, n*b.item, r.inputs[i].data)
+		}
+		n += r.items
+	}
+	for i, b := range w.in {
+		w.inArgs[i] = b.view(n)
+	}
+	for i, b := range w.out {
+		w.outArgs[i] = b.view(n)
+	}
+	err := s.ort.Run(w.inArgs, w.outArgs)
+	var off int64
+	for _, r := range w.batch {
+		switch {
+		case err != nil:
+			r.err = fmt.Errorf("%w: %s: %v", ErrRuntime, s.manifest.Name, err)
+		case r.outputs != nil:
+			for i, b := range w.out {
+				copyAt(r.outputs[i].data, 0, sliceOf(b.data, off*b.item, r.items*b.item))
+			}
+		default:
+			r.results = make([]Tensor, len(w.out))
+			for i, b := range w.out {
+				r.results[i] = Tensor{Shape: b.shapeOf(r.items), data: sliceOf(b.data, off*b.item, r.items*b.item)}.Clone()
+			}
+		}
+		off += r.items
+	}
+	w.finish()
+}
+
+// view is ONNX Runtime's view of the first n items.
+func (b *buffer) view(n int64) ort.Value {
+	return b.values[min(n, int64(len(b.values)))-1]
+}
+
+// shapeOf is the tensor's shape for n items.
+func (b *buffer) shapeOf(n int64) []int64 {
+	shape := append([]int64(nil), b.shape...)
+	if shape[0] == models.Dynamic {
+		shape[0] = n
+	}
+	return shape
+}
+
+// finish wakes the batch's callers; their requests are theirs again.
+func (w *worker) finish() {
+	for i, r := range w.batch {
+		r.done <- struct{}{}
+		w.batch[i] = nil
+	}
+	w.batch = w.batch[:0]
+}
+
+// runUnbound runs one request on tensors made for it: the path of models whose shapes vary
+// beyond the batch dimension.
+func (s *Session) runUnbound(inputs, outputs []Tensor) ([]Tensor, error) {
+	in := make([]ort.Value, len(inputs))
+	defer func() {
+		for _, v := range in {
+			if v != nil {
+				v.Destroy()
+				untrack()
+			}
+		}
+	}()
+	for i, t := range inputs {
+		v, err := toORT(t)
+		if err != nil {
+			return nil, err
+		}
+		track()
+		in[i] = v
+	}
+	out := make([]ort.Value, len(s.outputs))
+	err := s.ort.Run(in, out)
+	// The Go memory behind the input tensors must live until the run is over.
+	runtime.KeepAlive(inputs)
+	results := make([]Tensor, len(out))
+	for i, v := range out {
+		if v == nil {
+			continue
+		}
+		t, cerr := fromORT(v)
+		v.Destroy()
+		if err == nil && cerr != nil {
+			err = cerr
+		}
+		results[i] = t
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrRuntime, s.manifest.Name, err)
+	}
+	if outputs == nil {
+		return results, nil
+	}
+	for i, t := range results {
+		if !slices.Equal(t.Shape, outputs[i].Shape) || t.DType() != outputs[i].DType() {
+			return nil, fmt.Errorf("%w: output %q is %s %v, got a tensor of %s %v to fill", ErrBadInput, s.outputs[i].Name, t.DType(), t.Shape, outputs[i].DType(), outputs[i].Shape)
+		}
+		copyAt(outputs[i].data, 0, t.data)
+	}
+	return nil, nil
+}
