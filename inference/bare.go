@@ -19,7 +19,8 @@ type Bare struct {
 }
 
 // OpenBare opens the model for inputs fixed at these tensors (their memory is used as is, so
-// they must live until Close). Outputs must have fixed shapes.
+// they must live until Close). Outputs must have fixed shapes but for a
+// dynamic batch dimension, which takes the inputs'.
 func (e *Engine) OpenBare(m *models.Manifest, path string, inputs []Tensor) (*Bare, error) {
 	if len(inputs) != len(m.Inputs) {
 		return nil, fmt.Errorf("%w: %s takes %d inputs, got %d", ErrBadInput, m.Name, len(m.Inputs), len(inputs))
@@ -38,12 +39,17 @@ func (e *Engine) OpenBare(m *models.Manifest, path string, inputs []Tensor) (*Ba
 	}
 	for _, out := range m.Outputs {
 		outNames = append(outNames, out.Name)
-		data, ok := newData(out.DType, elementsOf(out.Shape))
-		if !ok || elementsOf(out.Shape) <= 0 {
+		shape := append([]int64(nil), out.Shape...)
+		if len(shape) > 0 && shape[0] == models.Dynamic && len(inputs[0].Shape) > 0 {
+			shape[0] = inputs[0].Shape[0] // the batch the inputs carry
+		}
+		n := elementsOf(shape)
+		data, ok := newData(out.DType, max(n, 0))
+		if !ok || n <= 0 {
 			b.Close()
 			return nil, fmt.Errorf("%w: %s output %s is not a fixed shape of a supported type", ErrBadInput, m.Name, out)
 		}
-		v, err := toORT(Tensor{Shape: out.Shape, data: data})
+		v, err := toORT(Tensor{Shape: shape, data: data})
 		if err != nil {
 			b.Close()
 			return nil, err

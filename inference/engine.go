@@ -288,13 +288,15 @@ type Session struct {
 	inputs   []models.TensorSpec
 	outputs  []models.TensorSpec
 
-	// mu guards closed and the queue against Close: senders take it shared.
-	mu      sync.RWMutex
-	closed  bool
-	ort     *ort.DynamicAdvancedSession
-	queue   chan *request
+	ort *ort.DynamicAdvancedSession
+	// qmu guards queue (waiting requests, oldest first, at most depth) and closed.
+	qmu     sync.Mutex
+	queue   []*request
+	depth   int
+	closed  atomic.Bool
+	arrived chan struct{} // a request was queued: wakes a worker waiting to fill a batch
 	workers []*worker
-	done    sync.WaitGroup
+	slots   chan *worker // the workers not running
 	// batch is the most items one run takes; maxDelay how long a partial batch waits.
 	batch    int
 	maxDelay time.Duration
@@ -343,18 +345,27 @@ func (s *Session) RunInto(ctx context.Context, inputs, outputs []Tensor) error {
 	return err
 }
 
-// Close fails the requests still queued, waits for running ones to finish and frees the
-// session.
+// Close waits for the runs under way, fails the requests still queued with ErrClosed and
+// frees the session.
 func (s *Session) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	s.qmu.Lock()
+	if s.closed.Load() {
+		s.qmu.Unlock()
 		return nil
 	}
-	s.closed = true
-	close(s.queue)
-	s.mu.Unlock()
-	s.done.Wait()
+	s.closed.Store(true)
+	s.qmu.Unlock()
+	for range s.workers {
+		<-s.slots
+	}
+	s.qmu.Lock()
+	queued := s.queue
+	s.queue = nil
+	s.qmu.Unlock()
+	for _, r := range queued {
+		r.err = ErrClosed
+		r.done <- struct{}{}
+	}
 	var errs []error
 	for _, w := range s.workers {
 		errs = append(errs, w.free())

@@ -41,3 +41,10 @@ func (s *Session) Run(context.Context, []Tensor) ([]Tensor, error) { return nil,
 func (s *Session) RunInto(context.Context, []Tensor, []Tensor) error { return ErrNoCGO }
 func (s *Session) Batching() (int, time.Duration)                    { return 0, 0 }
 func (s *Session) Stats() (int64, int64)                             { return 0, 0 }
+
+// Bare is unavailable without cgo.
+type Bare struct{}
+
+func (e *Engine) OpenBare(*models.Manifest, string, []Tensor) (*Bare, error) { return nil, ErrNoCGO }
+func (b *Bare) Run() error                                                   { return ErrNoCGO }
+func (b *Bare) Close() error                                                 { return nil }

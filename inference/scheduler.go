@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -18,26 +17,22 @@ import (
 
 // How a session serves requests.
 //
-// Every request goes through one queue to the session's workers. A worker owns its input and
-// output buffers, made once at load with ONNX Runtime's views of them, so a run allocates
-// nothing: the inputs are copied in, the model runs, and the outputs are copied out (into the
-// caller's tensors with RunInto). For a model whose first dimension is dynamic and whose
-// manifest asks for batching, a worker takes every request that has queued, up to the
-// manifest's max_batch items, and runs them as one batch; with max_queue_delay above zero a
-// partial batch waits that long for more. A model with other dynamic dimensions has no fixed
-// buffers: its inputs are wrapped as they come and ONNX Runtime allocates its outputs.
-
-// A request's state: the worker takes it, or the caller gives up on it first.
-const (
-	pending int32 = iota
-	taken
-	cancelled
-)
+// A session has a few workers, each owning input and output buffers made once at load with
+// ONNX Runtime's views of them, so a run allocates nothing: the inputs are copied in, the model
+// runs, the outputs are copied out (into the caller's tensors with RunInto). Requests wait in
+// one queue. A caller that finds a worker free runs the queue's oldest requests itself, on its
+// own goroutine (an uncontended call is a plain call into ONNX Runtime, with no handoff to
+// another goroutine), then hands the worker back; a caller whose request someone else ran just
+// takes its result. For a model whose first dimension is dynamic and whose manifest asks for
+// batching, the worker takes its share of what has queued (the queue split over the workers
+// that are free, so a batch never leaves a core idle), up to max_batch items, as one run; with
+// max_queue_delay above zero, a worker that is the last one free waits that long for a partial
+// batch to fill. A model with other dynamic dimensions has no fixed buffers: its inputs are
+// wrapped as they come and ONNX Runtime allocates its outputs.
 
 type request struct {
 	inputs, outputs []Tensor
 	items           int64 // along the batch dimension; 1 for a model without one
-	state           atomic.Int32
 	results         []Tensor
 	err             error
 	done            chan struct{}
@@ -45,14 +40,17 @@ type request struct {
 
 var requests = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
 
-// start makes the workers and their buffers and starts them.
+// start makes the workers and their buffers.
 func (s *Session) start(workers, queueDepth int) error {
 	s.batch = 1
 	bound := fixedItems(s.inputs) && fixedItems(s.outputs)
 	if bound && s.manifest.BatchDynamic() && s.manifest.Batching.MaxBatch > 1 {
 		s.batch, s.maxDelay = s.manifest.Batching.MaxBatch, s.manifest.Batching.MaxQueueDelay
 	}
-	s.queue = make(chan *request, queueDepth)
+	s.depth = queueDepth
+	s.queue = make([]*request, 0, queueDepth)
+	s.arrived = make(chan struct{}, 1)
+	s.slots = make(chan *worker, workers)
 	for range workers {
 		w := &worker{s: s, timer: time.NewTimer(time.Hour)}
 		w.timer.Stop()
@@ -66,10 +64,7 @@ func (s *Session) start(workers, queueDepth int) error {
 			}
 		}
 		s.workers = append(s.workers, w)
-	}
-	for _, w := range s.workers {
-		s.done.Add(1)
-		go w.loop()
+		s.slots <- w
 	}
 	return nil
 }
@@ -122,32 +117,76 @@ func (s *Session) submit(ctx context.Context, inputs, outputs []Tensor) ([]Tenso
 
 	r := requests.Get().(*request)
 	r.inputs, r.outputs, r.items = inputs, outputs, items
-	r.state.Store(pending)
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	s.qmu.Lock()
+	switch {
+	case s.closed.Load():
+		s.qmu.Unlock()
 		recycle(r)
 		return nil, ErrClosed
-	}
-	select {
-	case s.queue <- r:
-	default:
-		s.mu.RUnlock()
+	case len(s.queue) >= s.depth:
+		s.qmu.Unlock()
 		recycle(r)
-		return nil, fmt.Errorf("%w: %s has %d runs waiting", ErrOverloaded, s.manifest.Name, cap(s.queue))
+		return nil, fmt.Errorf("%w: %s has %d runs waiting", ErrOverloaded, s.manifest.Name, s.depth)
 	}
-	s.mu.RUnlock()
+	s.queue = append(s.queue, r)
+	s.qmu.Unlock()
 	select {
-	case <-r.done:
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(pending, cancelled) {
-			return nil, ctx.Err() // the worker will drop it; it is not recycled
-		}
-		<-r.done
+	case s.arrived <- struct{}{}:
+	default:
 	}
+	for {
+		select {
+		case <-r.done:
+			return r.finished()
+		default:
+		}
+		select {
+		case <-r.done:
+			return r.finished()
+		case w := <-s.slots:
+			if s.closed.Load() {
+				s.slots <- w // Close is waiting for it; it fails what is queued
+				<-r.done
+				return r.finished()
+			}
+			w.lead()
+			s.slots <- w
+		case <-ctx.Done():
+			if s.unqueue(r) {
+				recycle(r)
+				return nil, ctx.Err()
+			}
+			<-r.done // a worker has it: it is moments from done
+			return r.finished()
+		}
+	}
+}
+
+// finished is the request's outcome; the request goes back to the pool.
+func (r *request) finished() ([]Tensor, error) {
 	results, err := r.results, r.err
 	recycle(r)
 	return results, err
+}
+
+// unqueue takes a request out of the queue, and says whether it was still there.
+func (s *Session) unqueue(r *request) bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for i, q := range s.queue {
+		if q == r {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// queued is how many requests wait.
+func (s *Session) queued() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue)
 }
 
 func recycle(r *request) {
@@ -184,7 +223,6 @@ type worker struct {
 	inArgs  []ort.Value
 	outArgs []ort.Value
 	batch   []*request
-	next    *request // taken, but it did not fit the last batch
 	timer   *time.Timer
 }
 
@@ -250,79 +288,77 @@ func (w *worker) free() error {
 	return nil
 }
 
-func (w *worker) loop() {
-	defer w.s.done.Done()
-	for {
-		r := w.next
-		w.next = nil
-		if r == nil {
-			var ok bool
-			if r, ok = <-w.s.queue; !ok {
-				return
-			}
-			if !r.state.CompareAndSwap(pending, taken) {
-				continue
-			}
+// lead runs the queue's oldest requests (its share of them, when batching) on this worker.
+func (w *worker) lead() {
+	w.gather()
+	if len(w.batch) == 0 {
+		return
+	}
+	w.s.runs.Add(1)
+	for _, r := range w.batch {
+		w.s.items.Add(r.items)
+	}
+	w.busy.Lock()
+	w.run()
+	w.busy.Unlock()
+}
+
+// gather takes the batch off the front of the queue.
+func (w *worker) gather() {
+	s := w.s
+	w.batch = w.batch[:0]
+	limit := int64(s.batch)
+	s.qmu.Lock()
+	if len(s.queue) == 0 {
+		s.qmu.Unlock()
+		return
+	}
+	if limit == 1 || w.in == nil || s.queue[0].items > limit {
+		w.take(1)
+		s.qmu.Unlock()
+		return
+	}
+	// This worker's share: the queue split over it and the workers still free.
+	share := (len(s.queue) + len(s.slots)) / (len(s.slots) + 1)
+	items := w.takeUpTo(limit, share)
+	s.qmu.Unlock()
+	if s.maxDelay <= 0 || items >= limit || len(s.slots) > 0 {
+		return
+	}
+	// The last free worker with a partial batch waits a little for more.
+	w.timer.Reset(s.maxDelay)
+	defer w.timer.Stop()
+	for items < limit {
+		select {
+		case <-s.arrived:
+			s.qmu.Lock()
+			items += w.takeUpTo(limit-items, len(s.queue))
+			s.qmu.Unlock()
+		case <-w.timer.C:
+			return
 		}
-		w.gather(r)
-		w.s.runs.Add(1)
-		for _, r := range w.batch {
-			w.s.items.Add(r.items)
-		}
-		w.busy.Lock()
-		w.run()
-		w.busy.Unlock()
 	}
 }
 
-// gather starts a batch with first and adds what has queued, up to the session's batch.
-func (w *worker) gather(first *request) {
-	w.batch = append(w.batch[:0], first)
-	limit := int64(w.s.batch)
-	if limit == 1 || w.in == nil || first.items > limit {
-		return
+// take moves the queue's first n requests into the batch; qmu is held.
+func (w *worker) take(n int) {
+	q := w.s.queue
+	w.batch = append(w.batch, q[:n]...)
+	clear(q[:n])
+	w.s.queue = append(q[:0], q[n:]...)
+}
+
+// takeUpTo takes the first requests, at most n of them, while their items fit within limit;
+// qmu is held. It gives the items taken.
+func (w *worker) takeUpTo(limit int64, n int) int64 {
+	var items int64
+	k := 0
+	for k < n && k < len(w.s.queue) && items+w.s.queue[k].items <= limit {
+		items += w.s.queue[k].items
+		k++
 	}
-	items, waiting := first.items, false
-	defer func() {
-		if waiting {
-			w.timer.Stop()
-		}
-	}()
-	for items < limit {
-		var (
-			r  *request
-			ok bool
-		)
-		select {
-		case r, ok = <-w.s.queue:
-		default:
-			if w.s.maxDelay <= 0 {
-				return
-			}
-			if !waiting {
-				w.timer.Reset(w.s.maxDelay)
-				waiting = true
-			}
-			select {
-			case r, ok = <-w.s.queue:
-			case <-w.timer.C:
-				waiting = false
-				return
-			}
-		}
-		if !ok {
-			return
-		}
-		if !r.state.CompareAndSwap(pending, taken) {
-			continue
-		}
-		if items+r.items > limit {
-			w.next = r
-			return
-		}
-		w.batch = append(w.batch, r)
-		items += r.items
-	}
+	w.take(k)
+	return items
 }
 
 // run runs the gathered batch and hands each request its share of the outputs.

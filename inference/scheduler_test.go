@@ -35,7 +35,7 @@ func TestRunRefusesWhenQueueIsFull(t *testing.T) {
 		_, err := s.Run(ctx, []Tensor{in})
 		queued <- err
 	}()
-	waitFor(func() bool { return len(s.queue) == 1 })
+	waitFor(func() bool { return s.queued() == 1 })
 	if _, err := s.Run(context.Background(), []Tensor{in}); !errors.Is(err, ErrOverloaded) {
 		t.Errorf("got %v, want ErrOverloaded when the queue is full", err)
 	}
@@ -47,8 +47,9 @@ func TestRunRefusesWhenQueueIsFull(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Errorf("the held run: %v", err)
 	}
-	// A cancelled request keeps its place in the queue until the worker drops it.
-	waitFor(func() bool { return len(s.queue) == 0 })
+	if n := s.queued(); n != 0 {
+		t.Errorf("%d requests queued after the cancelled one left, want 0", n)
+	}
 	if _, err := s.Run(context.Background(), []Tensor{in}); err != nil {
 		t.Errorf("after the queue drained: %v", err)
 	}
@@ -115,7 +116,7 @@ func TestBatchingJoinsQueuedRequests(t *testing.T) {
 	for i := 1; i < n; i++ {
 		submit(i)
 	}
-	waitFor(func() bool { return len(s.queue) == n-1 })
+	waitFor(func() bool { return s.queued() == n-1 })
 	w.busy.Unlock()
 	wg.Wait()
 	close(errs)
@@ -191,8 +192,9 @@ func TestRunIntoFillsTheCallersTensors(t *testing.T) {
 	}
 }
 
-// TestCloseFinishesQueuedRuns: Close lets what was queued finish, and later runs get ErrClosed.
-func TestCloseFinishesQueuedRuns(t *testing.T) {
+// TestCloseWaitsForRunsAndFailsTheQueued: Close lets the run under way finish, fails what is
+// still queued with ErrClosed, and later runs get ErrClosed.
+func TestCloseWaitsForRunsAndFailsTheQueued(t *testing.T) {
 	e := openEngine(t, Config{Workers: 1})
 	s := loadModel(t, e, "us-lesion-demo")
 	in := segmentationInput(t, 7)
@@ -205,15 +207,25 @@ func TestCloseFinishesQueuedRuns(t *testing.T) {
 			results <- err
 		}()
 	}
-	waitFor(func() bool { _, items := s.Stats(); return items+int64(len(s.queue)) == 3 })
+	var running int64
+	waitFor(func() bool { _, running = s.Stats(); return running+int64(s.queued()) == 3 })
 	closed := make(chan error)
 	go func() { closed <- s.Close() }()
-	waitFor(func() bool { s.mu.RLock(); defer s.mu.RUnlock(); return s.closed })
+	waitFor(s.closed.Load)
 	w.busy.Unlock()
+	var ok, refused int64
 	for range 3 {
-		if err := <-results; err != nil {
-			t.Errorf("a run queued before Close: %v", err)
+		switch err := <-results; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrClosed):
+			refused++
+		default:
+			t.Errorf("a run when the session closed: %v", err)
 		}
+	}
+	if ok != running || refused != 3-running {
+		t.Errorf("%d runs finished and %d were refused; want the %d under way to finish and the rest refused", ok, refused, running)
 	}
 	if err := <-closed; err != nil {
 		t.Fatal(err)

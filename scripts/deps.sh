@@ -83,6 +83,16 @@ else
   say "ONNX Runtime ${ORT_VERSION} installed at $ORT_LIB"
 fi
 
+# --- The benchmark's peer: onnxruntime-node, its install script never run -------
+peer="$root/scripts/peer-node"
+if [ -f "$peer/node_modules/onnxruntime-node/package.json" ]; then
+  say "benchmark peer (onnxruntime-node ${ORT_VERSION}): ok"
+else
+  say "installing the benchmark peer (npm ci --ignore-scripts in scripts/peer-node)"
+  (cd "$peer" && npm ci --ignore-scripts --no-audit --no-fund --silent) \
+    || die "npm ci in scripts/peer-node failed; check access to registry.npmjs.org."
+fi
+
 # --- Go tools into ./bin ---------------------------------------------------
 mkdir -p "$root/bin"
 tool() { # name module version

@@ -1,5 +1,5 @@
-// Command vigil is Vigil's command-line client: health, models and tokens now; analyze,
-// bridge, review, export and bench as the services behind them land.
+// Command vigil is Vigil's command-line client: analyze, bridge, review, health, models and
+// tokens talk to a server; bench measures the whole service in process.
 //
 // Every subcommand that talks to a server takes --server and --token (or VIGIL_SERVER and
 // VIGIL_TOKEN), before or after the subcommand's name. Output is a table for people, or with
@@ -30,6 +30,7 @@ type command struct {
 
 var commands = []command{
 	{"analyze", "send DICOM files to Imaging and print their findings", runAnalyze},
+	{"bench", "measure Vigil beside the bare runtime, onnxruntime-node and dcmtk, in one run (in process)", runBench},
 	{"bridge", "stream a video file, RTSP feed or camera to Ward and print the events", runBridge},
 	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
 	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},

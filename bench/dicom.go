@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/vigil-health/vigil/dicomio"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// measureDICOM decodes every frame of each real ultrasound file with dicomio, and with dcmtk's
+// dcm2pnm (all frames to PNM on a temporary folder), interleaved. dcm2pnm is a process per
+// file: its start-up, measured as `dcm2pnm --version`, is taken off its median.
+func measureDICOM(o Options, r *Report) error {
+	files, err := filepath.Glob(filepath.Join(o.DICOMDir, "*.dcm"))
+	if err != nil || len(files) == 0 {
+		r.note("dicom: no .dcm files in %s; not measured", o.DICOMDir)
+		return nil
+	}
+	o.Progress("dicom: dicomio beside dcmtk dcm2pnm")
+	dcm2pnm, lookErr := exec.LookPath("dcm2pnm")
+	if lookErr != nil {
+		r.note("dicom: dcm2pnm (dcmtk) is not installed; only dicomio measured")
+	}
+	out, err := os.MkdirTemp("", "vigil-bench-dcmtk-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(out)
+	runs := 5 * o.Rounds
+	var startup time.Duration
+	if lookErr == nil {
+		d, _, err := timeEach(runs, func() error { return exec.Command(dcm2pnm, "--version").Run() })
+		if err != nil {
+			return err
+		}
+		slices.Sort(d)
+		startup = d[len(d)/2]
+		r.note("dicom: dcm2pnm starts in %.1f ms (median of `dcm2pnm --version`), taken off each dcmtk figure", float64(startup)/1e6)
+	}
+	for _, path := range files {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		name := filepath.Base(path)
+		ours := func() error { return decodeAll(data) }
+		if err := ours(); err != nil {
+			r.note("dicom: %s: dicomio: %v", name, err)
+			continue
+		}
+		theirs := func() error {
+			return exec.Command(dcm2pnm, "-q", "+Fa", path, filepath.Join(out, "frame")).Run()
+		}
+		dcmtkOK := lookErr == nil
+		if dcmtkOK {
+			if err := theirs(); err != nil {
+				r.note("dicom: %s: dcm2pnm cannot decode it (%v)", name, err)
+				dcmtkOK = false
+			}
+		}
+		var oursT, theirsT []time.Duration
+		var oursAll, theirsAll time.Duration
+		for range o.Rounds {
+			d, all, err := timeEach(5, ours)
+			if err != nil {
+				return err
+			}
+			oursT, oursAll = append(oursT, d...), oursAll+all
+			if dcmtkOK {
+				d, all, err := timeEach(5, theirs)
+				if err != nil {
+					return err
+				}
+				for i := range d {
+					d[i] = max(d[i]-startup, 0)
+				}
+				theirsT, theirsAll = append(theirsT, d...), theirsAll+all-time.Duration(len(d))*startup
+			}
+		}
+		mine := row("dicom", "dicomio: "+name, 1, "file", oursT, oursAll)
+		r.Rows = append(r.Rows, mine)
+		if dcmtkOK {
+			dt := row("dicom", "dcmtk dcm2pnm (start-up taken off): "+name, 1, "file", theirsT, theirsAll)
+			r.Rows = append(r.Rows, dt)
+			r.ratio("dicom: dicomio / dcmtk p50, "+name, mine.P50/dt.P50, 1, true)
+		}
+	}
+	return nil
+}
+
+// decodeAll reads every frame of a DICOM file into pixels.
+func decodeAll(data []byte) error {
+	rd, err := dicomio.Open(bytes.NewReader(data), dicomio.Options{Decoders: dicomio.Decoders{JPEG2000: vision.DecodeJPEG2000}})
+	if err != nil {
+		return err
+	}
+	frames := 0
+	for {
+		_, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		frames++
+	}
+	if frames == 0 {
+		return fmt.Errorf("no frames")
+	}
+	return nil
+}
