@@ -202,6 +202,11 @@ func (r *Report) ratio(name string, value, limit float64, atMost bool) {
 	r.Ratios = append(r.Ratios, Ratio{Name: name, Value: math.Round(value*1000) / 1000, Target: target, Met: met})
 }
 
+// info adds a ratio that has no target: a figure to read, not a bar to clear.
+func (r *Report) info(name string, value float64) {
+	r.Ratios = append(r.Ratios, Ratio{Name: name, Value: math.Round(value*1000) / 1000, Met: true})
+}
+
 func (r *Report) note(format string, args ...any) {
 	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
 }

@@ -34,11 +34,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "\nRATIOS\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, ra := range r.Ratios {
-		met := "met"
-		if !ra.Met {
+		target, met := ra.Target, "met"
+		switch {
+		case target == "":
+			target, met = "-", "(measured, no target)"
+		case !ra.Met:
 			met = "MISSED"
 		}
-		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%s\n", ra.Name, ra.Value, ra.Target, met)
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%s\n", ra.Name, ra.Value, target, met)
 	}
 	tw.Flush()
 	if len(r.Notes) > 0 {

@@ -24,8 +24,8 @@ import (
 // own goroutine (an uncontended call is a plain call into ONNX Runtime, with no handoff to
 // another goroutine), then hands the worker back; a caller whose request someone else ran just
 // takes its result. For a model whose first dimension is dynamic and whose manifest asks for
-// batching, the worker takes its share of what has queued (the queue split over the workers
-// that are free, so a batch never leaves a core idle), up to max_batch items, as one run; with
+// batching, the worker takes its share of what has queued (the queue split over the workers,
+// so that one batch does not leave the other workers idle), up to max_batch items, as one run; with
 // max_queue_delay above zero, a worker that is the last one free waits that long for a partial
 // batch to fill. A model with other dynamic dimensions has no fixed buffers: its inputs are
 // wrapped as they come and ONNX Runtime allocates its outputs.
@@ -318,8 +318,9 @@ func (w *worker) gather() {
 		s.qmu.Unlock()
 		return
 	}
-	// This worker's share: the queue split over it and the workers still free.
-	share := (len(s.queue) + len(s.slots)) / (len(s.slots) + 1)
+	// This worker's share: the queue split over all the workers, so that a worker finishing
+	// next finds its part still waiting rather than one worker running everything.
+	share := (len(s.queue) + len(s.workers) - 1) / len(s.workers)
 	items := w.takeUpTo(limit, share)
 	s.qmu.Unlock()
 	if s.maxDelay <= 0 || items >= limit || len(s.slots) > 0 {

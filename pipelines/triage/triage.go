@@ -8,7 +8,9 @@ import (
 	"image/color"
 	"io"
 	"math"
+	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
@@ -105,33 +107,24 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader, progress Progress)
 	res := Result{Instance: inst}
 	var tracks []*track
 	candidates := 0
-	for {
+	// Frames are read and prepared one ahead, on a goroutine of their own, while the model
+	// runs on the frame before: on an idle core that work costs no time.
+	stop := make(chan struct{})
+	defer close(stop)
+	frames := prepareFrames(r, in, stop)
+	for p := range frames {
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
 		}
-		f, err := r.Next()
-		if err == io.EOF {
-			break
+		if p.err != nil {
+			return Result{}, p.err
 		}
-		if err != nil {
-			return Result{}, err
-		}
-		grey := Grey(f)
+		f := p.frame
 		if res.Frames == 0 {
-			var mx, my float64
-			res.Crop, mx, my, res.Calibrated = CropRect(inst, grey, f.Width, f.Height)
-			res.MMPerPixel = [2]float64{mx, my}
+			res.Crop, res.Calibrated, res.MMPerPixel = p.crop, p.calibrated, p.mmPerPixel
 		}
 		res.Frames++
-		pix := Resize(grey, f.Width, res.Crop, int(iw), int(ih))
-		for i := range pix {
-			pix[i] = float32((float64(pix[i]) - mean(in)) * in.Scale)
-		}
-		t, err := inference.NewTensor([]int64{1, 1, ih, iw}, pix)
-		if err != nil {
-			return Result{}, err
-		}
-		out, err := m.Run(ctx, []inference.Tensor{t})
+		out, err := m.Run(ctx, []inference.Tensor{p.input})
 		if err != nil {
 			return Result{}, err
 		}
@@ -150,6 +143,8 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader, progress Progress)
 		// A lesion lasts: on a loop, a component seen on a single frame is speckle.
 		minFrames = 2
 	}
+	var bestPix [][]byte
+	var bestSamples []int
 	for _, t := range tracks {
 		if t.frames < minFrames {
 			continue
@@ -160,20 +155,94 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader, progress Progress)
 			l.AreaMM2 = t.best.areaPx * res.MMPerPixel[0] * res.MMPerPixel[1]
 		}
 		l.Priority = priority(l, res)
-		overlay, err := vision.AnnotatePNG(t.bestPix, inst.Columns, inst.Rows, t.bestSamples, []vision.Mark{{
-			Rect: l.Box, Color: labelColor(l.Label), Caption: caption(l),
-		}})
-		if err != nil {
-			return Result{}, err
-		}
-		l.Overlay = overlay
 		res.Lesions = append(res.Lesions, l)
+		bestPix, bestSamples = append(bestPix, t.bestPix), append(bestSamples, t.bestSamples)
+	}
+	// The overlays are drawn side by side, one per core: at the end of an instance the model
+	// is done and the cores are free.
+	errs := make([]error, len(res.Lesions))
+	var wg sync.WaitGroup
+	next := make(chan int, len(res.Lesions))
+	for i := range res.Lesions {
+		next <- i
+	}
+	close(next)
+	for range min(runtime.NumCPU(), len(res.Lesions)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				l := &res.Lesions[i]
+				l.Overlay, errs[i] = vision.AnnotatePNG(bestPix[i], inst.Columns, inst.Rows, bestSamples[i], []vision.Mark{{
+					Rect: l.Box, Color: labelColor(l.Label), Caption: caption(*l),
+				}})
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Result{}, err
 	}
 	sort.SliceStable(res.Lesions, func(i, j int) bool {
 		a, b := res.Lesions[i], res.Lesions[j]
 		return a.Priority > b.Priority || a.Priority == b.Priority && a.Score > b.Score
 	})
 	return res, nil
+}
+
+// preparedFrame is a frame read and turned into the model's input.
+type preparedFrame struct {
+	frame      dicomio.Frame
+	input      inference.Tensor
+	crop       Rect // chosen on the first frame, used for all
+	calibrated bool
+	mmPerPixel [2]float64
+	err        error
+}
+
+// prepareFrames reads the instance's frames and prepares each (grey, the crop chosen on the
+// first frame, resized, scaled), one frame ahead of the caller, until the frames end, a frame
+// fails, or stop closes.
+func prepareFrames(r *dicomio.Reader, in models.InputSpec, stop <-chan struct{}) <-chan preparedFrame {
+	out := make(chan preparedFrame, 1)
+	ih, iw := in.Size()
+	go func() {
+		defer close(out)
+		var crop Rect
+		first := true
+		for {
+			var p preparedFrame
+			f, err := r.Next()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				p.err = err
+			} else {
+				grey := Grey(f)
+				if first {
+					var mx, my float64
+					crop, mx, my, p.calibrated = CropRect(r.Instance(), grey, f.Width, f.Height)
+					p.mmPerPixel, first = [2]float64{mx, my}, false
+				}
+				pix := Resize(grey, f.Width, crop, int(iw), int(ih))
+				for i := range pix {
+					pix[i] = float32((float64(pix[i]) - mean(in)) * in.Scale)
+				}
+				p.frame, p.crop = f, crop
+				p.input, p.err = inference.NewTensor([]int64{1, 1, ih, iw}, pix)
+			}
+			select {
+			case out <- p:
+			case <-stop:
+				return
+			}
+			if p.err != nil {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 func mean(in models.InputSpec) float64 {
