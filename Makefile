@@ -59,8 +59,11 @@ test: deps fmt-check vet
 demo: build
 	@bash scripts/demo.sh
 
-bench: deps
+# bench: the Go benchmarks with their allocations, then `vigil bench` (every path side by side
+# in one run, with the onnxruntime-node peer and dcmtk; docs/PERFORMANCE.md reads it).
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./inference/ ./dicomio/ ./pipelines/...
+	$(BIN)/vigil bench
 
 # demo-model retrains models/us-lesion-demo from phantoms with fixed seeds (not part of make
 # test; it needs Debian's python3-torch and python3-onnx, and about ten minutes on two cores).

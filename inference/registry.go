@@ -42,6 +42,9 @@ type ModelStatus struct {
 	Inputs            []models.TensorSpec
 	Outputs           []models.TensorSpec
 	Workers           int
+	// MaxBatch is the most items one run takes (1: no batching); Batching says how, or why not.
+	MaxBatch int
+	Batching string
 }
 
 // Registry holds a session for every model that loaded and the status of every model, so that
@@ -85,6 +88,7 @@ func LoadRegistry(ctx context.Context, engine *Engine, runtimeErr error, entries
 				break
 			}
 			st.State, st.Provider, st.Workers = StateReady, s.Provider(), s.Workers()
+			st.MaxBatch, st.Batching = batchingOf(s)
 			st.Inputs, st.Outputs = s.Inputs(), s.Outputs()
 			r.sessions[m.Name] = s
 		}
@@ -129,4 +133,19 @@ func (r *Registry) Close() error {
 		delete(r.sessions, name)
 	}
 	return errors.Join(errs...)
+}
+
+// batchingOf describes how a loaded model batches requests.
+func batchingOf(s *Session) (int, string) {
+	batch, delay := s.Batching()
+	m := s.Manifest()
+	switch {
+	case batch > 1:
+		return batch, fmt.Sprintf("dynamic, up to %d items a run, queue delay %v", batch, delay)
+	case !m.BatchDynamic() && m.Batching.MaxBatch > 1:
+		return 1, fmt.Sprintf("off: the batch dimension is fixed (the manifest asks for %d)", m.Batching.MaxBatch)
+	case !m.BatchDynamic():
+		return 1, "off: the batch dimension is fixed"
+	}
+	return 1, "off: the manifest sets no batching.max_batch"
 }

@@ -33,6 +33,8 @@ func (s *modelsService) ListModels(ctx context.Context, _ *vigilv1.ListModelsReq
 			Inputs:            tensorSpecs(st.Inputs),
 			Outputs:           tensorSpecs(st.Outputs),
 			Workers:           int32(st.Workers),
+			MaxBatch:          int32(st.MaxBatch),
+			Batching:          st.Batching,
 		})
 	}
 	return resp, nil

@@ -231,6 +231,13 @@ func TestServeModelsHealthAndTokens(t *testing.T) {
 			t.Errorf("%s: got state %q provider %q requested %q; want ready on cpu, cuda requested (%s)", name, m.State, m.Provider, m.RequestedProvider, m.Reason)
 		}
 	}
+	// Batching: the demo model batches (its batch dimension is dynamic); the detector cannot.
+	if m := byName["us-lesion-demo"]; m.MaxBatch != 8 || !strings.HasPrefix(m.Batching, "dynamic") {
+		t.Errorf("us-lesion-demo: max_batch %d, batching %q; want 8, dynamic", m.MaxBatch, m.Batching)
+	}
+	if m := byName["fastestdet"]; m.MaxBatch != 1 || !strings.Contains(m.Batching, "fixed") {
+		t.Errorf("fastestdet: max_batch %d, batching %q; want 1, the batch dimension fixed", m.MaxBatch, m.Batching)
+	}
 	if m := byName["fastestdet-wrong-sha"]; m.State != "invalid" || !strings.Contains(m.Reason, "sha256") || !strings.Contains(m.Reason, "FastestDet.onnx") {
 		t.Errorf("wrong sha256: got state %q, reason %q; want invalid naming the file and its sha256", m.State, m.Reason)
 	}

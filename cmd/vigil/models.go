@@ -27,6 +27,8 @@ type modelJSON struct {
 	SHA256            string       `json:"sha256"`
 	WeightsPath       string       `json:"weights_path"`
 	Workers           int32        `json:"workers"`
+	MaxBatch          int32        `json:"max_batch"`
+	Batching          string       `json:"batching"`
 	Inputs            []tensorJSON `json:"inputs"`
 	Outputs           []tensorJSON `json:"outputs"`
 }
@@ -79,7 +81,7 @@ func runModels(g *globals, args []string, stdout, stderr io.Writer) error {
 		out.Models = append(out.Models, modelJSON{
 			Name: m.Name, Version: m.Version, Task: m.Task, State: stateName(m.State), Reason: m.Reason,
 			Provider: m.Provider, RequestedProvider: m.RequestedProvider, SHA256: m.Sha256,
-			WeightsPath: m.WeightsPath, Workers: m.Workers,
+			WeightsPath: m.WeightsPath, Workers: m.Workers, MaxBatch: m.MaxBatch, Batching: m.Batching,
 			Inputs: tensorsJSON(m.Inputs), Outputs: tensorsJSON(m.Outputs),
 		})
 	}
@@ -89,9 +91,9 @@ func runModels(g *globals, args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tVERSION\tTASK\tSTATE\tPROVIDER\tREASON")
+	fmt.Fprintln(tw, "MODEL\tVERSION\tTASK\tSTATE\tPROVIDER\tBATCHING\tREASON")
 	for _, m := range out.Models {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Version, m.Task, m.State, dash(m.Provider), dash(m.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Version, m.Task, m.State, dash(m.Provider), dash(m.Batching), dash(m.Reason))
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "ONNX Runtime %s\n", dash(out.RuntimeVersion))

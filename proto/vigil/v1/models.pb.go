@@ -191,8 +191,13 @@ type ModelInfo struct {
 	Inputs            []*TensorSpec `protobuf:"bytes,10,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	Outputs           []*TensorSpec `protobuf:"bytes,11,rep,name=outputs,proto3" json:"outputs,omitempty"`
 	Workers           int32         `protobuf:"varint,12,opt,name=workers,proto3" json:"workers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// max_batch is the most items one run takes: 1 when the model does not batch.
+	MaxBatch int32 `protobuf:"varint,13,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	// batching says how the model batches requests, or why it does not (a fixed batch
+	// dimension, or no max_batch in the manifest).
+	Batching      string `protobuf:"bytes,14,opt,name=batching,proto3" json:"batching,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModelInfo) Reset() {
@@ -309,6 +314,20 @@ func (x *ModelInfo) GetWorkers() int32 {
 	return 0
 }
 
+func (x *ModelInfo) GetMaxBatch() int32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
+func (x *ModelInfo) GetBatching() string {
+	if x != nil {
+		return x.Batching
+	}
+	return ""
+}
+
 type ListModelsResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Models         []*ModelInfo           `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
@@ -371,7 +390,7 @@ const file_vigil_v1_models_proto_rawDesc = "" +
 	"TensorSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05dtype\x18\x02 \x01(\tR\x05dtype\x12\x14\n" +
-	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\x8f\x03\n" +
+	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\xc8\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -385,7 +404,9 @@ const file_vigil_v1_models_proto_rawDesc = "" +
 	"\x06inputs\x18\n" +
 	" \x03(\v2\x14.vigil.v1.TensorSpecR\x06inputs\x12.\n" +
 	"\aoutputs\x18\v \x03(\v2\x14.vigil.v1.TensorSpecR\aoutputs\x12\x18\n" +
-	"\aworkers\x18\f \x01(\x05R\aworkers\"j\n" +
+	"\aworkers\x18\f \x01(\x05R\aworkers\x12\x1b\n" +
+	"\tmax_batch\x18\r \x01(\x05R\bmaxBatch\x12\x1a\n" +
+	"\bbatching\x18\x0e \x01(\tR\bbatching\"j\n" +
 	"\x12ListModelsResponse\x12+\n" +
 	"\x06models\x18\x01 \x03(\v2\x13.vigil.v1.ModelInfoR\x06models\x12'\n" +
 	"\x0fruntime_version\x18\x02 \x01(\tR\x0eruntimeVersion*r\n" +
