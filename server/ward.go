@@ -398,7 +398,6 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 	out := make(chan decodedFrame, size)
 	go func() {
 		defer close(out)
-		backgroundThread()
 		for f := range queue {
 			var pixels *vision.Frame
 			select {

@@ -1,6 +1,0 @@
-//go:build !linux
-
-package server
-
-// backgroundThread does nothing where thread priorities are not set per thread.
-func backgroundThread() {}
