@@ -4,12 +4,13 @@
 package detect
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"image"
 	"math"
-	"sort"
+	"slices"
 
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
@@ -45,6 +46,8 @@ type Detector struct {
 	classes   map[string]bool
 	input     []float32
 	in, out   []inference.Tensor // one each, over input and the model's output, reused
+	found     []Detection        // the boxes over the floor, before suppression, reused
+	kept      []Detection        // what Detect returns, reused
 	small     vision.Frame       // the resized frame, reused
 }
 
@@ -97,7 +100,8 @@ func (d *Detector) Threshold() float64 { return d.threshold }
 // half hidden). Zero means Threshold.
 func (d *Detector) SetFloor(score float64) { d.floor = score }
 
-// Detect finds objects in a BGR frame.
+// Detect finds objects in a BGR frame. The slice is the detector's own, valid until its next
+// call.
 func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, error) {
 	if _, err := d.Prepare(f); err != nil {
 		return nil, err
@@ -162,7 +166,7 @@ func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, 
 	if d.floor > 0 && d.floor < limit {
 		limit = d.floor
 	}
-	var dets []Detection
+	dets := d.found[:0]
 	for i := 0; i < cells; i++ {
 		obj := at(0, i)
 		if obj <= 0 {
@@ -193,7 +197,9 @@ func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, 
 		}
 		dets = append(dets, Detection{Label: label, Score: score, Box: box})
 	}
-	return nms(dets, d.nmsIoU), nil
+	d.found = dets
+	d.kept = nms(dets, d.nmsIoU, d.kept[:0])
+	return d.kept, nil
 }
 
 // IoU is the intersection over union of two boxes.
@@ -209,9 +215,8 @@ func IoU(a, b image.Rectangle) float64 {
 // nms keeps, among boxes of one label that overlap more than limit, the best scored; and it
 // drops a box lying for the most part (four fifths) inside a better one of the same label:
 // FastestDet often finds a lying person whole and, again, in parts.
-func nms(dets []Detection, limit float64) []Detection {
-	sort.Slice(dets, func(i, j int) bool { return dets[i].Score > dets[j].Score })
-	var keep []Detection
+func nms(dets []Detection, limit float64, keep []Detection) []Detection {
+	slices.SortStableFunc(dets, func(a, b Detection) int { return cmp.Compare(b.Score, a.Score) })
 	for _, d := range dets {
 		ok := true
 		for _, k := range keep {

@@ -114,7 +114,7 @@ func TestNMS(t *testing.T) {
 		{"person", 0.8, image.Rect(50, 0, 60, 20)},
 		{"chair", 0.6, image.Rect(1, 1, 11, 21)},
 	}
-	got := nms(dets, 0.45)
+	got := nms(dets, 0.45, nil)
 	if len(got) != 3 || got[0].Score != 0.9 || got[1].Score != 0.8 || got[2].Label != "chair" {
 		t.Errorf("nms kept %+v", got)
 	}

@@ -97,6 +97,13 @@ type Pipeline struct {
 	// recent maps the capture times of the last frames to their sequence numbers.
 	recent []stamp
 	cfg    Config
+	// A frame's working memory, reused frame after frame.
+	obs       []track.Observation
+	people    []Person
+	skeletons []pose.Skeleton
+	errs      []error
+	seen      map[int64]bool
+	live      map[int64]bool
 	// Last is the last frame's timings; Falls the alerts confirmed on it; Ended the summaries of
 	// the tracks that ended on it.
 	Last  Timings
@@ -135,10 +142,12 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 		}
 	}
 	return &Pipeline{det: det, ests: ests, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{},
-		falls: map[int64]*fall.Detector{}, spans: map[int64]*Summary{}, cfg: cfg}
+		falls: map[int64]*fall.Detector{}, spans: map[int64]*Summary{}, cfg: cfg,
+		errs: make([]error, len(ests)), seen: map[int64]bool{}, live: map[int64]bool{}}
 }
 
-// Process runs one frame captured at t, with the sequence number seq.
+// Process runs one frame captured at t, with the sequence number seq. The people it returns
+// are the pipeline's own slice, valid until the next call.
 func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq int64) ([]Person, error) {
 	t0 := time.Now()
 	dets, err := p.det.Detect(ctx, f)
@@ -146,17 +155,17 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 		return nil, err
 	}
 	t1 := time.Now()
-	obs := make([]track.Observation, len(dets))
-	for i, d := range dets {
-		obs[i] = track.Observation{Box: d.Box, Score: d.Score}
+	p.obs = p.obs[:0]
+	for _, d := range dets {
+		p.obs = append(p.obs, track.Observation{Box: d.Box, Score: d.Score})
 	}
-	tracks := p.tracker.Update(obs)
+	tracks := p.tracker.Update(p.obs)
 	t2 := time.Now()
 	skeletons, err := p.estimate(ctx, f, dets, tracks)
 	if err != nil {
 		return nil, err
 	}
-	people := make([]Person, 0, len(dets))
+	people := p.people[:0]
 	for i, d := range dets {
 		if tracks[i] == nil {
 			continue // a weak box that continues no one
@@ -172,7 +181,9 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 	for len(p.recent) > 0 && t.Sub(p.recent[0].at) > 10*time.Second {
 		p.recent = p.recent[1:]
 	}
-	seen := map[int64]bool{}
+	p.people = people
+	seen := p.seen
+	clear(seen)
 	for _, person := range people {
 		id := person.TrackID
 		seen[id] = true
@@ -210,7 +221,8 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 	}
 	p.handOver(t, people, seen, seq)
 	// Forget the tracks that have ended, but not a descent still waiting for confirmation.
-	live := map[int64]bool{}
+	live := p.live
+	clear(live)
 	for _, tr := range p.tracker.Active() {
 		live[tr.ID] = true
 	}
@@ -233,8 +245,13 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 // estimate finds the skeleton of every tracked person on the frame, the estimators working
 // side by side (each on every n-th person, so the result does not depend on timing).
 func (p *Pipeline) estimate(ctx context.Context, f vision.Frame, dets []detect.Detection, tracks []*track.Track) ([]pose.Skeleton, error) {
-	skeletons := make([]pose.Skeleton, len(dets))
-	errs := make([]error, len(p.ests))
+	if cap(p.skeletons) < len(dets) {
+		p.skeletons = make([]pose.Skeleton, len(dets))
+	}
+	skeletons := p.skeletons[:len(dets)]
+	clear(skeletons)
+	errs := p.errs[:len(p.ests)]
+	clear(errs)
 	work := func(w int) {
 		for i := w; i < len(dets); i += len(p.ests) {
 			if tracks[i] == nil {
