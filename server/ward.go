@@ -197,9 +197,10 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}
 	reportedDrops := int64(0)
 	lastStats := statsStart
-	// Frames are decoded one ahead, on their own goroutine, while the models work on the
-	// frame before: decoding costs as much as a fifth of a frame's model time.
-	decoded := s.decodeAhead(ctx, queue, realtime)
+	// Frames are decoded and their people detected one ahead, on a goroutine of their own,
+	// while pose and the rules work on the frame before: the detector runs on one core, and
+	// decoding costs about a tenth of a frame, so alone each would leave a core idle.
+	decoded := s.decodeAhead(ctx, queue, pipe, realtime)
 	for d := range decoded {
 		if n := dropped.Load(); n > reportedDrops {
 			dropMu.Lock()
@@ -224,7 +225,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 			processedFrames.Inc()
 			t := pipe.Last
 			s.metrics.wardStage.WithLabelValues("decode").Observe(d.took.Seconds())
-			s.metrics.wardStage.WithLabelValues("detect").Observe(t.Detect.Seconds())
+			s.metrics.wardStage.WithLabelValues("detect").Observe(d.detectTook.Seconds())
 			s.metrics.wardStage.WithLabelValues("pose").Observe(t.Pose.Seconds())
 			s.metrics.wardStage.WithLabelValues("track").Observe(t.Track.Seconds())
 			s.metrics.wardStage.WithLabelValues("analyze").Observe(t.Analyze.Seconds())
@@ -373,23 +374,33 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, revie
 // frame decodes and processes one frame. A frame that cannot be used becomes a FrameError
 // event and the stream goes on; only a failure of the service itself ends the stream.
 // It returns the decoded image too.
-// decodedFrame is a frame as the decode stage hands it on: its pixels, or the error event
-// that replaces it.
+// decodedFrame is a frame as the decode stage hands it on: its pixels and the people the
+// detector found on them, or the error event that replaces it.
 type decodedFrame struct {
-	f       *vigilv1.Frame
-	img     vision.Frame
-	err     *vigilv1.WardEvent
-	took    time.Duration
-	release func() // gives the pixels back for another frame
+	f          *vigilv1.Frame
+	img        vision.Frame
+	err        *vigilv1.WardEvent
+	dets       []detect.Detection
+	detectErr  error
+	took       time.Duration // decoding
+	detectTook time.Duration
+	release    func() // gives the buffer back for another frame
 }
 
-// decodeAhead decodes the queued frames on a goroutine of its own into a few reused pixel
-// buffers. In realtime the handoff is unbuffered, so at most one decoded frame waits.
-func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Frame, realtime bool) <-chan decodedFrame {
-	const buffers = 3 // one decoding, one waiting, one in the models
-	free := make(chan *vision.Frame, buffers)
+// frameBuffer is the memory a decoded frame lives in: reused, frame after frame.
+type frameBuffer struct {
+	pixels vision.Frame
+	dets   []detect.Detection
+}
+
+// decodeAhead decodes the queued frames and detects their people on a goroutine of its own,
+// into a few reused buffers. In realtime the handoff is unbuffered, so at most one decoded
+// frame waits.
+func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Frame, pipe *ward.Pipeline, realtime bool) <-chan decodedFrame {
+	const buffers = 3 // one being decoded, one waiting, one in the models
+	free := make(chan *frameBuffer, buffers)
 	for range buffers {
-		free <- new(vision.Frame)
+		free <- new(frameBuffer)
 	}
 	size := 1
 	if realtime {
@@ -398,17 +409,25 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 	out := make(chan decodedFrame, size)
 	go func() {
 		defer close(out)
+		backgroundThread()
 		for f := range queue {
-			var pixels *vision.Frame
+			var buf *frameBuffer
 			select {
-			case pixels = <-free:
+			case buf = <-free:
 			case <-ctx.Done():
 				return
 			}
 			start := time.Now()
-			d := decodedFrame{f: f, release: func() { free <- pixels }}
-			d.img, d.err = s.decode(f, pixels)
+			d := decodedFrame{f: f, release: func() { free <- buf }}
+			d.img, d.err = s.decode(f, &buf.pixels)
 			d.took = time.Since(start)
+			if d.err == nil {
+				start = time.Now()
+				dets, err := pipe.Detect(ctx, d.img)
+				// The detector's slice is reused by its next call: the frame keeps a copy.
+				buf.dets = append(buf.dets[:0], dets...)
+				d.dets, d.detectErr, d.detectTook = buf.dets, err, time.Since(start)
+			}
 			select {
 			case out <- d:
 			case <-ctx.Done():
@@ -461,7 +480,11 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedF
 	if f.CaptureTime != nil {
 		at = f.CaptureTime.AsTime()
 	}
-	people, err := pipe.Process(ctx, img, at, f.Sequence)
+	err := d.detectErr
+	var people []ward.Person
+	if err == nil {
+		people, err = pipe.ProcessDetected(ctx, img, d.dets, at, f.Sequence)
+	}
 	if err != nil {
 		if errors.Is(err, inference.ErrOverloaded) || errors.Is(err, inference.ErrBadInput) || errors.Is(err, vision.ErrDecode) {
 			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), img, nil

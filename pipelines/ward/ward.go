@@ -150,10 +150,26 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 // are the pipeline's own slice, valid until the next call.
 func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq int64) ([]Person, error) {
 	t0 := time.Now()
-	dets, err := p.det.Detect(ctx, f)
+	dets, err := p.Detect(ctx, f)
 	if err != nil {
 		return nil, err
 	}
+	took := time.Since(t0)
+	people, err := p.ProcessDetected(ctx, f, dets, t, seq)
+	p.Last.Detect = took
+	return people, err
+}
+
+// Detect finds the people on a frame: the first step of Process, which may run ahead, on
+// another goroutine, while ProcessDetected works on the frame before. Only one Detect may run
+// at a time, and its slice is valid until the next.
+func (p *Pipeline) Detect(ctx context.Context, f vision.Frame) ([]detect.Detection, error) {
+	return p.det.Detect(ctx, f)
+}
+
+// ProcessDetected is Process for a frame whose people Detect has already found: tracking, pose
+// and the gait and fall rules. Its Last.Detect is zero: the caller timed the detection.
+func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []detect.Detection, t time.Time, seq int64) ([]Person, error) {
 	t1 := time.Now()
 	p.obs = p.obs[:0]
 	for _, d := range dets {
@@ -238,7 +254,7 @@ func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq
 			delete(p.falls, id)
 		}
 	}
-	p.Last = Timings{Detect: t1.Sub(t0), Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
+	p.Last = Timings{Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
 	return people, nil
 }
 
