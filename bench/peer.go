@@ -130,27 +130,31 @@ func peerCompare(ctx context.Context, engine *inference.Engine, node, script str
 	settle := func() { time.Sleep(30 * time.Millisecond) }
 	var vigilT, bareT, nodeT []time.Duration
 	var vigilAll, bareAll, nodeAll time.Duration
-	for range o.Rounds * runs / block {
-		d, all, err := timeEach(block, func() error { return sess.RunInto(ctx, inputs, outputs) })
-		if err != nil {
-			return err
+	// The three take turns, in an order that rotates, so that none always follows another.
+	sides := []struct {
+		samples *[]time.Duration
+		total   *time.Duration
+		run     func() ([]time.Duration, error)
+	}{
+		{&vigilT, &vigilAll, func() ([]time.Duration, error) {
+			d, _, err := timeEach(block, func() error { return sess.RunInto(ctx, inputs, outputs) })
+			return d, err
+		}},
+		{&bareT, &bareAll, func() ([]time.Duration, error) { d, _, err := timeEach(block, bare.Run); return d, err }},
+		{&nodeT, &nodeAll, func() ([]time.Duration, error) { return peer.run(block) }},
+	}
+	for round := range o.Rounds * runs / block {
+		for k := range sides {
+			side := sides[(k+round)%len(sides)]
+			d, err := side.run()
+			if err != nil {
+				return err
+			}
+			for _, t := range d {
+				*side.samples, *side.total = append(*side.samples, t), *side.total+t
+			}
+			settle()
 		}
-		vigilT, vigilAll = append(vigilT, d...), vigilAll+all
-		settle()
-		d, all, err = timeEach(block, bare.Run)
-		if err != nil {
-			return err
-		}
-		bareT, bareAll = append(bareT, d...), bareAll+all
-		settle()
-		d, err = peer.run(block)
-		if err != nil {
-			return err
-		}
-		for _, t := range d {
-			nodeT, nodeAll = append(nodeT, t), nodeAll+t
-		}
-		settle()
 	}
 	runtimeName := peer.runtime
 	what := fmt.Sprintf("%s, %d intra-op thread(s)", pm.name, threads)

@@ -70,28 +70,33 @@ func measureWard(ctx context.Context, rg *rig, o Options, r *Report) error {
 
 	var aloneT, aheadT, procT, streamT []time.Duration
 	var aloneAll, aheadAll, procAll, streamAll time.Duration
-	for range o.Rounds {
-		d, all, err := timeFrames(len(frames), func(i int) error { return modelsAlone.frame(ctx, i) })
-		if err != nil {
-			return err
+	// Each round takes the paths in a different order, so that none always follows another.
+	paths := []struct {
+		samples *[]time.Duration
+		total   *time.Duration
+		run     func() ([]time.Duration, time.Duration, error)
+	}{
+		{&aloneT, &aloneAll, func() ([]time.Duration, time.Duration, error) {
+			return timeFrames(len(frames), func(i int) error { return modelsAlone.frame(ctx, i) })
+		}},
+		{&aheadT, &aheadAll, func() ([]time.Duration, time.Duration, error) {
+			return timeFrames(len(frames), func(i int) error { return modelsAlone.frameAhead(ctx, i) })
+		}},
+		{&procT, &procAll, func() ([]time.Duration, time.Duration, error) {
+			p := ward.New(det, est, ward.Config{})
+			return timeFrames(len(frames), func(i int) error { return inProcess(i, p) })
+		}},
+		{&streamT, &streamAll, func() ([]time.Duration, time.Duration, error) { return streamOverGRPC(ctx, rg, jpegs, at) }},
+	}
+	for round := range o.Rounds {
+		for k := range paths {
+			m := paths[(k+round)%len(paths)]
+			d, all, err := m.run()
+			if err != nil {
+				return err
+			}
+			*m.samples, *m.total = append(*m.samples, d...), *m.total+all
 		}
-		aloneT, aloneAll = append(aloneT, d...), aloneAll+all
-		d, all, err = timeFrames(len(frames), func(i int) error { return modelsAlone.frameAhead(ctx, i) })
-		if err != nil {
-			return err
-		}
-		aheadT, aheadAll = append(aheadT, d...), aheadAll+all
-		p := ward.New(det, est, ward.Config{})
-		d, all, err = timeFrames(len(frames), func(i int) error { return inProcess(i, p) })
-		if err != nil {
-			return err
-		}
-		procT, procAll = append(procT, d...), procAll+all
-		d, all, err = streamOverGRPC(ctx, rg, jpegs, at)
-		if err != nil {
-			return err
-		}
-		streamT, streamAll = append(streamT, d...), streamAll+all
 	}
 	alone := row("ward", "models alone: FastestDet, then MoveNet per person", 1, "frame", aloneT, aloneAll)
 	ahead := row("ward", "models alone, the next frame's FastestDet beside this frame's MoveNet", 1, "frame", aheadT, aheadAll)
@@ -252,7 +257,9 @@ func outputsFor(s *inference.Session) ([]inference.Tensor, error) {
 }
 
 // streamOverGRPC sends the JPEGs down one Ward stream, every frame processed, and times the
-// gaps between frame results: the stream's rate once it is flowing.
+// gaps between frame results: the stream's rate once it is flowing, from the first result to
+// the last (the first frame, which waits for the stream to open and has nothing to overlap
+// with, is the stream's start-up, not its rate).
 func streamOverGRPC(ctx context.Context, rg *rig, jpegs [][]byte, at func(int) time.Time) ([]time.Duration, time.Duration, error) {
 	ctx, cancel := context.WithCancel(rg.as(ctx, auth.RoleWardBridge))
 	defer cancel()
@@ -265,7 +272,6 @@ func streamOverGRPC(ctx context.Context, rg *rig, jpegs [][]byte, at func(int) t
 		return nil, 0, err
 	}
 	sendErr := make(chan error, 1)
-	start := time.Now()
 	go func() {
 		for i, data := range jpegs {
 			f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(at(i)), Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: data}
@@ -277,7 +283,7 @@ func streamOverGRPC(ctx context.Context, rg *rig, jpegs [][]byte, at func(int) t
 		sendErr <- stream.CloseSend()
 	}()
 	var gaps []time.Duration
-	last := start
+	var first, last time.Time
 	results := 0
 	for {
 		ev, err := stream.Recv()
@@ -292,12 +298,16 @@ func streamOverGRPC(ctx context.Context, rg *rig, jpegs [][]byte, at func(int) t
 		}
 		if ev.GetFrameResult() != nil {
 			now := time.Now()
-			gaps = append(gaps, now.Sub(last))
+			if results == 0 {
+				first = now
+			} else {
+				gaps = append(gaps, now.Sub(last))
+			}
 			last = now
 			results++
 		}
 	}
-	elapsed := last.Sub(start)
+	elapsed := last.Sub(first)
 	if err := <-sendErr; err != nil {
 		return nil, 0, err
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -18,8 +19,9 @@ import (
 // How a session serves requests.
 //
 // A session has a few workers, each owning input and output buffers made once at load with
-// ONNX Runtime's views of them, so a run allocates nothing: the inputs are copied in, the model
-// runs, the outputs are copied out (into the caller's tensors with RunInto). Requests wait in
+// ONNX Runtime's views of them. A run of one request copies nothing: ONNX Runtime reads the
+// caller's tensors and writes into the caller's (RunInto), through views the worker keeps for
+// tensors it sees again; a batch is copied into the worker's buffers and its outputs out. Requests wait in
 // one queue. A caller that finds a worker free runs the queue's oldest requests itself, on its
 // own goroutine (an uncontended call is a plain call into ONNX Runtime, with no handoff to
 // another goroutine), then hands the worker back; a caller whose request someone else ran just
@@ -223,6 +225,7 @@ type worker struct {
 	inArgs  []ort.Value
 	outArgs []ort.Value
 	batch   []*request
+	views   views // of the callers' tensors, for runs of one request
 	timer   *time.Timer
 }
 
@@ -276,6 +279,7 @@ func (w *worker) buffers(specs []models.TensorSpec) ([]*buffer, error) {
 
 // free destroys the worker's views of its buffers.
 func (w *worker) free() error {
+	w.views.free()
 	for _, bufs := range [][]*buffer{w.in, w.out} {
 		for _, b := range bufs {
 			for _, v := range b.values {
@@ -371,6 +375,11 @@ func (w *worker) run() {
 		w.finish()
 		return
 	}
+	if len(w.batch) == 1 {
+		w.runAlone(w.batch[0])
+		w.finish()
+		return
+	}
 	var n int64
 	for _, r := range w.batch {
 		for i, b := range w.in {
@@ -403,6 +412,103 @@ func (w *worker) run() {
 		off += r.items
 	}
 	w.finish()
+}
+
+// runAlone runs one request with no copy: ONNX Runtime reads the caller's input tensors, and
+// writes into the caller's output tensors (RunInto) or the worker's buffers (Run, which then
+// copies them out for the caller to keep). Its views of the caller's tensors are kept for the
+// next call, so a caller that reuses its tensors (the detector, the pose estimator) makes no
+// new ones.
+func (w *worker) runAlone(r *request) {
+	s := w.s
+	var err error
+	for i, t := range r.inputs {
+		if w.inArgs[i], err = w.views.of(t); err != nil {
+			r.err = err
+			return
+		}
+	}
+	for i, b := range w.out {
+		if r.outputs == nil {
+			w.outArgs[i] = b.view(r.items)
+		} else if w.outArgs[i], err = w.views.of(r.outputs[i]); err != nil {
+			r.err = err
+			return
+		}
+	}
+	if err := s.ort.Run(w.inArgs, w.outArgs); err != nil {
+		r.err = fmt.Errorf("%w: %s: %v", ErrRuntime, s.manifest.Name, err)
+		return
+	}
+	if r.outputs == nil {
+		r.results = make([]Tensor, len(w.out))
+		for i, b := range w.out {
+			r.results[i] = Tensor{Shape: b.shapeOf(r.items), data: sliceOf(b.data, 0, r.items*b.item)}.Clone()
+		}
+	}
+}
+
+// views are ONNX Runtime's views of the callers' tensors a worker has run, newest last. A view
+// holds its tensor's memory, which Go never moves, so the memory lives as long as the view.
+type views struct {
+	list []tensorView
+}
+
+type tensorView struct {
+	data  unsafe.Pointer
+	n     int
+	shape []int64
+	keep  any // the Go slice: alive while the view is
+	value ort.Value
+}
+
+// maxViews bounds the views a worker keeps (each holds a caller's tensor alive).
+const maxViews = 8
+
+// of is the view of t, made when t is new.
+func (vs *views) of(t Tensor) (ort.Value, error) {
+	data, n := dataPointer(t.data)
+	for i := len(vs.list) - 1; i >= 0; i-- {
+		v := vs.list[i]
+		if v.data == data && v.n == n && slices.Equal(v.shape, t.Shape) {
+			return v.value, nil
+		}
+	}
+	value, err := toORT(t)
+	if err != nil {
+		return nil, err
+	}
+	track()
+	if len(vs.list) == maxViews {
+		vs.list[0].value.Destroy()
+		untrack()
+		vs.list = append(vs.list[:0], vs.list[1:]...)
+	}
+	vs.list = append(vs.list, tensorView{data: data, n: n, shape: slices.Clone(t.Shape), keep: t.data, value: value})
+	return value, nil
+}
+
+func (vs *views) free() {
+	for _, v := range vs.list {
+		v.value.Destroy()
+		untrack()
+	}
+	vs.list = nil
+}
+
+// dataPointer is where a tensor's elements start, and how many there are.
+func dataPointer(data any) (unsafe.Pointer, int) {
+	switch d := data.(type) {
+	case []float32:
+		return unsafe.Pointer(unsafe.SliceData(d)), len(d)
+	case []int32:
+		return unsafe.Pointer(unsafe.SliceData(d)), len(d)
+	case []int64:
+		return unsafe.Pointer(unsafe.SliceData(d)), len(d)
+	case []uint8:
+		return unsafe.Pointer(unsafe.SliceData(d)), len(d)
+	}
+	return nil, 0
 }
 
 // view is ONNX Runtime's view of the first n items.

@@ -234,3 +234,41 @@ func TestCloseWaitsForRunsAndFailsTheQueued(t *testing.T) {
 		t.Errorf("after Close: got %v, want ErrClosed", err)
 	}
 }
+
+// TestRunReadsTheCallersTensorEachTime: a worker keeps its view of a caller's tensor between
+// runs, and must see what the caller wrote into it since, not a copy from before.
+func TestRunReadsTheCallersTensorEachTime(t *testing.T) {
+	e := openEngine(t, Config{Workers: 1})
+	s := loadModel(t, e, "fastestdet")
+	walkers := detectorInput(t, walkersFrame(t, walkersTestFrame))
+	blank := detectorInput(t, grey(352, 352))
+	wantBlank, _ := Values[float32](run(t, s, blank))
+
+	mine := walkers.Clone()
+	out, _ := NewTensor([]int64{1, 85, 22, 22}, make([]float32, 85*22*22))
+	if err := s.RunInto(context.Background(), []Tensor{mine}, []Tensor{out}); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := Values[float32](blank)
+	dst, _ := Values[float32](mine)
+	copy(dst, src) // the caller reuses its tensor for another frame
+	if err := s.RunInto(context.Background(), []Tensor{mine}, []Tensor{out}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := Values[float32](out)
+	for i := range wantBlank {
+		if got[i] != wantBlank[i] {
+			t.Fatalf("value %d: %v from the rewritten tensor, %v from a fresh one: the run read stale input", i, got[i], wantBlank[i])
+		}
+	}
+	// More tensors than a worker keeps views of: the oldest go, and nothing leaks (TestMain
+	// counts the native handles).
+	for range 2 * maxViews {
+		if err := s.RunInto(context.Background(), []Tensor{walkers.Clone()}, []Tensor{out}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(s.workers[0].views.list); n != maxViews {
+		t.Errorf("the worker keeps %d views, want %d", n, maxViews)
+	}
+}
