@@ -6,6 +6,8 @@
 #                     ONNX Runtime), dcmtk and dicom3tools (to cross-check DICOM), Chromium and
 #                     ChromeDriver (for the reviewer page's browser test)
 #   ONNX Runtime      libonnxruntime.so.1 from npm onnxruntime-node@1.30.0 into .deps/onnxruntime/
+#   Benchmark peer    onnxruntime-node@1.30.0 in scripts/peer-node (npm ci --ignore-scripts: its
+#                     native binding ships in the package; the lock file pins the rest)
 #   Go tools          protoc-gen-go, protoc-gen-go-grpc, grpcurl into ./bin
 #   Models            the outside weights, found by sha256 in the cache or a mirror
 #
