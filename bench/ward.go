@@ -29,7 +29,7 @@ const clipFPS = 7
 // decoded frames, and the whole Ward stream over gRPC from the JPEGs a bridge sends.
 func measureWard(ctx context.Context, rg *rig, o Options, r *Report) error {
 	o.Progress("ward: models alone, pipeline in process, Ward stream over gRPC")
-	frames, jpegs, err := clipFrames(o.Video, o.WardFrames)
+	frames, jpegs, err := vision.ReadClip(o.Video, o.WardFrames, 85)
 	if err != nil {
 		return err
 	}
@@ -119,35 +119,6 @@ func timeFrames(n int, f func(i int) error) ([]time.Duration, time.Duration, err
 		i++
 		return err
 	})
-}
-
-// clipFrames reads the first n frames of a video, and each as the JPEG a bridge would send.
-func clipFrames(path string, n int) ([]vision.Frame, [][]byte, error) {
-	v, err := vision.OpenVideo(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer v.Close()
-	var frames []vision.Frame
-	var jpegs [][]byte
-	for len(frames) < n {
-		f, err := v.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		data, err := vision.EncodeJPEG(f, 85)
-		if err != nil {
-			return nil, nil, err
-		}
-		frames, jpegs = append(frames, f), append(jpegs, data)
-	}
-	if len(frames) == 0 {
-		return nil, nil, fmt.Errorf("%s has no frames", path)
-	}
-	return frames, jpegs, nil
 }
 
 // modelsAlone is the ward path's model work with everything else taken away: inputs prepared
