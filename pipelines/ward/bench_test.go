@@ -60,3 +60,29 @@ func BenchmarkWardPath(b *testing.B) {
 	b.Run("pipeline", whole(false))
 	b.Run("pipeline+decode", whole(true))
 }
+
+// BenchmarkWardFrame is one frame through a warm pipeline (the walkers frames over and over,
+// time running on): a stream's steady state. Run it with -benchmem: its allocations per frame
+// are what a stream allocates once its buffers have grown.
+func BenchmarkWardFrame(b *testing.B) {
+	det, est := models(b)
+	frames, _ := benchFrames(b, 60)
+	p := New(det, est, Config{})
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	i := 0
+	process := func() {
+		f := frames[i%len(frames)]
+		if _, err := p.Process(context.Background(), f, start.Add(time.Duration(i)*time.Second/7), int64(i+1)); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	for range 2 * len(frames) { // warm: every buffer grown to the clip's largest frame
+		process()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		process()
+	}
+}
