@@ -18,19 +18,20 @@ import (
 
 // How a session serves requests.
 //
-// A session has a few workers, each owning input and output buffers made once at load with
-// ONNX Runtime's views of them. A run of one request copies nothing: ONNX Runtime reads the
-// caller's tensors and writes into the caller's (RunInto), through views the worker keeps for
-// tensors it sees again; a batch is copied into the worker's buffers and its outputs out. Requests wait in
-// one queue. A caller that finds a worker free runs the queue's oldest requests itself, on its
-// own goroutine (an uncontended call is a plain call into ONNX Runtime, with no handoff to
-// another goroutine), then hands the worker back; a caller whose request someone else ran just
-// takes its result. For a model whose first dimension is dynamic and whose manifest asks for
-// batching, the worker takes its share of what has queued (the queue split over the workers,
-// so that one batch does not leave the other workers idle), up to max_batch items, as one run; with
-// max_queue_delay above zero, a worker that is the last one free waits that long for a partial
-// batch to fill. A model with other dynamic dimensions has no fixed buffers: its inputs are
-// wrapped as they come and ONNX Runtime allocates its outputs.
+// Requests wait in one queue. A caller that finds one of the session's workers free runs the
+// queue's oldest requests itself, on its own goroutine (an uncontended call is a plain call
+// into ONNX Runtime, with no handoff to another goroutine), then hands the worker back; a
+// caller whose request someone else ran just takes its result.
+//
+// A run of one request copies nothing: ONNX Runtime reads the caller's tensors and writes into
+// the caller's (RunInto), through views the worker keeps of the tensors it sees again; Run's
+// outputs go through the worker's output buffers, made at load. For a model whose first
+// dimension is dynamic and whose manifest asks for batching, the worker takes its share of
+// what has queued (the queue split over the workers, so that one batch does not leave the
+// others idle), up to max_batch items, copies them into its input buffers and runs them as one;
+// with max_queue_delay above zero, the last free worker waits that long for a partial batch to
+// fill. A model with other dynamic dimensions has no fixed buffers: its inputs are wrapped as
+// they come and ONNX Runtime allocates its outputs.
 
 type request struct {
 	inputs, outputs []Tensor
@@ -220,8 +221,11 @@ func checkOutput(spec models.TensorSpec, items int64, t Tensor) error {
 type worker struct {
 	s *Session
 	// busy is held while the worker runs; a test holds it to keep the worker busy.
-	busy    sync.Mutex
-	in, out []*buffer // nil when the model's shapes are not fixed apart from the batch
+	busy sync.Mutex
+	// bound: the model's shapes are fixed apart from the batch, so the worker has output
+	// buffers (and input buffers when it batches).
+	bound   bool
+	in, out []*buffer
 	inArgs  []ort.Value
 	outArgs []ort.Value
 	batch   []*request
@@ -239,14 +243,18 @@ type buffer struct {
 }
 
 func (w *worker) allocate() error {
+	w.bound = true
 	var err error
-	if w.in, err = w.buffers(w.s.inputs); err != nil {
-		return err
+	// Inputs are copied only into a batch: a lone request is read where the caller keeps it.
+	if w.s.batch > 1 {
+		if w.in, err = w.buffers(w.s.inputs); err != nil {
+			return err
+		}
 	}
 	if w.out, err = w.buffers(w.s.outputs); err != nil {
 		return err
 	}
-	w.inArgs = make([]ort.Value, len(w.in))
+	w.inArgs = make([]ort.Value, len(w.s.inputs))
 	w.outArgs = make([]ort.Value, len(w.out))
 	return nil
 }
@@ -317,7 +325,7 @@ func (w *worker) gather() {
 		s.qmu.Unlock()
 		return
 	}
-	if limit == 1 || w.in == nil || s.queue[0].items > limit {
+	if limit == 1 || !w.bound || s.queue[0].items > limit {
 		w.take(1)
 		s.qmu.Unlock()
 		return
@@ -369,7 +377,7 @@ func (w *worker) takeUpTo(limit int64, n int) int64 {
 // run runs the gathered batch and hands each request its share of the outputs.
 func (w *worker) run() {
 	s := w.s
-	if w.in == nil || w.batch[0].items > int64(s.batch) {
+	if !w.bound || w.batch[0].items > int64(s.batch) {
 		r := w.batch[0]
 		r.results, r.err = s.runUnbound(r.inputs, r.outputs)
 		w.finish()
