@@ -27,7 +27,8 @@ const (
 
 // measureImaging times the triage model bare, through its session, the triage pipeline in
 // process and the whole gRPC call, in interleaved rounds at concurrency 1; then the gRPC path
-// at concurrency 4 and 16, with batching and (at 16) without.
+// at concurrency 4 and 16, with batching and (at 16) without; then batching on and off with
+// one worker of every core's threads (measureBatching).
 func measureImaging(ctx context.Context, engine *inference.Engine, rg *rig, o Options, r *Report) error {
 	o.Progress("imaging: bare session, session, in-process triage, gRPC at concurrency 1")
 	p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: phantomSeed, Rows: 480, Cols: 640, Frames: phantomFrames, Lesions: 2})
