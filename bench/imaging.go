@@ -61,7 +61,8 @@ func measureImaging(ctx context.Context, engine *inference.Engine, rg *rig, o Op
 		return err
 	}
 	defer bare.Close()
-	output, err := inference.NewTensor([]int64{1, 2, 128, 128}, make([]float32, 2*128*128))
+	// The demo model's output has a dynamic batch dimension: room for one item.
+	output, err := inference.Zeros(models.TensorSpec{Name: "logits", DType: models.Float32, Shape: []int64{1, 2, 128, 128}})
 	if err != nil {
 		return err
 	}

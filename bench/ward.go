@@ -214,11 +214,7 @@ func (m *modelsAlone) poses(ctx context.Context, i int) error {
 func outputsFor(s *inference.Session) ([]inference.Tensor, error) {
 	var out []inference.Tensor
 	for _, spec := range s.Outputs() {
-		n := int64(1)
-		for _, d := range spec.Shape {
-			n *= d
-		}
-		t, err := inference.NewTensor(spec.Shape, make([]float32, n))
+		t, err := inference.Zeros(spec)
 		if err != nil {
 			return nil, err
 		}

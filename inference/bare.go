@@ -43,13 +43,12 @@ func (e *Engine) OpenBare(m *models.Manifest, path string, inputs []Tensor) (*Ba
 		if len(shape) > 0 && shape[0] == models.Dynamic && len(inputs[0].Shape) > 0 {
 			shape[0] = inputs[0].Shape[0] // the batch the inputs carry
 		}
-		n := elementsOf(shape)
-		data, ok := newData(out.DType, max(n, 0))
-		if !ok || n <= 0 {
+		t, err := Zeros(models.TensorSpec{Name: out.Name, DType: out.DType, Shape: shape})
+		if err != nil {
 			b.Close()
-			return nil, fmt.Errorf("%w: %s output %s is not a fixed shape of a supported type", ErrBadInput, m.Name, out)
+			return nil, err
 		}
-		v, err := toORT(Tensor{Shape: shape, data: data})
+		v, err := toORT(t)
 		if err != nil {
 			b.Close()
 			return nil, err
@@ -87,16 +86,4 @@ func (b *Bare) Close() error {
 	}
 	b.in, b.out = nil, nil
 	return nil
-}
-
-// elementsOf is a fixed shape's element count, or -1 when a dimension is dynamic.
-func elementsOf(shape []int64) int64 {
-	n := int64(1)
-	for _, d := range shape {
-		if d <= 0 {
-			return -1
-		}
-		n *= d
-	}
-	return n
 }

@@ -105,6 +105,29 @@ func checkInput(spec models.TensorSpec, t Tensor) error {
 	return nil
 }
 
+// Zeros is a tensor of zeros with a spec's fixed shape and type: room for an output that
+// RunInto fills.
+func Zeros(spec models.TensorSpec) (Tensor, error) {
+	n := elementsOf(spec.Shape)
+	data, ok := newData(spec.DType, max(n, 0))
+	if !ok || n <= 0 {
+		return Tensor{}, fmt.Errorf("%w: tensor %s is not a fixed shape of a supported type", ErrBadInput, spec)
+	}
+	return Tensor{Shape: append([]int64(nil), spec.Shape...), data: data}, nil
+}
+
+// elementsOf is a fixed shape's element count, or -1 when a dimension is dynamic.
+func elementsOf(shape []int64) int64 {
+	n := int64(1)
+	for _, d := range shape {
+		if d <= 0 {
+			return -1
+		}
+		n *= d
+	}
+	return n
+}
+
 // newData makes n zero elements of a type a Tensor can hold.
 func newData(dtype models.DType, n int64) (any, bool) {
 	switch dtype {

@@ -34,8 +34,8 @@ type Detection struct {
 	Box image.Rectangle
 }
 
-// Detector runs one detection model, reusing its buffers between frames: a frame allocates
-// nothing but the detections it returns.
+// Detector runs one detection model, reusing its buffers between frames: a warm detector
+// allocates nothing.
 type Detector struct {
 	model     Model
 	man       *models.Manifest
@@ -113,20 +113,16 @@ func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, err
 	return d.decode(v, d.out[0].Shape, f.Width, f.Height)
 }
 
-// outputTensor is room for the model's one output, which must have a fixed shape.
+// outputTensor is room for the model's one output, which must be float32 of a fixed shape.
 func outputTensor(man *models.Manifest) (inference.Tensor, error) {
 	if len(man.Outputs) != 1 || man.Outputs[0].DType != models.Float32 {
 		return inference.Tensor{}, fmt.Errorf("%w: %s has %d outputs, want one float32", ErrUnsupportedModel, man.Name, len(man.Outputs))
 	}
-	shape := man.Outputs[0].Shape
-	n := int64(1)
-	for _, d := range shape {
-		if d <= 0 {
-			return inference.Tensor{}, fmt.Errorf("%w: %s output shape %v is not fixed", ErrUnsupportedModel, man.Name, shape)
-		}
-		n *= d
+	t, err := inference.Zeros(man.Outputs[0])
+	if err != nil {
+		return inference.Tensor{}, fmt.Errorf("%w: %s: %v", ErrUnsupportedModel, man.Name, err)
 	}
-	return inference.NewTensor(shape, make([]float32, n))
+	return t, nil
 }
 
 // Prepare turns a BGR frame into the model's input tensor, as the manifest says: resized,

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"slices"
 
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
@@ -91,10 +92,10 @@ func New(m Model) (*Estimator, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(man.Outputs) != 1 || man.Outputs[0].DType != models.Float32 || fmt.Sprint(man.Outputs[0].Shape) != fmt.Sprint([]int64{1, 1, Count, 3}) {
+	if len(man.Outputs) != 1 || man.Outputs[0].DType != models.Float32 || !slices.Equal(man.Outputs[0].Shape, []int64{1, 1, Count, 3}) {
 		return nil, fmt.Errorf("%w: %s outputs %v, want one float32 [1 1 %d 3]", ErrUnsupportedModel, man.Name, man.Outputs, Count)
 	}
-	out, err := inference.NewTensor([]int64{1, 1, Count, 3}, make([]float32, Count*3))
+	out, err := inference.Zeros(man.Outputs[0])
 	if err != nil {
 		return nil, err
 	}
