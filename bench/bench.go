@@ -143,7 +143,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		defer rg.close()
-		r.Machine.Provider = rg.session(triageModel).Provider()
+		r.Machine.Provider = rg.Session(triageModel).Provider()
 		if want("imaging") {
 			if err := measureImaging(ctx, engine, rg, o, r); err != nil {
 				return nil, fmt.Errorf("imaging: %w", err)

@@ -36,7 +36,7 @@ func measureImaging(ctx context.Context, engine *inference.Engine, rg *rig, o Op
 	if err != nil {
 		return err
 	}
-	sess := rg.session(triageModel)
+	sess := rg.Session(triageModel)
 	// The model's input as the pipeline prepares it: the first frame, cropped and scaled.
 	reader, err := dicomio.Open(bytes.NewReader(file), dicomio.Options{})
 	if err != nil {
@@ -265,8 +265,8 @@ func analyzeOverGRPC(ctx context.Context, rg *rig, p dicomio.Phantom, model stri
 		}
 		files[i] = data
 	}
-	client := vigilv1.NewImagingClient(rg.conn)
-	callCtx := rg.as(ctx, auth.RolePACSWorker)
+	client := vigilv1.NewImagingClient(rg.Conn)
+	callCtx := rg.As(ctx, auth.RolePACSWorker)
 	call := func(data []byte) error {
 		stream, err := client.AnalyzeInstance(callCtx)
 		if err != nil {

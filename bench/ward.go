@@ -33,7 +33,7 @@ func measureWard(ctx context.Context, rg *rig, o Options, r *Report) error {
 	if err != nil {
 		return err
 	}
-	detSess, poseSess := rg.session("fastestdet"), rg.session("movenet-lightning")
+	detSess, poseSess := rg.Session("fastestdet"), rg.Session("movenet-lightning")
 	det, err := detect.New(detSess, "person")
 	if err != nil {
 		return err
@@ -228,9 +228,9 @@ func outputsFor(s *inference.Session) ([]inference.Tensor, error) {
 // the last (the first frame, which waits for the stream to open and has nothing to overlap
 // with, is the stream's start-up, not its rate).
 func streamOverGRPC(ctx context.Context, rg *rig, jpegs [][]byte, at func(int) time.Time) ([]time.Duration, time.Duration, error) {
-	ctx, cancel := context.WithCancel(rg.as(ctx, auth.RoleWardBridge))
+	ctx, cancel := context.WithCancel(rg.As(ctx, auth.RoleWardBridge))
 	defer cancel()
-	stream, err := vigilv1.NewWardClient(rg.conn).StreamCamera(ctx)
+	stream, err := vigilv1.NewWardClient(rg.Conn).StreamCamera(ctx)
 	if err != nil {
 		return nil, 0, err
 	}

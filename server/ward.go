@@ -183,11 +183,11 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}
 	// final stores a track's gait, when it has one, and sends its last summary.
 	final := func(sum ward.Summary) error {
-		if !reportable(sum) {
+		if !sum.Reportable() {
 			return nil
 		}
 		ev := gaitEvent(sum.TrackID, sum.Gait, sum.Risk)
-		ev.Final, ev.FindingId = true, store(gaitFinding(cfg.CameraId, sum, ref))
+		ev.Final, ev.FindingId = true, store(ward.GaitFinding(cfg.CameraId, sum, ref))
 		return send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: ev}})
 	}
 	stats := func() *vigilv1.WardEvent {
@@ -234,7 +234,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 			return err
 		}
 		for _, f := range pipe.Falls {
-			finding, err := fallFinding(cfg.CameraId, f, img, ref)
+			finding, err := ward.FallFinding(cfg.CameraId, f, img, ref)
 			id := ""
 			if err != nil {
 				s.log.Error("fall keyframe not drawn", "camera", cfg.CameraId, "track", f.TrackID, "err", err)
@@ -242,7 +242,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 				id = store(finding)
 			}
 			alert := &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), FirstSequence: f.FirstSeq, LastSequence: f.LastSeq,
-				Confidence: float32(f.Confidence), Reasons: f.Reasons, FindingId: id}
+				Confidence: float32(f.Strength), Reasons: f.Reasons, FindingId: id}
 			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: alert}}); err != nil {
 				d.release()
 				return err
@@ -495,16 +495,12 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedF
 	for _, p := range people {
 		tr := &vigilv1.Track{TrackId: p.TrackID, Box: rectToProto(p.Box), Score: float32(p.Score)}
 		for k, kp := range p.Skeleton {
-			tr.Keypoints = append(tr.Keypoints, &vigilv1.Keypoint{Name: keypointNames[k], Position: &vigilv1.Point{X: float32(kp.X), Y: float32(kp.Y)}, Score: float32(kp.Score)})
+			tr.Keypoints = append(tr.Keypoints, &vigilv1.Keypoint{Name: pose.Names[k], Position: &vigilv1.Point{X: float32(kp.X), Y: float32(kp.Y)}, Score: float32(kp.Score)})
 		}
 		res.Tracks = append(res.Tracks, tr)
 	}
 	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, img, nil
 }
-
-var keypointNames = [pose.Count]string{"nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
-	"right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-	"right_knee", "left_ankle", "right_ankle"}
 
 func rectToProto(r image.Rectangle) *vigilv1.Box {
 	return &vigilv1.Box{X: float32(r.Min.X), Y: float32(r.Min.Y), Width: float32(r.Dx()), Height: float32(r.Dy())}

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/vigil-health/vigil/bench"
-	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
 )
 
@@ -22,21 +21,13 @@ func runBench(_ *globals, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	root := repoRoot()
-	data := os.Getenv("VIGIL_SHARED_DATA")
-	if data == "" {
-		data = filepath.Join(root, "..", "shared", "data")
-	}
+	ip := registerInProcess(fs)
+	data := ip.data
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quick := fs.Bool("quick", false, "one short round of each path: proves they run, measures little")
 	rounds := fs.Int("rounds", 3, "interleaved rounds per comparison")
 	instances := fs.Int("instances", 8, "DICOM instances per imaging path and round")
 	frames := fs.Int("frames", 60, "walkers-clip frames per ward path and round")
-	workers := fs.Int("workers", 0, "runs of one model at once (0: the engine's default, 2)")
-	threads := fs.Int("threads", 0, "ONNX Runtime intra-op threads per run (0: cores / workers)")
-	provider := fs.String("provider", "cpu", "execution provider: cpu, cuda or tensorrt")
-	lib := fs.String("ort-lib", "", "libonnxruntime.so.1 (default: $VIGIL_ORT_LIB, then .deps/onnxruntime)")
-	cache := fs.String("model-cache", models.DefaultCacheDir(), "model cache folder (also VIGIL_MODEL_CACHE)")
-	mirrors := fs.String("model-mirror", strings.Join(append(models.MirrorsFromEnv(), filepath.Join(data, "models")), ","), "folders or URLs, ',' separated (also VIGIL_MODEL_MIRROR)")
 	video := fs.String("video", filepath.Join(data, "video", "walkers-vtest.avi"), "the walkers clip")
 	dicomDir := fs.String("dicom-dir", filepath.Join(data, "dicom", "ultrasound"), "real ultrasound DICOM files for the decode comparison")
 	only := fs.String("only", "", "measure only these sections, ',' separated: imaging, ward, peer, dicom")
@@ -48,9 +39,9 @@ func runBench(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	o := bench.Options{
-		Engine:   inference.Config{LibraryPath: *lib, Provider: *provider, Workers: *workers, IntraOpThreads: *threads},
+		Engine:   ip.engine(),
 		Entries:  models.Builtin(),
-		Resolver: &models.Resolver{CacheDir: *cache, Mirrors: models.SplitMirrors(*mirrors)},
+		Resolver: ip.resolver(),
 		Rounds:   *rounds, Instances: *instances, WardFrames: *frames,
 		Video: *video, DICOMDir: *dicomDir, PeerDir: *peerDir,
 		Progress: func(s string) { fmt.Fprintln(stderr, "vigil bench:", s) },

@@ -32,6 +32,7 @@ var commands = []command{
 	{"analyze", "send DICOM files to Imaging and print their findings", runAnalyze},
 	{"bench", "measure Vigil beside the bare runtime, onnxruntime-node and dcmtk, in one run (in process)", runBench},
 	{"bridge", "stream a video file, RTSP feed or camera to Ward and print the events", runBridge},
+	{"eval", "`eval falls`: measure fall alerts against labelled clips, through the Ward service (in process)", runEval},
 	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
 	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},
 	{"phantoms", "write synthetic ultrasound loops (DICOM and truth), or the demo model's training arrays", runPhantoms},

@@ -1,6 +1,11 @@
 // Package fall raises a fall alert from one track's skeletons, with rules a nurse can read:
-// the hips come down fast for the person's size, the torso turns towards horizontal, and the
-// person stays down; never inside a bed zone, and not twice within a cooldown.
+// the hips come down fast for the person's size, the person then lies (torso towards
+// horizontal, or head down towards the camera) or is low and wide on the floor, and stays
+// down; never inside a bed zone, and not twice within a cooldown.
+//
+// Every length is in standing body heights (shoulders to ankles, or, with the feet out of
+// view, 2.7 torso lengths) and every duration in seconds, so that the rules do not depend on
+// the camera's distance, resolution or frame rate.
 package fall
 
 import (
@@ -21,34 +26,50 @@ type Config struct {
 	// heights per second. Sitting down takes the hips down 0.3 in 1.5 to 2 s (0.15-0.2); a fall
 	// takes them 0.4-0.6 down in 0.5-1.5 s (0.3 and more).
 	MinSpeed float64
-	// DeepDrop is a drop that counts as being on the floor even when the torso still looks
-	// upright (a person sitting down hard on the floor).
+	// DeepDrop is a drop that counts as being on the floor when the box has shrunk too, even
+	// with the torso upright (a person sitting down hard on the floor).
 	DeepDrop float64
 	// DescentWindow bounds how long the coming down may take: falls take 0.5 to 1.5 s.
 	DescentWindow time.Duration
-	// TorsoAngle is the tilt from vertical, in degrees, that counts as lying: a bent-over
-	// person stays under 60 while the hips stay up; a person on the floor is over it.
+	// TorsoAngle is the tilt from upright, in degrees, that counts as lying once the hips are
+	// down: a bent-over person tilts as far but keeps the hips up. A person lying with the
+	// head towards the camera has the shoulders below the hips in the image: up to 180.
 	TorsoAngle float64
+	// WideBox is the width-to-height ratio of a person's box that counts as lying across the
+	// view: standing or walking people are 0.25-0.5, sitting or crouching 0.5-1.
+	WideBox float64
+	// BoxShrink is the most the person's box may keep of its standing height, with a deep
+	// drop and an upright torso, for the person to count as down: sitting on the floor, a box
+	// is half as high or less; sitting on a chair or crouching keeps 0.6-0.8.
+	BoxShrink float64
 	// Confirm is how long the person must stay down before the alert: long enough to skip a
-	// stumble, short enough to alert within 2 s of the fall.
+	// stumble or a bend, short enough to alert within 2 s of the fall.
 	Confirm time.Duration
+	// DownShare is the least share of the frames the person is seen on, after coming down,
+	// that must show them down: the keypoints of a person on the floor are often poor.
+	DownShare float64
+	// Patience is how long after Confirm a descent may wait for enough frames showing the
+	// person down (a person on the floor is often lost by the detector) before it is dropped.
+	Patience time.Duration
 	// Cooldown keeps one fall from raising a stream of alerts.
 	Cooldown time.Duration
-	// BoxShrink is the most the person's box may keep of its standing height for a fall: lying
-	// or sitting on the floor, a box is half as high or less; walking, bending or crouching
-	// keeps 0.8 or more.
-	BoxShrink float64
-	// MinScore is the least keypoint confidence a frame needs to count.
+	// MinScore is the least keypoint confidence a keypoint needs to count.
 	MinScore float64
 	// MinHeight is the least standing body height, in pixels, worth judging: on a person
 	// smaller than this, far from the camera, the keypoints jump by a good part of the body's
 	// height from frame to frame.
 	MinHeight float64
+	// Settle is the time constant of the standing references (body height, box height): they
+	// follow a person who walks nearer or further in about this time.
+	Settle time.Duration
 }
 
-// DefaultConfig are the thresholds the tests measure.
+// DefaultConfig holds thresholds chosen from the physics and the proportions of the human
+// body given beside each field, and checked on clips of one camera before being measured on
+// the other (docs/FALLS.md).
 var DefaultConfig = Config{MinDrop: 0.35, MinSpeed: 0.25, DeepDrop: 0.45, DescentWindow: 1500 * time.Millisecond, TorsoAngle: 60,
-	Confirm: time.Second, Cooldown: 30 * time.Second, BoxShrink: 0.75, MinScore: 0.2, MinHeight: 60}
+	WideBox: 1.2, BoxShrink: 0.6, Confirm: time.Second, DownShare: 0.5, Patience: 1500 * time.Millisecond,
+	Cooldown: 30 * time.Second, MinScore: 0.2, MinHeight: 50, Settle: 500 * time.Millisecond}
 
 // Alert is a confirmed fall.
 type Alert struct {
@@ -56,21 +77,26 @@ type Alert struct {
 	// when the alert was confirmed.
 	Start, Down, At time.Time
 	// Reasons are the rules that fired, in plain words.
-	Reasons    []string
-	Confidence float64
+	Reasons []string
+	// Strength is a heuristic in 0..1 of how clearly the rules fired (how deep and fast the
+	// descent, how many frames showed the person down): not a probability, and not a model's
+	// score.
+	Strength float64
 	// Drop is how far the hips came down (body heights) at Speed (body heights per second);
 	// Depth how far below standing they were at the confirmation, with the torso at Torso
-	// degrees from vertical (NaN when the torso was not seen).
+	// degrees from upright (NaN when the torso was not seen).
 	Drop, Speed, Depth, Torso float64
 }
 
 type sample struct {
-	t      time.Time
-	hipX   float64 // hip centre, pixels
-	hipY   float64
-	lift   float64 // how high the hips are above the feet (the floor), pixels
-	height float64 // shoulders to ankles, pixels; 0 when the ankles are not seen
-	angle  float64 // torso tilt from vertical, degrees
+	t          time.Time
+	hipX, hipY float64 // hip centre, or the middle of the box when the hips are unseen
+	hips       bool    // the hips themselves were seen
+	lift       float64 // how high the hips are above the floor (the feet), pixels; NaN unknown
+	height     float64 // a standing-height estimate from this frame, pixels; 0 when none
+	tilt       float64 // torso from upright, degrees, 0..180; NaN when unseen
+	aspect     float64 // the box's width over its height; NaN without a box
+	boxH       float64
 }
 
 // Detector follows one track.
@@ -80,128 +106,162 @@ type Detector struct {
 	Beds    [][]image.Point
 	samples []sample
 	// standing is the body height while upright, the scale of every rule; standingBox the
-	// height of the person's box then.
-	standing    float64
-	standingBox float64
-	downSince   time.Time
-	downInfo    pending
-	lastAlert   time.Time
-	// floor is the image row of the feet, last seen.
-	floor float64
+	// height of the person's box then; lastUpright when they were last seen upright.
+	standing, standingBox float64
+	lastUpright           time.Time
+	// lastSeen is when the person was last seen, with their hips (or the middle of the box)
+	// at lastAt.
+	lastSeen time.Time
+	lastAt   image.Point
+	// pend is a descent waiting for confirmation.
+	pend      *pending
+	lastAlert time.Time
 	// fallen is the last fall while the person is still down; rise how long they took to get
 	// up after the last one, when rose.
-	fallen pending
+	fallen *pending
 	rise   time.Duration
 	rose   bool
 }
 
-// pending is a descent waiting for confirmation, with the hips' height above the floor it
-// started from.
+// pending is a descent waiting for confirmation: where the hips started from, and the frames
+// seen since the person came down.
 type pending struct {
 	Alert
-	top float64
+	top, topY  float64 // the hips' height above the floor, and their image row, at the start
+	seen, down int
+	last       sample // the last frame seen down
+	why        string // what showed the person down on it
 }
+
+// maxSamples bounds a track's history: four seconds at 120 frames/s.
+const maxSamples = 480
 
 // New returns a detector for one track.
 func New(cfg Config, beds [][]image.Point) *Detector { return &Detector{cfg: cfg, Beds: beds} }
 
-// Add records a frame: the person's skeleton and box. It returns an alert when a fall is
-// confirmed on it.
+// Add records a frame the person was seen on: their skeleton and box. It returns an alert
+// when a fall is confirmed on it.
 func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert, bool) {
 	cur, ok := d.measure(t, s, box)
-	if ok {
+	if !ok {
+		return d.Tick(t)
+	}
+	d.lastSeen, d.lastAt = t, image.Pt(int(cur.hipX), int(cur.hipY))
+	if cur.hips {
 		d.samples = append(d.samples, cur)
-		for len(d.samples) > 0 && t.Sub(d.samples[0].t) > 4*time.Second {
+		// Four seconds of history, and never more than maxSamples whatever the clock says.
+		for len(d.samples) > 0 && (t.Sub(d.samples[0].t) > 4*time.Second || len(d.samples) > maxSamples) {
 			d.samples = d.samples[1:]
 		}
 	}
-	if ok && cur.angle < 25 && cur.height > 0 && !box.Empty() {
-		follow(&d.standingBox, float64(box.Dy()))
-	}
-	if d.standing < d.cfg.MinHeight || d.standing == 0 {
+	if d.standing < d.cfg.MinHeight {
 		return Alert{}, false
 	}
-	// After a fall: up again when the hips are back near standing height, the torso upright.
-	if !d.fallen.Down.IsZero() && ok && cur.angle < 30 && (d.fallen.top-cur.lift)/d.standing < 0.15 {
+	if d.fallen != nil && d.up(d.fallen, cur) {
 		d.rise, d.rose = t.Sub(d.fallen.Down), true
-		d.fallen = pending{}
+		d.fallen = nil
 	}
-	if d.downSince.IsZero() {
+	if d.pend == nil {
 		// The coming down must be seen in the skeleton itself.
-		if !ok {
-			return Alert{}, false
-		}
-		if a, ok := d.descent(cur); ok {
-			d.downSince, d.downInfo = t, a
+		if cur.hips {
+			d.pend = d.descent(cur)
 		}
 		return Alert{}, false
 	}
-	// Down: the person must stay down, lying (torso towards horizontal) or deep. A person on
-	// the floor is often half out of view or hidden by furniture, with no hips to see: then the
-	// middle of their box stands in for the hips (it is at hip height on a standing person).
-	if !ok {
-		if box.Empty() {
-			return Alert{}, false
+	if d.up(d.pend, cur) {
+		d.pend = nil // up again: a stumble, a crouch or a bend
+		return Alert{}, false
+	}
+	d.pend.seen++
+	if why, down := d.down(d.pend, cur); down {
+		d.pend.down++
+		d.pend.last, d.pend.why = cur, why
+	}
+	return d.Tick(t)
+}
+
+// Tick judges a waiting descent at t, whether or not the person was seen: call it on every
+// frame the person was not. It returns an alert when the fall is confirmed.
+func (d *Detector) Tick(t time.Time) (Alert, bool) {
+	p := d.pend
+	if p == nil || t.Sub(p.Down) < d.cfg.Confirm {
+		return Alert{}, false
+	}
+	if p.down < 2 || float64(p.down) < d.cfg.DownShare*float64(p.seen) {
+		if t.Sub(p.Down) > d.cfg.Confirm+d.cfg.Patience {
+			d.pend = nil // came down, but was never seen lying or low: not a fall
 		}
-		cy := float64(box.Min.Y+box.Max.Y) / 2
-		cur = sample{t: t, hipX: float64(box.Min.X+box.Max.X) / 2, hipY: cy, lift: d.floor - cy, angle: math.NaN()}
-	}
-	ref := d.downInfo
-	drop := (ref.top - cur.lift) / d.standing
-	if drop < d.cfg.MinDrop*0.8 {
-		if ok {
-			d.downSince = time.Time{} // got up again: a stumble, or a crouch
-		}
-		return Alert{}, false // a box says too little to cancel: legs in the air make it tall
-	}
-	if t.Sub(d.downSince) < d.cfg.Confirm {
 		return Alert{}, false
 	}
-	if t.Sub(d.downSince) > d.cfg.Confirm+d.cfg.DescentWindow {
-		d.downSince = time.Time{} // came down, but never lay down nor went deep: not a fall
-		return Alert{}, false
-	}
-	lying := cur.angle >= d.cfg.TorsoAngle // false when the torso was not seen
-	if !lying && drop < d.cfg.DeepDrop {
-		return Alert{}, false // down, but sitting or kneeling upright: wait for more
-	}
-	// A second witness: the detector's box of a person down is much lower than standing.
-	// Keypoints alone go wrong where people overlap (hips from one, ankles from another).
-	shrunk := float64(box.Dy()) / d.standingBox
-	if box.Empty() || d.standingBox == 0 || shrunk > d.cfg.BoxShrink {
-		return Alert{}, false
-	}
-	d.downSince = time.Time{}
-	ref.Depth, ref.Torso = drop, cur.angle
-	if lying {
-		ref.Reasons = append(ref.Reasons, fmt.Sprintf("torso at %.0f degrees from vertical", cur.angle))
-	} else {
-		ref.Reasons = append(ref.Reasons, fmt.Sprintf("hips %.2f body heights below standing", drop))
-	}
-	ref.Reasons = append(ref.Reasons, fmt.Sprintf("the person's box %.0f%% of its standing height", 100*shrunk))
-	if inAny(d.Beds, image.Pt(int(cur.hipX), int(cur.hipY))) {
+	d.pend = nil
+	if inAny(d.Beds, image.Pt(int(p.last.hipX), int(p.last.hipY))) {
 		return Alert{}, false // lying in bed is what beds are for
 	}
 	if !d.lastAlert.IsZero() && t.Sub(d.lastAlert) < d.cfg.Cooldown {
 		return Alert{}, false
 	}
 	d.lastAlert = t
-	ref.At = t
-	d.fallen = ref
-	ref.Reasons = append(ref.Reasons, fmt.Sprintf("still down %.1f s later", t.Sub(ref.Down).Seconds()))
-	return ref.Alert, true
+	a := p.Alert
+	a.At = t
+	a.Depth, a.Torso = d.drop(p, p.last), p.last.tilt
+	a.Reasons = append(a.Reasons, p.why,
+		fmt.Sprintf("seen down on %d of %d frames, still down %.1f s later", p.down, p.seen, t.Sub(p.Down).Seconds()))
+	a.Strength *= float64(p.down) / float64(max(p.seen, 1))
+	d.fallen = p
+	return a, true
+}
+
+// drop is how far below the descent's start the hips are, in body heights: measured from the
+// floor when it is known, else in the image.
+func (d *Detector) drop(p *pending, cur sample) float64 {
+	image := (cur.hipY - p.topY) / d.standing
+	if math.IsNaN(cur.lift) || !cur.hips {
+		return image
+	}
+	return math.Max((p.top-cur.lift)/d.standing, image)
+}
+
+// down says whether a frame shows the person down after a descent, and why: the hips still
+// low, and lying, or across the view, or sitting deep with the box shrunk.
+func (d *Detector) down(p *pending, cur sample) (string, bool) {
+	drop := d.drop(p, cur)
+	if drop < d.cfg.MinDrop*0.8 {
+		return "", false
+	}
+	switch {
+	case cur.tilt >= d.cfg.TorsoAngle:
+		return fmt.Sprintf("torso at %.0f degrees from upright, hips %.2f body heights down", cur.tilt, drop), true
+	case cur.aspect >= d.cfg.WideBox:
+		return fmt.Sprintf("the person's box %.1f times wider than high, hips %.2f body heights down", cur.aspect, drop), true
+	case drop >= d.cfg.DeepDrop && d.standingBox > 0 && cur.boxH <= d.cfg.BoxShrink*d.standingBox:
+		return fmt.Sprintf("hips %.2f body heights down, the person's box %.0f%% of its standing height", drop, 100*cur.boxH/d.standingBox), true
+	}
+	return "", false
+}
+
+// up says whether a frame shows the person up again after a descent: torso upright and hips
+// back near where they started.
+func (d *Detector) up(p *pending, cur sample) bool {
+	return cur.hips && cur.tilt < 30 && d.drop(p, cur) < d.cfg.MinDrop*0.4
 }
 
 // Pending says whether a descent is waiting for confirmation, and where the hips were last
 // seen: a person who has just come down is often lost by the detector and found again as
 // someone new, who should then be checked against this descent.
 func (d *Detector) Pending() (image.Point, bool) {
-	if d.downSince.IsZero() || len(d.samples) == 0 {
+	if d.pend == nil || len(d.samples) == 0 {
 		return image.Point{}, false
 	}
 	last := d.samples[len(d.samples)-1]
+	if d.pend.down > 0 {
+		last = d.pend.last
+	}
 	return image.Pt(int(last.hipX), int(last.hipY)), true
 }
+
+// LastSeen is when the person was last seen, and where their hips (or the middle of their
+// box) were then; zero before the first frame.
+func (d *Detector) LastSeen() (time.Time, image.Point) { return d.lastSeen, d.lastAt }
 
 // Rise is how long the person took to get up after their last fall, from reaching the floor to
 // standing, and whether they have got up since one.
@@ -210,50 +270,57 @@ func (d *Detector) Rise() (time.Duration, bool) { return d.rise, d.rose }
 // Standing is the person's standing body height in pixels, 0 until seen upright.
 func (d *Detector) Standing() float64 { return d.standing }
 
-// measure turns a skeleton into a sample: the hips are needed, the shoulders for the torso
-// angle and the ankles for the height.
+// measure turns a skeleton and box into a sample: the hips (or, unseen, the middle of the
+// box), the shoulders for the torso's tilt and the ankles for the floor and the height.
 func (d *Detector) measure(t time.Time, s pose.Skeleton, box image.Rectangle) (sample, bool) {
+	cur := sample{t: t, lift: math.NaN(), tilt: math.NaN(), aspect: math.NaN()}
+	if !box.Empty() {
+		cur.aspect, cur.boxH = float64(box.Dx())/float64(box.Dy()), float64(box.Dy())
+	}
 	hx, hy, okH := s.Mean(d.cfg.MinScore, pose.LeftHip, pose.RightHip)
-	if !okH {
+	switch {
+	case okH:
+		cur.hipX, cur.hipY, cur.hips = hx, hy, true
+	case !box.Empty():
+		cur.hipX, cur.hipY = float64(box.Min.X+box.Max.X)/2, float64(box.Min.Y+box.Max.Y)/2
+	default:
 		return sample{}, false
 	}
-	// The floor is where the feet are, or, unseen, the bottom of the person's box: hips
-	// measured from it do not come down when a person walks towards the camera, only when
-	// they come down to the floor.
-	if _, ay, ok := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle); ok {
-		d.floor = ay
-	} else if !box.Empty() {
-		d.floor = float64(box.Max.Y)
+	// The floor is where the feet are: hips measured from it do not come down when a person
+	// walks towards the camera, only when they come down to the floor.
+	_, ay, okA := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle)
+	if okA && cur.hips {
+		cur.lift = ay - hy
 	}
-	if d.floor == 0 {
-		return sample{}, false
-	}
-	cur := sample{t: t, hipY: hy, hipX: hx, lift: d.floor - hy, angle: math.NaN()}
 	sx, sy, okS := s.Mean(d.cfg.MinScore, pose.LeftShoulder, pose.RightShoulder)
-	if !okS {
-		return cur, true
+	if okS && okH {
+		// 0 upright, 90 lying across the view, 180 head down (lying towards the camera).
+		cur.tilt = math.Atan2(math.Abs(hx-sx), hy-sy) * 180 / math.Pi
+		torso := math.Hypot(hx-sx, hy-sy)
+		switch {
+		case okA && ay > hy:
+			cur.height = ay - sy
+		case torso > 0:
+			// Feet out of view: shoulders to ankles is about 2.7 shoulder-to-hip lengths.
+			cur.height = 2.7 * torso
+		}
 	}
-	cur.angle = math.Abs(math.Atan2(hx-sx, hy-sy)) * 180 / math.Pi // 0 upright, 90 lying
-	if cur.angle > 90 {
-		cur.angle = 180 - cur.angle
-	}
-	if _, ay, ok := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle); ok && ay > sy {
-		cur.height = ay - sy
-	}
-	// The standing height follows the person while upright (tilt under 25 degrees).
-	if cur.angle < 25 && cur.height > 0 {
-		follow(&d.standing, cur.height)
+	// The standing references follow the person while upright.
+	if cur.tilt < 25 && cur.height > 0 && (math.IsNaN(cur.aspect) || cur.aspect < 0.8) {
+		k := 1.0
+		if !d.lastUpright.IsZero() {
+			k = 1 - math.Exp(-t.Sub(d.lastUpright).Seconds()/d.cfg.Settle.Seconds())
+		}
+		d.standing += k * (cur.height - d.standing)
+		if !box.Empty() {
+			if d.standingBox == 0 {
+				d.standingBox = cur.boxH
+			}
+			d.standingBox += k * (cur.boxH - d.standingBox)
+		}
+		d.lastUpright = t
 	}
 	return cur, true
-}
-
-// follow moves a running average a tenth of the way to v, or starts it at v.
-func follow(avg *float64, v float64) {
-	if *avg == 0 {
-		*avg = v
-		return
-	}
-	*avg = 0.9**avg + 0.1*v
 }
 
 // freeFall is half of gravity's acceleration in body heights (shoulders to ankles, about
@@ -261,44 +328,50 @@ func follow(avg *float64, v float64) {
 const freeFall = 9.81 / 2 / 1.4
 
 // descent looks back over the descent window for a deep enough drop of the hips, made fast
-// enough: from the last moment the hips were at their highest to now.
-func (d *Detector) descent(cur sample) (pending, bool) {
+// enough: from the last moment the hips were at their highest to now. Height is measured above
+// the floor (the feet) when the feet were seen at both ends, so that walking towards a camera
+// is no descent; else in the image.
+func (d *Detector) descent(cur sample) *pending {
 	inWindow := func(s sample) bool { return cur.t.Sub(s.t) <= d.cfg.DescentWindow && s.t.Before(cur.t) }
-	// The highest the hips were in the window...
+	// The highest the hips were in the window (the smallest image row)...
 	top, found := sample{}, false
 	for _, s := range d.samples {
-		if inWindow(s) && (!found || s.lift > top.lift) {
+		if inWindow(s) && (!found || s.hipY < top.hipY) {
 			top, found = s, true
 		}
 	}
 	if !found {
-		return pending{}, false
+		return nil
 	}
 	// ...and the last moment they were still up there: the descent starts then.
 	for _, s := range d.samples {
-		if inWindow(s) && s.lift >= top.lift-0.05*d.standing && s.t.After(top.t) {
+		if inWindow(s) && s.hipY <= top.hipY+0.05*d.standing && s.t.After(top.t) {
 			top.t = s.t
 		}
 	}
-	drop := (top.lift - cur.lift) / d.standing
+	p := &pending{top: top.lift, topY: top.hipY}
+	drop := (cur.hipY - top.hipY) / d.standing
+	if !math.IsNaN(top.lift) && !math.IsNaN(cur.lift) {
+		drop = math.Min(drop, (top.lift-cur.lift)/d.standing)
+	}
 	dt := cur.t.Sub(top.t).Seconds()
 	if drop < d.cfg.MinDrop || dt <= 0 {
-		return pending{}, false
+		return nil
 	}
 	speed := drop / dt
 	if speed < d.cfg.MinSpeed {
-		return pending{}, false
+		return nil
 	}
 	// Nothing falls faster than gravity: hips 0.35 body heights (half a metre) down take a
 	// third of a second in free fall. Twice as fast is the keypoint model jumping (to another
 	// person, or along a leg), not a body.
 	if drop > 2*freeFall*dt*dt {
-		return pending{}, false
+		return nil
 	}
-	conf := math.Min(1, drop/0.6) * math.Min(1, speed/1.0)
-	return pending{Alert: Alert{Start: top.t, Down: cur.t, Confidence: conf, Drop: drop, Speed: speed, Reasons: []string{
-		fmt.Sprintf("hips came down %.2f body heights in %.1f s (%.2f body heights/s)", drop, dt, speed),
-	}}, top: top.lift}, true
+	p.Alert = Alert{Start: top.t, Down: cur.t, Drop: drop, Speed: speed,
+		Strength: math.Min(1, drop/0.6) * math.Min(1, speed/1.0),
+		Reasons:  []string{fmt.Sprintf("hips came down %.2f body heights in %.1f s (%.2f body heights/s)", drop, dt, speed)}}
+	return p
 }
 
 // inAny says whether p lies in one of the polygons.

@@ -38,12 +38,16 @@ type result struct {
 }
 
 // play runs a scenario at 10 frames per second from a person standing at (200, 300).
-func play(d *Detector, motions ...motion) result {
+func play(d *Detector, motions ...motion) result { return playAt(d, 10, nil, motions...) }
+
+// playAt runs a scenario at fps frames per second; see, when set, changes what the camera sees
+// of each frame's skeleton (nil: the whole of it), and may hide the person (false).
+func playAt(d *Detector, fps float64, see func(s pose.Skeleton) (pose.Skeleton, bool), motions ...motion) result {
 	start := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
 	hx, hy, torso, legs := 200.0, 300.0, 0.0, 0.0
 	t := start
 	var r result
-	step := 100 * time.Millisecond
+	step := time.Duration(float64(time.Second) / fps)
 	for _, m := range motions {
 		n := int(m.dur / step)
 		fx, fy, ft, fl := hx, hy, torso, legs
@@ -52,8 +56,18 @@ func play(d *Detector, motions ...motion) result {
 			hx, hy = fx+m.dx*k, fy+m.dy*k
 			torso, legs = ft+(m.torso-ft)*k, fl+(m.legs-fl)*k
 			t = t.Add(step)
-			s := body(hx, hy, torso, legs)
-			if a, ok := d.Add(t, s, s.Bounds(0.5)); ok {
+			s, seen := body(hx, hy, torso, legs), true
+			if see != nil {
+				s, seen = see(s)
+			}
+			var a Alert
+			var ok bool
+			if seen {
+				a, ok = d.Add(t, s, s.Bounds(0.5))
+			} else {
+				a, ok = d.Tick(t)
+			}
+			if ok {
 				r.alerts = append(r.alerts, a)
 			}
 		}
@@ -146,5 +160,87 @@ func TestTimeToGetUp(t *testing.T) {
 	}
 	if d2 := New(DefaultConfig, nil); func() bool { play(d2, walk, walk); _, ok := d2.Rise(); return ok }() {
 		t.Error("a time to get up with no fall")
+	}
+}
+
+// TestFallsAtEveryFrameRate plays the same falls and daily movements at the frame rates of
+// real cameras, 7 to 60 frames per second: the rules count seconds, not frames.
+func TestFallsAtEveryFrameRate(t *testing.T) {
+	fall := []motion{walk, {dur: 800 * time.Millisecond, dx: 30, dy: 0.5 * height, torso: 85, legs: -85}, {dur: 4 * time.Second, torso: 85, legs: -85}}
+	sit := []motion{walk, {dur: 1500 * time.Millisecond, dy: 0.2 * height, torso: 15, legs: 50}, {dur: 5 * time.Second, torso: 15, legs: 50}}
+	bend := []motion{walk, {dur: 700 * time.Millisecond, dy: 0.15 * height, torso: 75}, {dur: 800 * time.Millisecond, torso: 75},
+		{dur: 700 * time.Millisecond, dy: -0.15 * height, torso: 0}, walk}
+	for _, fps := range []float64{7, 12.5, 18, 30, 60} {
+		if r := playAt(New(DefaultConfig, nil), fps, nil, fall...); len(r.alerts) != 1 {
+			t.Errorf("%v frames/s: a fall raised %d alerts, want 1", fps, len(r.alerts))
+		} else if late := r.alerts[0].At.Sub(r.down); late < 0 || late > 2*time.Second {
+			t.Errorf("%v frames/s: alert %v after coming down, want within 2 s", fps, late)
+		}
+		if r := playAt(New(DefaultConfig, nil), fps, nil, sit...); len(r.alerts) != 0 {
+			t.Errorf("%v frames/s: sitting down raised %d alerts, want none", fps, len(r.alerts))
+		}
+		if r := playAt(New(DefaultConfig, nil), fps, nil, bend...); len(r.alerts) != 0 {
+			t.Errorf("%v frames/s: bending over raised %d alerts, want none", fps, len(r.alerts))
+		}
+	}
+}
+
+// TestFallWithTheFeetOutOfView: a phone or a camera close to the bed sees the person from the
+// knees up. The body's scale then comes from the torso, and a fall is still a fall.
+func TestFallWithTheFeetOutOfView(t *testing.T) {
+	noFeet := func(s pose.Skeleton) (pose.Skeleton, bool) {
+		s[pose.LeftAnkle].Score, s[pose.RightAnkle].Score = 0, 0
+		return s, true
+	}
+	d := New(DefaultConfig, nil)
+	r := playAt(d, 30, noFeet, walk, motion{dur: 700 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 80, legs: -80}, motion{dur: 4 * time.Second, torso: 80, legs: -80})
+	if len(r.alerts) != 1 {
+		t.Fatalf("%d alerts, want 1", len(r.alerts))
+	}
+	// Shoulders to hips are 0.45 body heights here; the standing height is taken as 2.7 of it.
+	if got, want := d.Standing(), 2.7*0.45*height; math.Abs(got-want) > 1 {
+		t.Errorf("standing height %.1f px from the torso, want %.1f", got, want)
+	}
+	if r := playAt(New(DefaultConfig, nil), 30, noFeet, walk, walk); len(r.alerts) != 0 {
+		t.Errorf("walking with the feet out of view: %d alerts, want none", len(r.alerts))
+	}
+}
+
+// TestFallHeadTowardsTheCamera: seen from a high camera, a person lying with the head towards
+// it has the shoulders below the hips in the image; the torso is then 180 degrees from
+// upright, not 0.
+func TestFallHeadTowardsTheCamera(t *testing.T) {
+	r := play(New(DefaultConfig, nil), walk, motion{dur: 600 * time.Millisecond, dy: 0.6 * height, torso: 175, legs: 175}, motion{dur: 3 * time.Second, torso: 175, legs: 175})
+	if len(r.alerts) != 1 {
+		t.Fatalf("%d alerts, want 1", len(r.alerts))
+	}
+	if a := r.alerts[0]; a.Torso < 150 {
+		t.Errorf("torso %.0f degrees from upright, want about 175", a.Torso)
+	}
+}
+
+// TestFallThenLostByTheDetector: a person on the floor is often no longer found. Seen down on
+// a few frames after the descent, they are alerted on all the same, on time; a person who is
+// lost and never seen down is not.
+func TestFallThenLostByTheDetector(t *testing.T) {
+	frames := 0
+	lostAfter := func(n int) func(s pose.Skeleton) (pose.Skeleton, bool) {
+		frames = 0
+		return func(s pose.Skeleton) (pose.Skeleton, bool) {
+			frames++
+			return s, frames <= n
+		}
+	}
+	fall := []motion{walk, {dur: 600 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 85, legs: -85}, {dur: 4 * time.Second, torso: 85, legs: -85}}
+	// Walking takes 30 frames, the fall 6: the person is seen down on 3 more.
+	r := playAt(New(DefaultConfig, nil), 10, lostAfter(39), fall...)
+	if len(r.alerts) != 1 {
+		t.Fatalf("lost on the floor: %d alerts, want 1", len(r.alerts))
+	}
+	if late := r.alerts[0].At.Sub(r.down); late > 2*time.Second {
+		t.Errorf("alert %v after coming down, want within 2 s", late)
+	}
+	if r := playAt(New(DefaultConfig, nil), 10, lostAfter(35), fall...); len(r.alerts) != 0 {
+		t.Errorf("lost while coming down, never seen down: %d alerts, want none", len(r.alerts))
 	}
 }

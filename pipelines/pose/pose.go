@@ -40,6 +40,11 @@ const (
 	Count
 )
 
+// Names are the keypoints' names in COCO order, as the API spells them.
+var Names = [Count]string{"nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+	"right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+	"right_knee", "left_ankle", "right_ankle"}
+
 // Bones are the pairs of keypoints a skeleton is drawn with.
 var Bones = [][2]int{
 	{LeftEar, LeftEye}, {LeftEye, Nose}, {Nose, RightEye}, {RightEye, RightEar},

@@ -32,8 +32,8 @@ type Config struct {
 	// Beds are polygons (frame pixels) where lying down raises no fall alert.
 	Beds [][]image.Point
 	// WeakScore is the least detection score that may continue a track the detector's own
-	// threshold started: a person lying on the floor scores 0.4-0.6 with FastestDet where a
-	// person standing scores over 0.8.
+	// threshold started (ByteTrack's second pass): a person lying on the floor scores 0.2-0.6
+	// with FastestDet, at the frame's edge 0.2-0.3, where a person standing scores over 0.8.
 	WeakScore float64
 }
 
@@ -125,7 +125,7 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 		cfg.Fall = fall.DefaultConfig
 	}
 	if cfg.WeakScore == 0 {
-		cfg.WeakScore = 0.3
+		cfg.WeakScore = 0.2
 	}
 	if cfg.Track.MinScore == 0 {
 		cfg.Track.MinScore = det.Threshold()
@@ -218,7 +218,9 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 		}
 		fd := p.falls[id]
 		if fd == nil {
-			fd = fall.New(p.cfg.Fall, p.cfg.Beds)
+			if fd = p.lostNear(t, person, seen); fd == nil {
+				fd = fall.New(p.cfg.Fall, p.cfg.Beds)
+			}
 			p.falls[id] = fd
 		}
 		if overlapped(person, people) {
@@ -236,6 +238,16 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 		}
 	}
 	p.handOver(t, people, seen, seq)
+	// A person unseen on this frame may be down and lost by the detector: their descent is
+	// judged all the same.
+	for id, fd := range p.falls {
+		if seen[id] {
+			continue
+		}
+		if a, ok := fd.Tick(t); ok {
+			p.Falls = append(p.Falls, p.fall(a, Person{TrackID: id}, seq))
+		}
+	}
 	// Forget the tracks that have ended, but not a descent still waiting for confirmation.
 	live := p.live
 	clear(live)
@@ -314,10 +326,34 @@ func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool, s
 		if best < 0 {
 			continue
 		}
+		seen[id] = true
 		if a, ok := fd.Add(t, people[best].Skeleton, people[best].Box); ok {
 			p.Falls = append(p.Falls, p.fall(a, people[best], seq))
 		}
 	}
+}
+
+// lostNear finds the fall detector of a person lost a moment ago near where a new track
+// starts, and takes it over for the new track: the detector loses a falling person, whose box
+// changes shape and place faster than the tracker follows, and finds them again as someone
+// new. The fall is judged on the whole of the movement, not on its second half alone.
+func (p *Pipeline) lostNear(t time.Time, person Person, seen map[int64]bool) *fall.Detector {
+	bestID, bestDist := int64(0), math.Inf(1)
+	for id, fd := range p.falls {
+		last, at := fd.LastSeen()
+		if seen[id] || last.IsZero() || t.Sub(last) > p.cfg.Fall.Confirm || fd.Standing() == 0 {
+			continue
+		}
+		if d := p.distance(person, at); d <= fd.Standing() && d < bestDist {
+			bestID, bestDist = id, d
+		}
+	}
+	if math.IsInf(bestDist, 1) {
+		return nil
+	}
+	fd := p.falls[bestID]
+	delete(p.falls, bestID)
+	return fd
 }
 
 // overlapped says whether another person covers more than a fifth of this person's box.

@@ -100,7 +100,7 @@ func TestRealFalls(t *testing.T) {
 					start = at
 				}
 				for _, f := range falls {
-					t.Logf("frame %d: track %d: %v (confidence %.2f)", n, f.TrackID, f.Reasons, f.Confidence)
+					t.Logf("frame %d: track %d: %v (strength %.2f)", n, f.TrackID, f.Reasons, f.Strength)
 					alerts = append(alerts, at.Sub(start))
 				}
 			})

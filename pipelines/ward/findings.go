@@ -1,4 +1,4 @@
-package server
+package ward
 
 import (
 	"fmt"
@@ -10,7 +10,6 @@ import (
 	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/pose"
 	"github.com/vigil-health/vigil/pipelines/risk"
-	"github.com/vigil-health/vigil/pipelines/ward"
 	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/vision"
 )
@@ -20,10 +19,10 @@ var (
 	skeletonColour = color.RGBA{R: 255, G: 210, B: 0, A: 255}
 )
 
-// fallFinding is a fall for the review queue, at the top priority: the frame that confirmed it
+// FallFinding is a fall for the review queue, at the top priority: the frame that confirmed it
 // with the person's box and skeleton drawn on it, the frames from the start of the descent to
 // the confirmation, and the rules that fired.
-func fallFinding(camera string, f ward.Fall, img vision.Frame, ref review.ModelRef) (review.Finding, error) {
+func FallFinding(camera string, f Fall, img vision.Frame, ref review.ModelRef) (review.Finding, error) {
 	var bones []vision.Line
 	s := f.Person.Skeleton
 	for _, b := range pose.Bones {
@@ -47,7 +46,7 @@ func fallFinding(camera string, f ward.Fall, img vision.Frame, ref review.ModelR
 		m = append(m, review.Measurement{Name: "torso from vertical", Value: math.Round(f.Torso), Unit: "deg"})
 	}
 	return review.Finding{
-		Pipeline: review.PipelineFall, Label: "fall", Score: f.Confidence, Priority: review.PriorityFall,
+		Pipeline: review.PipelineFall, Label: "fall", Score: f.Strength, Priority: review.PriorityFall,
 		Box:          &review.Box{X: float64(box.Min.X), Y: float64(box.Min.Y), Width: float64(box.Dx()), Height: float64(box.Dy())},
 		Measurements: m, Evidence: f.Reasons, Model: ref,
 		Source: review.Source{CameraID: camera, TrackID: f.TrackID, StartTime: f.Start, EndTime: f.At,
@@ -56,10 +55,10 @@ func fallFinding(camera string, f ward.Fall, img vision.Frame, ref review.ModelR
 	}, nil
 }
 
-// gaitFinding is a track's gait for a therapist to accept or reject: routine, or a little
+// GaitFinding is a track's gait for a therapist to accept or reject: routine, or a little
 // higher when fall-risk indicators are elevated. It has no picture: the figures are the
 // finding.
-func gaitFinding(camera string, s ward.Summary, ref review.ModelRef) review.Finding {
+func GaitFinding(camera string, s Summary, ref review.ModelRef) review.Finding {
 	g := s.Gait
 	m := []review.Measurement{
 		{Name: "steps", Value: float64(g.Steps), Unit: "{steps}"},
@@ -95,8 +94,8 @@ func gaitFinding(camera string, s ward.Summary, ref review.ModelRef) review.Find
 	}
 }
 
-// reportable says whether a track's summary is worth a finding: a gait of enough steps.
-func reportable(s ward.Summary) bool { return s.Gait.Steps >= gait.MinSteps }
+// Reportable says whether a track's summary is worth a finding: a gait of enough steps.
+func (s Summary) Reportable() bool { return s.Gait.Steps >= gait.MinSteps }
 
 func round2(x float64) float64 { return math.Round(x*100) / 100 }
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }

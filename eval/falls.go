@@ -1,0 +1,356 @@
+package eval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/loopback"
+	"github.com/vigil-health/vigil/models"
+	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/vision"
+)
+
+// Options configure an evaluation.
+type Options struct {
+	Engine   inference.Config
+	Entries  []models.Entry
+	Resolver *models.Resolver
+	Labels   *Labels
+	// Dir is the clips' folder.
+	Dir string
+	// Within is how long after the end of a fall its alert may come and still count: the
+	// product's promise is 2 s.
+	Within time.Duration
+	// Late is how long after the end of a fall an alert still belongs to it (counted as late,
+	// not as a false alert).
+	Late time.Duration
+	// Quality is the JPEG quality frames are sent at, as vigil bridge sends them.
+	Quality int
+	// Transform, when set, changes every clip before it is sent.
+	Transform *Transform
+	Progress  func(string)
+}
+
+// Report is an evaluation's outcome.
+type Report struct {
+	Clips []ClipResult `json:"clips"`
+	// Falls is how many labelled falls there are, Alerted how many were alerted within
+	// Within of their end, Late how many only later.
+	Falls   int     `json:"falls"`
+	Alerted int     `json:"alerted"`
+	Late    int     `json:"late"`
+	Recall  float64 `json:"recall"`
+	// FalseAlerts are alerts that belong to no fall, anywhere; NonFallHours is the footage of
+	// the clips with no fall, in hours.
+	FalseAlerts        int     `json:"false_alerts"`
+	NonFallHours       float64 `json:"non_fall_hours"`
+	FalseAlertsPerHour float64 `json:"false_alerts_per_hour"`
+	// Latency is from the end of a fall to its first alert, over the falls alerted in time.
+	LatencyMedian float64 `json:"latency_median_s"`
+	LatencyWorst  float64 `json:"latency_worst_s"`
+	WithinS       float64 `json:"within_s"`
+	// Transform names the change made to every clip, if any.
+	Transform string `json:"transform,omitempty"`
+}
+
+// ClipResult is one clip's outcome.
+type ClipResult struct {
+	File     string     `json:"file"`
+	Activity string     `json:"activity"`
+	Frames   int        `json:"frames"`
+	Seconds  float64    `json:"seconds"`
+	Falls    []Interval `json:"falls"`
+	Alerts   []Alert    `json:"alerts"`
+	// Alerted and Late count this clip's falls; FalseAlerts its alerts that belong to none.
+	Alerted     int `json:"alerted"`
+	Late        int `json:"late"`
+	FalseAlerts int `json:"false_alerts"`
+	// Latencies are from the end of each fall alerted in time to its first alert, in seconds.
+	Latencies []float64 `json:"latencies_s"`
+}
+
+// Alert is a fall alert as the stream gave it.
+type Alert struct {
+	// At is the confirming frame's time, Down when the rules saw the person reach the ground,
+	// both in seconds from the clip's start.
+	At    float64 `json:"at_s"`
+	Down  float64 `json:"down_s"`
+	Track int64   `json:"track"`
+	// Fall is the index of the labelled fall the alert belongs to, -1 for a false alert.
+	Fall    int      `json:"fall"`
+	Reasons []string `json:"reasons"`
+}
+
+// Falls runs every labelled clip through a Ward stream on a loopback server and matches the
+// alerts to the labels.
+func Falls(ctx context.Context, o Options) (*Report, error) {
+	if o.Labels == nil {
+		return nil, errors.New("eval: no labels")
+	}
+	if o.Within == 0 {
+		o.Within = 2 * time.Second
+	}
+	if o.Late == 0 {
+		o.Late = 10 * time.Second
+	}
+	if o.Quality == 0 {
+		o.Quality = 85
+	}
+	progress := o.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	engine, err := inference.Open(o.Engine)
+	if err != nil {
+		return nil, err
+	}
+	defer engine.Close()
+	srv, err := loopback.Start(ctx, engine, loopback.Options{Entries: o.Entries, Resolver: o.Resolver,
+		Load: []string{"fastestdet", "movenet-lightning"}, Roles: []auth.Role{auth.RoleWardBridge}})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	r := &Report{WithinS: o.Within.Seconds()}
+	for _, c := range o.Labels.Clips {
+		res, err := streamClip(srv.As(ctx, auth.RoleWardBridge), vigilv1.NewWardClient(srv.Conn), filepath.Join(o.Dir, c.File), c, o.Quality, o.Transform)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.File, err)
+		}
+		res.match(o.Within.Seconds(), o.Late.Seconds())
+		progress(fmt.Sprintf("%s: %d frames, %d alerts, %d of %d falls in time, %d false", c.File, res.Frames, len(res.Alerts), res.Alerted, len(res.Falls), res.FalseAlerts))
+		r.Clips = append(r.Clips, res)
+	}
+	r.total()
+	return r, nil
+}
+
+// streamClip sends a clip's frames down one every-frame Ward stream, stamped at the clip's
+// rate, and collects the fall alerts.
+func streamClip(ctx context.Context, client vigilv1.WardClient, path string, c Clip, quality int, tr *Transform) (ClipResult, error) {
+	res := ClipResult{File: c.File, Activity: c.Activity, Falls: c.Falls}
+	v, err := vision.OpenVideo(path)
+	if err != nil {
+		return res, err
+	}
+	defer v.Close()
+	fps := c.FPS
+	if fps == 0 {
+		fps = v.FPS()
+	}
+	if !(fps > 0) {
+		return res, fmt.Errorf("the clip's frame rate is unknown: give fps in the labels")
+	}
+	every := 1
+	if tr != nil && tr.Every > 1 {
+		every = tr.Every
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.StreamCamera(ctx)
+	if err != nil {
+		return res, err
+	}
+	cfg := &vigilv1.StreamConfig{CameraId: "eval-" + c.File, FrameRate: fps / float64(every), Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}
+	if err := stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: cfg}}); err != nil {
+		return res, err
+	}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(seq int64) time.Time {
+		return start.Add(time.Duration(float64(seq-1) / fps * float64(time.Second)))
+	}
+	sent := make(chan int, 1)
+	sendErr := make(chan error, 1)
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for read := 0; ; read++ {
+			f, err := v.Read()
+			if errors.Is(err, io.EOF) {
+				sendErr <- stream.CloseSend()
+				return
+			}
+			if err == nil && read%every != 0 {
+				continue
+			}
+			if err == nil && tr != nil && tr.Frame != nil {
+				f, err = tr.Frame(f)
+			}
+			if err == nil {
+				var data []byte
+				if data, err = vision.EncodeJPEG(f, quality); err == nil {
+					n++
+					// A frame is stamped with its place in the clip: read 0 is at 0 s.
+					err = stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{
+						Sequence: int64(read + 1), CaptureTime: timestamppb.New(at(int64(read + 1))), Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: data}}})
+				}
+			}
+			if err != nil {
+				sendErr <- err
+				return
+			}
+		}
+	}()
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return res, err
+		}
+		switch {
+		case ev.GetFrameError() != nil:
+			fe := ev.GetFrameError()
+			return res, fmt.Errorf("frame %d: %s: %s", fe.Sequence, fe.Code, fe.Message)
+		case ev.GetFrameResult() != nil:
+			res.Frames++
+		case ev.GetFall() != nil:
+			a := ev.GetFall()
+			res.Alerts = append(res.Alerts, Alert{At: at(a.LastSequence).Sub(start).Seconds(), Down: a.DownTime.AsTime().Sub(start).Seconds(),
+				Track: a.TrackId, Fall: -1, Reasons: a.Reasons})
+		}
+	}
+	if err := <-sendErr; err != nil {
+		return res, err
+	}
+	if n := <-sent; n != res.Frames {
+		return res, fmt.Errorf("%d frame results for %d frames", res.Frames, n)
+	}
+	res.Seconds = float64(res.Frames*every) / fps
+	return res, nil
+}
+
+// match gives each alert the fall it belongs to: one that comes from the start of the fall
+// (less half a second: labels by eye are that coarse) to within seconds of its end is in time;
+// up to late seconds, late; any other alert is false.
+func (res *ClipResult) match(within, late float64) {
+	firstAlert := make([]float64, len(res.Falls))
+	for i := range firstAlert {
+		firstAlert[i] = math.Inf(1)
+	}
+	for i := range res.Alerts {
+		a := &res.Alerts[i]
+		for j, f := range res.Falls {
+			if a.At >= f.Start-0.5 && a.At <= f.End+late {
+				a.Fall = j
+				firstAlert[j] = math.Min(firstAlert[j], a.At)
+				break
+			}
+		}
+		if a.Fall < 0 {
+			res.FalseAlerts++
+		}
+	}
+	for j, f := range res.Falls {
+		switch first := firstAlert[j]; {
+		case first <= f.End+within:
+			res.Alerted++
+			res.Latencies = append(res.Latencies, first-f.End)
+		case !math.IsInf(first, 1):
+			res.Late++
+		}
+	}
+}
+
+func (r *Report) total() {
+	var lat []float64
+	for _, c := range r.Clips {
+		r.Falls += len(c.Falls)
+		r.Alerted += c.Alerted
+		r.Late += c.Late
+		r.FalseAlerts += c.FalseAlerts
+		lat = append(lat, c.Latencies...)
+		if len(c.Falls) == 0 {
+			r.NonFallHours += c.Seconds / 3600
+		}
+	}
+	if r.Falls > 0 {
+		r.Recall = float64(r.Alerted) / float64(r.Falls)
+	}
+	if r.NonFallHours > 0 {
+		r.FalseAlertsPerHour = float64(r.FalseAlerts) / r.NonFallHours
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.LatencyMedian = lat[len(lat)/2]
+		if len(lat)%2 == 0 {
+			r.LatencyMedian = (lat[len(lat)/2-1] + lat[len(lat)/2]) / 2
+		}
+		r.LatencyWorst = lat[len(lat)-1]
+	}
+}
+
+// WriteTable prints the report for people: a row per clip, then the totals.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "%-22s %-40s %6s %-14s %-22s %s\n", "clip", "activity", "frames", "fall (s)", "alerts (s)", "outcome")
+	for _, c := range r.Clips {
+		falls := "-"
+		if len(c.Falls) > 0 {
+			falls = ""
+			for i, f := range c.Falls {
+				if i > 0 {
+					falls += ","
+				}
+				falls += fmt.Sprintf("%.1f-%.1f", f.Start, f.End)
+			}
+		}
+		alerts := "-"
+		if len(c.Alerts) > 0 {
+			alerts = ""
+			for i, a := range c.Alerts {
+				if i > 0 {
+					alerts += ","
+				}
+				alerts += fmt.Sprintf("%.2f", a.At)
+			}
+		}
+		fmt.Fprintf(w, "%-22s %-40s %6d %-14s %-22s %s\n", c.File, clipText(c.Activity, 40), c.Frames, falls, alerts, c.outcome())
+	}
+	fmt.Fprintf(w, "\nfalls alerted within %.0f s of their end: %d of %d (recall %.2f); late: %d\n", r.WithinS, r.Alerted, r.Falls, r.Recall, r.Late)
+	fmt.Fprintf(w, "false alerts: %d over %.3f h of daily-activity footage (%.1f per hour)\n", r.FalseAlerts, r.NonFallHours, r.FalseAlertsPerHour)
+	if r.Alerted > 0 {
+		fmt.Fprintf(w, "latency from the end of the fall: median %.2f s, worst %.2f s\n", r.LatencyMedian, r.LatencyWorst)
+	}
+}
+
+func (c ClipResult) outcome() string {
+	var out string
+	switch {
+	case len(c.Falls) == 0 && c.FalseAlerts == 0:
+		out = "no alert: right"
+	case len(c.Falls) > 0 && c.Alerted == len(c.Falls):
+		out = "alerted"
+		for _, l := range c.Latencies {
+			out += fmt.Sprintf(" %+.2f s", l)
+		}
+	case c.Late > 0:
+		out = "LATE"
+	case len(c.Falls) > 0:
+		out = "MISSED"
+	}
+	if c.FalseAlerts > 0 {
+		if out != "" {
+			out += "; "
+		}
+		out += fmt.Sprintf("%d FALSE ALERT(S)", c.FalseAlerts)
+	}
+	return out
+}
+
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
