@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -76,26 +77,14 @@ const gaitEvery = 25
 // and gRPC flow control slows the bridge down.
 const everyFrameQueue = 8
 
-// StreamCamera runs one camera: the first message configures it, every later one is a frame.
-// One goroutine receives frames into a bounded queue, this one processes them and sends every
-// event, so the stream has exactly one sender.
+// StreamCamera runs one camera. Its stages, each on its own goroutine, hand frames on through
+// bounded queues: receive (the bridge's messages into a queue that drops stale frames in
+// realtime), decode ahead (pixels and the people on them, one frame ahead), then analyse and
+// answer on this goroutine, the stream's only sender.
 func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error {
 	ctx := stream.Context()
-	first, err := stream.Recv()
-	if errors.Is(err, io.EOF) {
-		return status.Error(codes.InvalidArgument, "the stream ended before its configuration")
-	}
+	cfg, err := receiveConfig(stream)
 	if err != nil {
-		return err
-	}
-	cfg := first.GetConfig()
-	if cfg == nil {
-		return status.Error(codes.InvalidArgument, "the first message must be the stream's configuration")
-	}
-	if !validCameraID.MatchString(cfg.CameraId) {
-		return status.Error(codes.InvalidArgument, "camera_id must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
-	}
-	if err := validCalibration(cfg.GetCalibration()); err != nil {
 		return err
 	}
 	who, err := actor(ctx)
@@ -108,39 +97,102 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}
 	s.metrics.wardStreams.Inc()
 	defer s.metrics.wardStreams.Dec()
-	processedFrames := s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "processed")
-	droppedFrames := s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "dropped")
-	errorFrames := s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "error")
+	c := &cameraStream{wardService: s, stream: stream, cfg: cfg, who: who, pipe: pipe, ref: ref, started: time.Now(),
+		processedFrames: s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "processed"),
+		droppedFrames:   s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "dropped"),
+		errorFrames:     s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "error")}
+	c.lastStats = c.started
 	realtime := cfg.Policy != vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME
+	queue, recvErr := c.receive(ctx, realtime)
+	for d := range s.decodeAhead(ctx, queue, pipe, realtime) {
+		err := c.analyse(ctx, d)
+		d.release()
+		if err != nil {
+			return err
+		}
+	}
+	if err := <-recvErr; err != nil {
+		return err
+	}
+	return c.finish()
+}
+
+// receiveConfig reads and checks a stream's first message, its configuration.
+func receiveConfig(stream vigilv1.Ward_StreamCameraServer) (*vigilv1.StreamConfig, error) {
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return nil, status.Error(codes.InvalidArgument, "the stream ended before its configuration")
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg := first.GetConfig()
+	if cfg == nil {
+		return nil, status.Error(codes.InvalidArgument, "the first message must be the stream's configuration")
+	}
+	if !validCameraID.MatchString(cfg.CameraId) {
+		return nil, status.Error(codes.InvalidArgument, "camera_id must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
+	}
+	if err := validCalibration(cfg.GetCalibration()); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// cameraStream is one camera's stream while it runs: what it counts, and how it answers.
+type cameraStream struct {
+	*wardService
+	stream  vigilv1.Ward_StreamCameraServer
+	cfg     *vigilv1.StreamConfig
+	who     string
+	pipe    *ward.Pipeline
+	ref     review.ModelRef
+	started time.Time
+	// received and dropped are counted by the receiving goroutine; the range of the frames
+	// dropped since the last notice is under dropMu.
+	received, dropped         atomic.Int64
+	dropMu                    sync.Mutex
+	firstDropped, lastDropped int64
+	// The rest belongs to the analysing goroutine.
+	processed, reportedDrops                    int64
+	lastStats                                   time.Time
+	processedFrames, droppedFrames, errorFrames prometheus.Counter
+}
+
+// receive reads the frames into a bounded queue on a goroutine of its own. In realtime the
+// queue holds one frame, and a frame still waiting when the next arrives is stale: it is
+// dropped and counted. Every frame, the queue holds a few, and a full queue waits, so that
+// gRPC flow control slows the bridge down. The error channel gets one value when receiving
+// ends: nil when the bridge closed its side.
+func (c *cameraStream) receive(ctx context.Context, realtime bool) (<-chan *vigilv1.Frame, <-chan error) {
 	size := everyFrameQueue
 	if realtime {
 		size = realtimeQueue
 	}
 	queue := make(chan *vigilv1.Frame, size)
-	var received, dropped atomic.Int64
-	var dropMu sync.Mutex
-	var firstDropped, lastDropped int64
-	recvErr := make(chan error, 1)
+	done := make(chan error, 1)
 	go func() {
 		defer close(queue)
 		for {
-			msg, err := stream.Recv()
+			msg, err := c.stream.Recv()
 			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					recvErr <- err
+				if errors.Is(err, io.EOF) {
+					err = nil
 				}
+				done <- err
 				return
 			}
 			f := msg.GetFrame()
 			if f == nil {
-				recvErr <- status.Error(codes.InvalidArgument, "after the configuration, every message must be a frame")
+				done <- status.Error(codes.InvalidArgument, "after the configuration, every message must be a frame")
 				return
 			}
-			received.Add(1)
+			c.received.Add(1)
 			if !realtime {
 				select {
 				case queue <- f:
 				case <-ctx.Done():
+					done <- ctx.Err()
 					return
 				}
 				continue
@@ -152,13 +204,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 					// Full: the waiting frame is stale. Drop it for the new one.
 					select {
 					case old := <-queue:
-						dropped.Add(1)
-						dropMu.Lock()
-						if firstDropped == 0 {
-							firstDropped = old.Sequence
-						}
-						lastDropped = old.Sequence
-						dropMu.Unlock()
+						c.drop(old.Sequence)
 					default:
 					}
 					continue
@@ -167,129 +213,154 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 			}
 		}
 	}()
+	return queue, done
+}
 
-	var processed int64
-	statsStart := time.Now()
-	send := func(ev *vigilv1.WardEvent) error { return stream.Send(ev) }
-	// store puts a finding in the review queue. A failure is logged and the stream goes on:
-	// the bridge still gets the event, without a finding ID.
-	store := func(f review.Finding) string {
-		stored, err := s.store.Add(ctx, who, []review.Finding{f})
-		if err != nil {
-			s.log.Error("ward finding not stored", "camera", cfg.CameraId, "pipeline", f.Pipeline, "track", f.Source.TrackID, "err", err)
-			return ""
-		}
-		return stored[0].ID
+func (c *cameraStream) drop(seq int64) {
+	c.dropped.Add(1)
+	c.dropMu.Lock()
+	defer c.dropMu.Unlock()
+	if c.firstDropped == 0 {
+		c.firstDropped = seq
 	}
-	// final stores a track's gait, when it has one, and sends its last summary.
-	final := func(sum ward.Summary) error {
-		if !sum.Reportable() {
-			return nil
-		}
-		ev := gaitEvent(sum.TrackID, sum.Gait, sum.Risk)
-		ev.Final, ev.FindingId = true, store(ward.GaitFinding(cfg.CameraId, sum, ref))
-		return send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: ev}})
-	}
-	stats := func() *vigilv1.WardEvent {
-		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Stats{Stats: &vigilv1.StreamStats{FramesReceived: received.Load(),
-			FramesProcessed: processed, FramesDropped: dropped.Load(), FramesPerSecond: float64(processed) / time.Since(statsStart).Seconds(),
-			ActiveTracks: int32(pipe.ActiveTracks()), TracksStarted: pipe.TracksStarted(), IdSwitches: int64(pipe.Switches())}}}
-	}
-	reportedDrops := int64(0)
-	lastStats := statsStart
-	// Frames are decoded and their people detected one ahead, on a goroutine of their own,
-	// while pose and the rules work on the frame before: the detector runs on one core, and
-	// decoding costs about a tenth of a frame, so alone each would leave a core idle.
-	decoded := s.decodeAhead(ctx, queue, pipe, realtime)
-	for d := range decoded {
-		if n := dropped.Load(); n > reportedDrops {
-			dropMu.Lock()
-			ev := &vigilv1.FramesDropped{Count: n - reportedDrops, FirstSequence: firstDropped, LastSequence: lastDropped}
-			firstDropped = 0
-			dropMu.Unlock()
-			droppedFrames.Add(float64(n - reportedDrops))
-			reportedDrops = n
-			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Dropped{Dropped: ev}}); err != nil {
-				return err
-			}
-		}
-		ev, img, err := s.frame(ctx, pipe, d)
-		if err != nil {
-			d.release()
-			return err
-		}
-		processed++
-		if ev.GetFrameError() != nil {
-			errorFrames.Inc()
-		} else {
-			processedFrames.Inc()
-			t := pipe.Last
-			s.metrics.wardStage.WithLabelValues("decode").Observe(d.took.Seconds())
-			s.metrics.wardStage.WithLabelValues("detect").Observe(d.detectTook.Seconds())
-			s.metrics.wardStage.WithLabelValues("pose").Observe(t.Pose.Seconds())
-			s.metrics.wardStage.WithLabelValues("track").Observe(t.Track.Seconds())
-			s.metrics.wardStage.WithLabelValues("analyze").Observe(t.Analyze.Seconds())
-		}
-		if err := send(ev); err != nil {
-			return err
-		}
-		for _, f := range pipe.Falls {
-			finding, err := ward.FallFinding(cfg.CameraId, f, img, ref)
-			id := ""
-			if err != nil {
-				s.log.Error("fall keyframe not drawn", "camera", cfg.CameraId, "track", f.TrackID, "err", err)
-			} else {
-				id = store(finding)
-			}
-			alert := &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), FirstSequence: f.FirstSeq, LastSequence: f.LastSeq,
-				Confidence: float32(f.Strength), Reasons: f.Reasons, FindingId: id}
-			if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: alert}}); err != nil {
-				d.release()
-				return err
-			}
-		}
-		d.release() // the keyframes are drawn: the pixels can take the next frame
-		for _, sum := range pipe.Ended {
-			if err := final(sum); err != nil {
-				return err
-			}
-		}
-		// Every few seconds of frames, the gait of the people in view.
-		if fr := ev.GetFrameResult(); fr != nil && processed%gaitEvery == 0 {
-			for _, tr := range fr.Tracks {
-				g, ok := pipe.Gait(tr.TrackId)
-				if !ok {
-					continue
-				}
-				if err := send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: gaitEvent(tr.TrackId, g, risk.FromGait(g))}}); err != nil {
-					return err
-				}
-			}
-		}
-		if time.Since(lastStats) >= s.opts.StatsEvery {
-			lastStats = time.Now()
-			if err := send(stats()); err != nil {
-				return err
-			}
-		}
-	}
-	select {
-	case err := <-recvErr:
+	c.lastDropped = seq
+}
+
+// analyse runs one decoded frame through the rules and answers: a notice of the frames dropped
+// before it, its result (or its error), its fall alerts, the gait of the tracks that ended on
+// it, every few frames the gait of the people in view, and now and then the statistics.
+func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
+	if err := c.reportDrops(); err != nil {
 		return err
-	default:
 	}
-	// Drops after the last processed frame are still counted.
-	if n := dropped.Load(); n > reportedDrops {
-		droppedFrames.Add(float64(n - reportedDrops))
+	ev, err := c.frame(ctx, c.pipe, d)
+	if err != nil {
+		return err
 	}
-	// The bridge closed its side: the gait of everyone still in view, a last statistics
-	// event, then the stream ends.
-	for _, sum := range pipe.Summaries() {
-		if err := final(sum); err != nil {
+	c.processed++
+	if ev.GetFrameError() != nil {
+		c.errorFrames.Inc()
+	} else {
+		c.processedFrames.Inc()
+		t := c.pipe.Last
+		c.metrics.wardStage.WithLabelValues("decode").Observe(d.took.Seconds())
+		c.metrics.wardStage.WithLabelValues("detect").Observe(d.detectTook.Seconds())
+		c.metrics.wardStage.WithLabelValues("pose").Observe(t.Pose.Seconds())
+		c.metrics.wardStage.WithLabelValues("track").Observe(t.Track.Seconds())
+		c.metrics.wardStage.WithLabelValues("analyze").Observe(t.Analyze.Seconds())
+	}
+	// A fall is in the review queue before anyone is told of it: a bridge that goes away
+	// right after this frame loses the alert event, not the finding.
+	var alerts []*vigilv1.WardEvent
+	for _, f := range c.pipe.Falls {
+		alerts = append(alerts, &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: c.storeFall(ctx, f, d.img)}})
+	}
+	if err := c.stream.Send(ev); err != nil {
+		return err
+	}
+	for _, a := range alerts {
+		if err := c.stream.Send(a); err != nil {
 			return err
 		}
 	}
-	return send(stats())
+	for _, sum := range c.pipe.Ended {
+		if err := c.final(ctx, sum); err != nil {
+			return err
+		}
+	}
+	// Every few seconds of frames, the gait of the people in view.
+	if fr := ev.GetFrameResult(); fr != nil && c.processed%gaitEvery == 0 {
+		for _, tr := range fr.Tracks {
+			g, ok := c.pipe.Gait(tr.TrackId)
+			if !ok {
+				continue
+			}
+			if err := c.stream.Send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: gaitEvent(tr.TrackId, g, risk.FromGait(g))}}); err != nil {
+				return err
+			}
+		}
+	}
+	if time.Since(c.lastStats) >= c.opts.StatsEvery {
+		c.lastStats = time.Now()
+		return c.stream.Send(c.stats())
+	}
+	return nil
+}
+
+// reportDrops tells the bridge of the frames dropped since the last notice.
+func (c *cameraStream) reportDrops() error {
+	n := c.dropped.Load()
+	if n == c.reportedDrops {
+		return nil
+	}
+	c.dropMu.Lock()
+	ev := &vigilv1.FramesDropped{Count: n - c.reportedDrops, FirstSequence: c.firstDropped, LastSequence: c.lastDropped}
+	c.firstDropped = 0
+	c.dropMu.Unlock()
+	c.droppedFrames.Add(float64(n - c.reportedDrops))
+	c.reportedDrops = n
+	return c.stream.Send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Dropped{Dropped: ev}})
+}
+
+// storeTimeout bounds how long storing a finding may take once the stream that raised it has
+// gone.
+const storeTimeout = 10 * time.Second
+
+// store puts a finding in the review queue, on a context that outlives the stream: a finding
+// raised is kept even when the bridge goes away at once. A failure is logged and the stream
+// goes on: the bridge still gets the event, without a finding ID.
+func (c *cameraStream) store(ctx context.Context, f review.Finding) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	stored, err := c.wardService.store.Add(ctx, c.who, []review.Finding{f})
+	if err != nil {
+		c.log.Error("ward finding not stored", "camera", c.cfg.CameraId, "pipeline", f.Pipeline, "track", f.Source.TrackID, "err", err)
+		return ""
+	}
+	return stored[0].ID
+}
+
+// storeFall stores a fall's finding, with the frame that confirmed it drawn, and returns the
+// alert for the bridge.
+func (c *cameraStream) storeFall(ctx context.Context, f ward.Fall, img vision.Frame) *vigilv1.FallAlert {
+	id := ""
+	if finding, err := ward.FallFinding(c.cfg.CameraId, f, img, c.ref); err != nil {
+		c.log.Error("fall keyframe not drawn", "camera", c.cfg.CameraId, "track", f.TrackID, "err", err)
+	} else {
+		id = c.store(ctx, finding)
+	}
+	return &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), FirstSequence: f.FirstSeq, LastSequence: f.LastSeq,
+		Confidence: float32(f.Strength), Reasons: f.Reasons, FindingId: id}
+}
+
+// final stores a track's gait, when it has one, and sends its last summary.
+func (c *cameraStream) final(ctx context.Context, sum ward.Summary) error {
+	if !sum.Reportable() {
+		return nil
+	}
+	ev := gaitEvent(sum.TrackID, sum.Gait, sum.Risk)
+	ev.Final, ev.FindingId = true, c.store(ctx, ward.GaitFinding(c.cfg.CameraId, sum, c.ref))
+	return c.stream.Send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: ev}})
+}
+
+func (c *cameraStream) stats() *vigilv1.WardEvent {
+	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Stats{Stats: &vigilv1.StreamStats{FramesReceived: c.received.Load(),
+		FramesProcessed: c.processed, FramesDropped: c.dropped.Load(), FramesPerSecond: float64(c.processed) / time.Since(c.started).Seconds(),
+		ActiveTracks: int32(c.pipe.ActiveTracks()), TracksStarted: c.pipe.TracksStarted(), IdSwitches: int64(c.pipe.Switches())}}}
+}
+
+// finish ends a stream the bridge closed: the drops after the last processed frame are
+// counted, the gait of everyone still in view is stored and sent, then the last statistics.
+func (c *cameraStream) finish() error {
+	if n := c.dropped.Load(); n > c.reportedDrops {
+		c.droppedFrames.Add(float64(n - c.reportedDrops))
+	}
+	for _, sum := range c.pipe.Summaries() {
+		if err := c.final(c.stream.Context(), sum); err != nil {
+			return err
+		}
+	}
+	return c.stream.Send(c.stats())
 }
 
 // validCalibration checks a stream's calibration: a positive scale, or a floor homography of
@@ -371,9 +442,6 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, revie
 	return ward.New(det, est, wc), ref, nil
 }
 
-// frame decodes and processes one frame. A frame that cannot be used becomes a FrameError
-// event and the stream goes on; only a failure of the service itself ends the stream.
-// It returns the decoded image too.
 // decodedFrame is a frame as the decode stage hands it on: its pixels and the people the
 // detector found on them, or the error event that replaces it.
 type decodedFrame struct {
@@ -466,11 +534,12 @@ func (s *wardService) decode(f *vigilv1.Frame, pixels *vision.Frame) (vision.Fra
 	return vision.Frame{}, frameError("frame encoding must be JPEG, PNG or BGR")
 }
 
-// frame runs a decoded frame through the pipeline and gives its result event (or the frame's
-// error event) and its pixels.
-func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedFrame) (*vigilv1.WardEvent, vision.Frame, error) {
+// frame runs a decoded frame through the pipeline and gives its result event. A frame that
+// cannot be used becomes a FrameError event and the stream goes on; only a failure of the
+// service itself ends the stream.
+func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedFrame) (*vigilv1.WardEvent, error) {
 	if d.err != nil {
-		return d.err, d.img, nil
+		return d.err, nil
 	}
 	f, img := d.f, d.img
 	frameError := func(code codes.Code, msg string) *vigilv1.WardEvent {
@@ -487,9 +556,9 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedF
 	}
 	if err != nil {
 		if errors.Is(err, inference.ErrOverloaded) || errors.Is(err, inference.ErrBadInput) || errors.Is(err, vision.ErrDecode) {
-			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), img, nil
+			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), nil
 		}
-		return nil, img, toStatus(ctx, s.log, err)
+		return nil, toStatus(ctx, s.log, err)
 	}
 	res := &vigilv1.FrameResult{Sequence: f.Sequence, CaptureTime: timestamppb.New(at)}
 	for _, p := range people {
@@ -499,7 +568,7 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedF
 		}
 		res.Tracks = append(res.Tracks, tr)
 	}
-	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, img, nil
+	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, nil
 }
 
 func rectToProto(r image.Rectangle) *vigilv1.Box {

@@ -2,11 +2,13 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"hash/crc32"
 	"image"
 	"image/png"
 	"io"
+	"log/slog"
 	"runtime"
 	"testing"
 	"time"
@@ -15,10 +17,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/internal/testenv"
+	"github.com/vigil-health/vigil/pipelines/fall"
+	"github.com/vigil-health/vigil/pipelines/ward"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -260,4 +266,95 @@ func TestBadFramesKeepMemoryBounded(t *testing.T) {
 		t.Errorf("the heap grew by %d MiB over 300 bad frames, want under 64", grew>>20)
 	}
 	t.Logf("heap in use: %d MiB at the start, %d MiB at the peak", base.HeapInuse>>20, peak>>20)
+}
+
+// clipJPEGs returns every frame of a clip as JPEG.
+func clipJPEGs(t *testing.T, rel string) [][]byte {
+	t.Helper()
+	v, err := vision.OpenVideo(testenv.Shared(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	var out [][]byte
+	for {
+		f, err := v.Read()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := vision.EncodeJPEG(f, 85)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
+}
+
+// TestFallKeptWhenTheBridgeGoesAway: a bridge that disconnects the moment it hears of a fall
+// (a camera losing power as the person falls against it) leaves the fall in the review queue,
+// with the finding the alert named.
+func TestFallKeptWhenTheBridgeGoesAway(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	ctx, cancel := context.WithCancel(ts.as(auth.RoleWardBridge))
+	defer cancel()
+	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+		CameraId: "ward-4-bay-1", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	go func() {
+		for i, jpg := range clipJPEGs(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4") {
+			f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / 18)),
+				Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
+			if stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
+				return
+			}
+		}
+		stream.CloseSend()
+	}()
+	var alert *vigilv1.FallAlert
+	for alert == nil {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("the stream ended with no fall alert: %v", err)
+		}
+		alert = ev.GetFall()
+	}
+	cancel() // gone, without reading another event
+	if alert.FindingId == "" {
+		t.Fatal("the alert names no finding")
+	}
+	f, err := ts.store.Get(context.Background(), alert.FindingId)
+	if err != nil {
+		t.Fatalf("the alert's finding %s: %v", alert.FindingId, err)
+	}
+	if f.Pipeline != review.PipelineFall || f.Source.CameraID != "ward-4-bay-1" || f.Overlay == nil {
+		t.Errorf("stored %s finding from camera %q with overlay %v, want a fall from ward-4-bay-1 with its keyframe", f.Pipeline, f.Source.CameraID, f.Overlay != nil)
+	}
+}
+
+// TestFindingStoredAfterTheStreamEnded: storing a ward finding does not hang on the stream's
+// context, which ends when the bridge goes: a fall raised on a frame processed as the bridge
+// disconnected is stored all the same.
+func TestFindingStoredAfterTheStreamEnded(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c := &cameraStream{wardService: &wardService{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: ts.store},
+		cfg: &vigilv1.StreamConfig{CameraId: "ward-4-bay-2"}, who: "test-ward-bridge", ref: review.ModelRef{Name: "movenet-lightning", Version: "test"}}
+	img := vision.Frame{Width: 64, Height: 48, BGR: make([]byte, 64*48*3)}
+	down := time.Date(2026, 11, 22, 9, 0, 1, 0, time.UTC)
+	alert := c.storeFall(ctx, ward.Fall{TrackID: 7, Alert: fall.Alert{Start: down.Add(-time.Second), Down: down, At: down.Add(time.Second),
+		Reasons: []string{"test"}, Strength: 0.8}, Person: ward.Person{TrackID: 7, Box: image.Rect(10, 20, 40, 40)}}, img)
+	if alert.FindingId == "" {
+		t.Fatal("a fall raised after the stream's context ended was not stored")
+	}
+	if _, err := ts.store.Get(context.Background(), alert.FindingId); err != nil {
+		t.Fatal(err)
+	}
 }
