@@ -217,7 +217,7 @@ func streamClip(ctx context.Context, client vigilv1.WardClient, path string, c C
 			res.Frames++
 		case ev.GetFall() != nil:
 			a := ev.GetFall()
-			res.Alerts = append(res.Alerts, Alert{At: at(a.LastSequence).Sub(start).Seconds(), Down: a.DownTime.AsTime().Sub(start).Seconds(),
+			res.Alerts = append(res.Alerts, Alert{At: seconds(at(a.LastSequence).Sub(start)), Down: seconds(a.DownTime.AsTime().Sub(start)),
 				Track: a.TrackId, Fall: -1, Reasons: a.Reasons})
 		}
 	}
@@ -256,12 +256,15 @@ func (res *ClipResult) match(within, late float64) {
 		switch first := firstAlert[j]; {
 		case first <= f.End+within:
 			res.Alerted++
-			res.Latencies = append(res.Latencies, first-f.End)
+			res.Latencies = append(res.Latencies, math.Round((first-f.End)*100)/100)
 		case !math.IsInf(first, 1):
 			res.Late++
 		}
 	}
 }
+
+// seconds is a duration in seconds to the hundredth: frames are 17 ms apart at 60 frames/s.
+func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*100) / 100 }
 
 func (r *Report) total() {
 	var lat []float64

@@ -330,7 +330,7 @@ func (c *cameraStream) storeFall(ctx context.Context, f ward.Fall, img vision.Fr
 		id = c.store(ctx, finding)
 	}
 	return &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), FirstSequence: f.FirstSeq, LastSequence: f.LastSeq,
-		Confidence: float32(f.Strength), Reasons: f.Reasons, FindingId: id}
+		HeuristicScore: float32(f.Strength), Reasons: f.Reasons, FindingId: id}
 }
 
 // final stores a track's gait, when it has one, and sends its last summary.
@@ -394,7 +394,7 @@ func validCalibration(c *vigilv1.Calibration) error {
 func gaitEvent(trackID int64, g gait.Summary, ins []risk.Indicator) *vigilv1.GaitSummary {
 	ev := &vigilv1.GaitSummary{TrackId: trackID, Steps: int32(g.Steps), CadenceStepsPerMin: g.Cadence,
 		StepTimeMeanS: g.StepTimeMean, StepTimeCv: g.StepTimeCV, Asymmetry: g.Asymmetry,
-		SpeedBodyHeightsPerS: g.SpeedBodyHeights, SpeedMPerS: g.SpeedMetres, SwayBodyHeights: g.Sway, Confidence: float32(g.Confidence)}
+		SpeedBodyHeightsPerS: g.SpeedBodyHeights, SpeedMPerS: g.SpeedMetres, SwayBodyHeights: g.Sway, HeuristicScore: float32(g.Heuristic)}
 	for _, in := range ins {
 		ev.Risk = append(ev.Risk, &vigilv1.RiskIndicator{Name: in.Name, Value: in.Value, Unit: in.Unit, Elevated: in.Elevated, Reason: in.Reason})
 	}

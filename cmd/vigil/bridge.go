@@ -34,13 +34,13 @@ type bridgeEvent struct {
 }
 
 type bridgeFall struct {
-	TrackID       int64    `json:"track_id"`
-	DownTime      string   `json:"down_time"`
-	FirstSequence int64    `json:"first_sequence"`
-	LastSequence  int64    `json:"last_sequence"`
-	Confidence    float32  `json:"confidence"`
-	Reasons       []string `json:"reasons"`
-	FindingID     string   `json:"finding_id,omitempty"`
+	TrackID        int64    `json:"track_id"`
+	DownTime       string   `json:"down_time"`
+	FirstSequence  int64    `json:"first_sequence"`
+	LastSequence   int64    `json:"last_sequence"`
+	HeuristicScore float32  `json:"heuristic_score"`
+	Reasons        []string `json:"reasons"`
+	FindingID      string   `json:"finding_id,omitempty"`
 }
 
 type bridgeRisk struct {
@@ -58,17 +58,17 @@ type bridgeTrack struct {
 }
 
 type bridgeGait struct {
-	TrackID    int64        `json:"track_id"`
-	Steps      int32        `json:"steps"`
-	Cadence    float64      `json:"cadence_steps_per_min"`
-	StepTime   float64      `json:"step_time_s"`
-	StepTimeCV float64      `json:"step_time_cv"`
-	Asymmetry  float64      `json:"asymmetry"`
-	Speed      float64      `json:"speed_body_heights_per_s"`
-	SpeedM     float64      `json:"speed_m_per_s,omitempty"`
-	Sway       float64      `json:"sway_body_heights"`
-	Confidence float32      `json:"confidence"`
-	Risk       []bridgeRisk `json:"risk,omitempty"`
+	TrackID        int64        `json:"track_id"`
+	Steps          int32        `json:"steps"`
+	Cadence        float64      `json:"cadence_steps_per_min"`
+	StepTime       float64      `json:"step_time_s"`
+	StepTimeCV     float64      `json:"step_time_cv"`
+	Asymmetry      float64      `json:"asymmetry"`
+	Speed          float64      `json:"speed_body_heights_per_s"`
+	SpeedM         float64      `json:"speed_m_per_s,omitempty"`
+	Sway           float64      `json:"sway_body_heights"`
+	HeuristicScore float32      `json:"heuristic_score"`
+	Risk           []bridgeRisk `json:"risk,omitempty"`
 	// Final marks a track's last summary, stored for review as FindingID.
 	Final     bool   `json:"final,omitempty"`
 	FindingID string `json:"finding_id,omitempty"`
@@ -270,7 +270,7 @@ func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
 			out.Type = "gait"
 			out.Gait = &bridgeGait{TrackID: g.TrackId, Steps: g.Steps, Cadence: g.CadenceStepsPerMin, StepTime: g.StepTimeMeanS,
 				StepTimeCV: g.StepTimeCv, Asymmetry: g.Asymmetry, Speed: g.SpeedBodyHeightsPerS, SpeedM: g.SpeedMPerS, Sway: g.SwayBodyHeights,
-				Confidence: g.Confidence, Final: g.Final, FindingID: g.FindingId}
+				HeuristicScore: g.HeuristicScore, Final: g.Final, FindingID: g.FindingId}
 			for _, r := range g.Risk {
 				out.Gait.Risk = append(out.Gait.Risk, bridgeRisk{r.Name, r.Value, r.Unit, r.Elevated, r.Reason})
 			}
@@ -278,7 +278,7 @@ func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
 			f := ev.GetFall()
 			out.Type = "fall"
 			out.Fall = &bridgeFall{TrackID: f.TrackId, DownTime: f.DownTime.AsTime().Format(time.RFC3339Nano), FirstSequence: f.FirstSequence,
-				LastSequence: f.LastSequence, Confidence: f.Confidence, Reasons: f.Reasons, FindingID: f.FindingId}
+				LastSequence: f.LastSequence, HeuristicScore: f.HeuristicScore, Reasons: f.Reasons, FindingID: f.FindingId}
 		case ev.GetFrameError() != nil:
 			e := ev.GetFrameError()
 			out.Type, out.Sequence, out.Error = "error", e.Sequence, &errorJSON{Code: e.Code, Message: e.Message}
@@ -318,8 +318,8 @@ func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
 			}
 		case "fall":
 			f := out.Fall
-			fmt.Fprintf(w, "FALL track %d, frames %d-%d, confidence %.2f, finding %s: %s\n", f.TrackID, f.FirstSequence, f.LastSequence,
-				f.Confidence, f.FindingID, strings.Join(f.Reasons, "; "))
+			fmt.Fprintf(w, "FALL track %d, frames %d-%d, heuristic score %.2f, finding %s: %s\n", f.TrackID, f.FirstSequence, f.LastSequence,
+				f.HeuristicScore, f.FindingID, strings.Join(f.Reasons, "; "))
 		case "error":
 			fmt.Fprintf(w, "frame %d: %s: %s\n", out.Sequence, out.Error.Code, out.Error.Message)
 		case "dropped":

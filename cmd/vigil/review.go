@@ -509,7 +509,12 @@ func sourceText(s sourceJSON) string {
 
 func printFinding(w io.Writer, f findingJSON) {
 	fmt.Fprintf(w, "%s  %s  priority %d  %s v%d\n", f.ID, f.Label, f.Priority, f.State, f.Version)
-	fmt.Fprintf(w, "  score %.2f by %s %s\n  source %s\n", f.Score, f.Model.Name, f.Model.Version, sourceText(f.Source))
+	// A ward finding's score is a heuristic of the rules on the keypoint model's skeletons.
+	kind := "model score"
+	if f.Pipeline != "triage" {
+		kind = "heuristic score"
+	}
+	fmt.Fprintf(w, "  %s %.2f by %s %s\n  source %s\n", kind, f.Score, f.Model.Name, f.Model.Version, sourceText(f.Source))
 	if f.Box != nil {
 		fmt.Fprintf(w, "  box x=%.0f y=%.0f w=%.0f h=%.0f\n", f.Box.X, f.Box.Y, f.Box.Width, f.Box.Height)
 	}

@@ -93,8 +93,9 @@ type Summary struct {
 	// the root mean square of its distance from the line through the neighbouring second, in
 	// body heights. Seen side-on it is mostly the body's rise and fall.
 	Sway float64
-	// Confidence combines keypoint scores and the number of steps, 0..1.
-	Confidence float64
+	// Heuristic combines keypoint scores, the number of steps and their regularity, 0..1: how
+	// much the figures can be relied on, by rule of thumb; not a probability.
+	Heuristic float64
 }
 
 // Summarize returns the gait so far, and false until MinSteps steps are seen.
@@ -173,7 +174,7 @@ func (a *Analyzer) Summarize() (Summary, bool) {
 	if s.SpeedBodyHeights*s.StepTimeMean < minStepLength {
 		return Summary{Steps: len(steps)}, false
 	}
-	s.Confidence = q * math.Min(1, float64(len(steps))/12) * math.Max(0, 1-s.StepTimeCV)
+	s.Heuristic = q * math.Min(1, float64(len(steps))/12) * math.Max(0, 1-s.StepTimeCV)
 	return s, true
 }
 

@@ -87,7 +87,7 @@ func GaitFinding(camera string, s Summary, ref review.ModelRef) review.Finding {
 		pipeline, priority = review.PipelineFallRisk, review.PriorityFallRisk
 	}
 	return review.Finding{
-		Pipeline: pipeline, Label: label, Score: g.Confidence, Priority: priority,
+		Pipeline: pipeline, Label: label, Score: g.Heuristic, Priority: priority,
 		Measurements: m, Evidence: evidence, Model: ref,
 		Source: review.Source{CameraID: camera, TrackID: s.TrackID, StartTime: s.First, EndTime: s.Last,
 			FirstSequence: s.FirstSeq, LastSequence: s.LastSeq},

@@ -301,3 +301,95 @@ func TestHomographyMapsToTheFloor(t *testing.T) {
 		t.Error("a point on the horizon mapped to the floor")
 	}
 }
+
+// TestNurseBesideAFall: a carer standing beside a patient who falls and lies on the floor is
+// neither merged with the patient nor dropped, and raises no alert of their own; the patient's
+// fall is alerted. The carer is the person of UP-Fall A7 (standing, the same camera and room),
+// copied with the floor around them beside the person falling in A4.
+func TestNurseBesideAFall(t *testing.T) {
+	det, est := models(t)
+	p := New(det, est, Config{})
+	patient, err := vision.OpenVideo(testenv.Shared(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer patient.Close()
+	carer, err := vision.OpenVideo(testenv.Shared(t, "video/falls-upfall/A7_S1_T1_Cam1.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carer.Close()
+	// The carer stands at x 196-325 in A7; the patient stands at x 300-400 and falls to the
+	// left, along the lower edge. The carer is moved 230 px to the right of where they stood.
+	from, shift := image.Rect(190, 160, 335, 470), 230
+	nurse := from.Add(image.Pt(shift, 0))
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	const fps = 18.0
+	var alerts []Fall
+	nurseIDs := map[int64]int{}
+	frames, merged, patientSeen, afterFall := 0, 0, 0, 0
+	for n := 0; ; n++ {
+		f, err := patient.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := carer.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for y := from.Min.Y; y < from.Max.Y; y++ {
+			copy(f.BGR[(y*f.Width+from.Min.X+shift)*3:(y*f.Width+from.Max.X+shift)*3], c.BGR[(y*c.Width+from.Min.X)*3:(y*c.Width+from.Max.X)*3])
+		}
+		at := start.Add(time.Duration(float64(n) / fps * float64(time.Second)))
+		people, err := p.Process(context.Background(), f, at, int64(n+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames++
+		alerts = append(alerts, p.Falls...)
+		lying := false
+		for _, q := range people {
+			in := q.Box.Intersect(nurse)
+			switch {
+			case q.Box.Min.X < nurse.Min.X-60 && q.Box.Max.X > nurse.Min.X+40:
+				merged++ // one box over both people
+			case in.Dx()*in.Dy() > q.Box.Dx()*q.Box.Dy()*3/4:
+				nurseIDs[q.TrackID]++
+			case at.Sub(start) > 1500*time.Millisecond && q.Box.Min.Y > 300:
+				lying = true
+			}
+		}
+		if at.Sub(start) > 1500*time.Millisecond {
+			afterFall++
+			if lying {
+				patientSeen++
+			}
+		}
+	}
+	if merged > 0 {
+		t.Errorf("%d frames with one box over the carer and the patient, want none", merged)
+	}
+	most, id := 0, int64(0)
+	for k, v := range nurseIDs {
+		if v > most {
+			most, id = v, k
+		}
+	}
+	if most < frames*9/10 {
+		t.Errorf("the carer is followed as one person on %d of %d frames (tracks %v), want 90%%", most, frames, nurseIDs)
+	}
+	if patientSeen < afterFall*7/10 {
+		t.Errorf("the patient on the floor is seen on %d of %d frames after the fall, want 70%%", patientSeen, afterFall)
+	}
+	if len(alerts) != 1 {
+		t.Fatalf("%d fall alerts, want 1 (the patient's)", len(alerts))
+	}
+	if a := alerts[0]; a.TrackID == id || a.At.Sub(start) > 1200*time.Millisecond+2*time.Second {
+		t.Errorf("the alert is for track %d at %v (the carer is %d), want the patient's within 2 s of 1.2 s", a.TrackID, a.At.Sub(start), id)
+	}
+	t.Logf("carer on %d of %d frames as track %d; patient on the floor on %d of %d frames; alert at %v: %v",
+		most, frames, id, patientSeen, afterFall, alerts[0].At.Sub(start), alerts[0].Reasons)
+}

@@ -105,6 +105,13 @@ async function loadCounts() {
   } catch (e) { /* counts are decoration */ }
 }
 
+// scoreText is a finding's score: a model's for imaging findings; for ward findings (a fall,
+// a gait, a fall risk) a heuristic of the rules that made them, not a probability.
+function scoreText(f) {
+  const s = (f.score || 0).toFixed(2);
+  return f.pipeline === "triage" ? s : s + " heuristic";
+}
+
 function renderList() {
   const body = $("#worklist tbody");
   body.replaceChildren();
@@ -116,7 +123,7 @@ function renderList() {
     cell(tr, String(f.priority || 0));
     cell(tr, stateOf(f) + (f.claimed_by ? " (" + f.claimed_by + ")" : ""), "state-" + stateOf(f));
     cell(tr, f.label);
-    cell(tr, (f.score || 0).toFixed(2));
+    cell(tr, scoreText(f));
     cell(tr, sourceText(f));
     cell(tr, age(f.created_at));
     tr.addEventListener("click", () => select(i));
@@ -160,7 +167,7 @@ function renderDetail() {
   $("#finding").dataset.id = f.id;
   $("#finding").dataset.version = f.version;
   $("#f-title").textContent = f.label + " — " + stateOf(f);
-  $("#f-meta").textContent = "score " + (f.score || 0).toFixed(2) + " · priority " + (f.priority || 0) +
+  $("#f-meta").textContent = (f.pipeline === "triage" ? "model score " : "heuristic score ") + (f.score || 0).toFixed(2) + " · priority " + (f.priority || 0) +
     " · " + (f.model ? f.model.name + " " + f.model.version : "") + " · " + sourceText(f) +
     (f.first_frame ? " · frames " + f.first_frame + "–" + f.last_frame : "") + " · version " + f.version;
   const img = $("#f-overlay");

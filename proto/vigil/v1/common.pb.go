@@ -681,7 +681,9 @@ type Finding struct {
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Pipeline Pipeline               `protobuf:"varint,2,opt,name=pipeline,proto3,enum=vigil.v1.Pipeline" json:"pipeline,omitempty"`
 	Label    string                 `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`
-	Score    float32                `protobuf:"fixed32,4,opt,name=score,proto3" json:"score,omitempty"`
+	// score is in 0..1. For imaging findings it is the model's score; for ward findings
+	// (fall, gait, fall risk) it is a heuristic of the rules that made them, not a probability.
+	Score float32 `protobuf:"fixed32,4,opt,name=score,proto3" json:"score,omitempty"`
 	// priority orders the worklist: higher is more urgent.
 	Priority int32        `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
 	State    FindingState `protobuf:"varint,6,opt,name=state,proto3,enum=vigil.v1.FindingState" json:"state,omitempty"`

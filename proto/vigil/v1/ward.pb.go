@@ -963,7 +963,10 @@ type GaitSummary struct {
 	SpeedBodyHeightsPerS float64                `protobuf:"fixed64,7,opt,name=speed_body_heights_per_s,json=speedBodyHeightsPerS,proto3" json:"speed_body_heights_per_s,omitempty"`
 	// speed_m_per_s is set only with a calibration.
 	SpeedMPerS float64 `protobuf:"fixed64,8,opt,name=speed_m_per_s,json=speedMPerS,proto3" json:"speed_m_per_s,omitempty"`
-	Confidence float32 `protobuf:"fixed32,9,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	// heuristic_score says how much the gait figures can be relied on (keypoint scores, the
+	// number of steps, their regularity), in 0..1: a heuristic of the rules, not a probability
+	// and not a model's score.
+	HeuristicScore float32 `protobuf:"fixed32,9,opt,name=heuristic_score,json=heuristicScore,proto3" json:"heuristic_score,omitempty"`
 	// finding_id is set on a track's final summary, once stored for review.
 	FindingId string `protobuf:"bytes,10,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
 	// sway_body_heights is how far the hips stray across the way walked (root mean square).
@@ -1063,9 +1066,9 @@ func (x *GaitSummary) GetSpeedMPerS() float64 {
 	return 0
 }
 
-func (x *GaitSummary) GetConfidence() float32 {
+func (x *GaitSummary) GetHeuristicScore() float32 {
 	if x != nil {
-		return x.Confidence
+		return x.HeuristicScore
 	}
 	return 0
 }
@@ -1182,7 +1185,10 @@ type FallAlert struct {
 	DownTime      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=down_time,json=downTime,proto3" json:"down_time,omitempty"`
 	FirstSequence int64                  `protobuf:"varint,3,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
 	LastSequence  int64                  `protobuf:"varint,4,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
-	Confidence    float32                `protobuf:"fixed32,5,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	// heuristic_score says how clearly the fall rules fired (how deep and fast the descent, how
+	// many frames showed the person down), in 0..1: a heuristic, not a probability and not a
+	// model's score.
+	HeuristicScore float32 `protobuf:"fixed32,5,opt,name=heuristic_score,json=heuristicScore,proto3" json:"heuristic_score,omitempty"`
 	// reasons lists the rules that fired, in plain words.
 	Reasons       []string         `protobuf:"bytes,6,rep,name=reasons,proto3" json:"reasons,omitempty"`
 	FindingId     string           `protobuf:"bytes,7,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
@@ -1249,9 +1255,9 @@ func (x *FallAlert) GetLastSequence() int64 {
 	return 0
 }
 
-func (x *FallAlert) GetConfidence() float32 {
+func (x *FallAlert) GetHeuristicScore() float32 {
 	if x != nil {
-		return x.Confidence
+		return x.HeuristicScore
 	}
 	return 0
 }
@@ -1551,7 +1557,7 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\vFrameResult\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12=\n" +
 	"\fcapture_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vcaptureTime\x12'\n" +
-	"\x06tracks\x18\x03 \x03(\v2\x0f.vigil.v1.TrackR\x06tracks\"\xe3\x03\n" +
+	"\x06tracks\x18\x03 \x03(\v2\x0f.vigil.v1.TrackR\x06tracks\"\xec\x03\n" +
 	"\vGaitSummary\x12\x19\n" +
 	"\btrack_id\x18\x01 \x01(\x03R\atrackId\x12\x14\n" +
 	"\x05steps\x18\x02 \x01(\x05R\x05steps\x121\n" +
@@ -1562,10 +1568,8 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\tasymmetry\x18\x06 \x01(\x01R\tasymmetry\x126\n" +
 	"\x18speed_body_heights_per_s\x18\a \x01(\x01R\x14speedBodyHeightsPerS\x12!\n" +
 	"\rspeed_m_per_s\x18\b \x01(\x01R\n" +
-	"speedMPerS\x12\x1e\n" +
-	"\n" +
-	"confidence\x18\t \x01(\x02R\n" +
-	"confidence\x12\x1d\n" +
+	"speedMPerS\x12'\n" +
+	"\x0fheuristic_score\x18\t \x01(\x02R\x0eheuristicScore\x12\x1d\n" +
 	"\n" +
 	"finding_id\x18\n" +
 	" \x01(\tR\tfindingId\x12*\n" +
@@ -1577,15 +1581,13 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x12\n" +
 	"\x04unit\x18\x03 \x01(\tR\x04unit\x12\x1a\n" +
 	"\belevated\x18\x04 \x01(\bR\belevated\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb1\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xba\x02\n" +
 	"\tFallAlert\x12\x19\n" +
 	"\btrack_id\x18\x01 \x01(\x03R\atrackId\x127\n" +
 	"\tdown_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bdownTime\x12%\n" +
 	"\x0efirst_sequence\x18\x03 \x01(\x03R\rfirstSequence\x12#\n" +
-	"\rlast_sequence\x18\x04 \x01(\x03R\flastSequence\x12\x1e\n" +
-	"\n" +
-	"confidence\x18\x05 \x01(\x02R\n" +
-	"confidence\x12\x18\n" +
+	"\rlast_sequence\x18\x04 \x01(\x03R\flastSequence\x12'\n" +
+	"\x0fheuristic_score\x18\x05 \x01(\x02R\x0eheuristicScore\x12\x18\n" +
 	"\areasons\x18\x06 \x03(\tR\areasons\x12\x1d\n" +
 	"\n" +
 	"finding_id\x18\a \x01(\tR\tfindingId\x12+\n" +
