@@ -172,8 +172,13 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 		d.pend = nil // up again: a stumble, a crouch or a bend
 		return Alert{}, false
 	}
-	d.pend.seen++
-	if why, down := d.down(d.pend, cur); down {
+	why, down := d.down(d.pend, cur)
+	if down || d.pend.down > 0 {
+		// Counted from the first frame showing the person down: the descent is seen before
+		// the person reaches the floor.
+		d.pend.seen++
+	}
+	if down {
 		d.pend.down++
 		d.pend.last, d.pend.why = cur, why
 	}
@@ -305,8 +310,10 @@ func (d *Detector) measure(t time.Time, s pose.Skeleton, box image.Rectangle) (s
 			cur.height = 2.7 * torso
 		}
 	}
-	// The standing references follow the person while upright.
-	if cur.tilt < 25 && cur.height > 0 && (math.IsNaN(cur.aspect) || cur.aspect < 0.8) {
+	// The standing references follow the person while upright: torso upright, box narrow, and
+	// not much lower than standing (a person kneeling or sitting upright is lower; one walking
+	// away from the camera shrinks by a few percent a frame).
+	if cur.tilt < 25 && cur.height > 0 && (math.IsNaN(cur.aspect) || cur.aspect < 0.8) && cur.height >= 0.85*d.standing {
 		k := 1.0
 		if !d.lastUpright.IsZero() {
 			k = 1 - math.Exp(-t.Sub(d.lastUpright).Seconds()/d.cfg.Settle.Seconds())

@@ -74,47 +74,8 @@ func play(t *testing.T, p *Pipeline, path string, fps float64, limit int, each f
 	}
 }
 
-// TestRealFalls runs the UP-Fall clips (18 frames/s): the two falls raise an alert within 2 s
-// of the person coming down; picking something up and lying on the mattress from the start
-// raise none.
-func TestRealFalls(t *testing.T) {
-	det, est := models(t)
-	for _, c := range []struct {
-		clip string
-		// down is when the person reaches the floor (../shared/README.md: A3 falls about
-		// 0.8-2.3 s; A4, seen frame by frame, lands by about 1.2 s).
-		down time.Duration
-		fall bool
-	}{
-		{"A3_S1_T1_Cam1.mp4", 2300 * time.Millisecond, true},
-		{"A4_S1_T1_Cam1.mp4", 1200 * time.Millisecond, true},
-		{"A9_S1_T1_Cam1.mp4", 0, false},
-		{"A11_S1_T1_Cam1.mp4", 0, false},
-	} {
-		t.Run(c.clip, func(t *testing.T) {
-			p := New(det, est, Config{})
-			var alerts []time.Duration
-			var start time.Time
-			play(t, p, testenv.Shared(t, "video/falls-upfall/"+c.clip), 18, 0, func(n int, at time.Time, people []Person, falls []Fall) {
-				if n == 0 {
-					start = at
-				}
-				for _, f := range falls {
-					t.Logf("frame %d: track %d: %v (strength %.2f)", n, f.TrackID, f.Reasons, f.Strength)
-					alerts = append(alerts, at.Sub(start))
-				}
-			})
-			switch {
-			case c.fall && len(alerts) != 1:
-				t.Errorf("%d fall alerts, want 1", len(alerts))
-			case c.fall && alerts[0]-c.down > 2*time.Second:
-				t.Errorf("alert at %v, more than 2 s after the person came down at %v", alerts[0], c.down)
-			case !c.fall && len(alerts) > 0:
-				t.Errorf("%d fall alerts on a clip with no fall", len(alerts))
-			}
-		})
-	}
-}
+// The shared UP-Fall clips, falls and daily activities from both cameras, are measured through
+// the Ward service by eval.TestSharedFallClips (vigil eval falls).
 
 // walkingTracks runs the first frames of the walkers clip (captured at about 7 frames/s) and
 // returns the skeletons of tracks seen upright, with good ankles, on every frame of a run of
