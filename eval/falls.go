@@ -8,6 +8,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -298,27 +299,14 @@ func (r *Report) total() {
 func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%-22s %-40s %6s %-14s %-22s %s\n", "clip", "activity", "frames", "fall (s)", "alerts (s)", "outcome")
 	for _, c := range r.Clips {
-		falls := "-"
-		if len(c.Falls) > 0 {
-			falls = ""
-			for i, f := range c.Falls {
-				if i > 0 {
-					falls += ","
-				}
-				falls += fmt.Sprintf("%.1f-%.1f", f.Start, f.End)
-			}
+		var falls, alerts []string
+		for _, f := range c.Falls {
+			falls = append(falls, fmt.Sprintf("%.1f-%.1f", f.Start, f.End))
 		}
-		alerts := "-"
-		if len(c.Alerts) > 0 {
-			alerts = ""
-			for i, a := range c.Alerts {
-				if i > 0 {
-					alerts += ","
-				}
-				alerts += fmt.Sprintf("%.2f", a.At)
-			}
+		for _, a := range c.Alerts {
+			alerts = append(alerts, fmt.Sprintf("%.2f", a.At))
 		}
-		fmt.Fprintf(w, "%-22s %-40s %6d %-14s %-22s %s\n", c.File, clipText(c.Activity, 40), c.Frames, falls, alerts, c.outcome())
+		fmt.Fprintf(w, "%-22s %-40s %6d %-14s %-22s %s\n", c.File, clipText(c.Activity, 40), c.Frames, list(falls), list(alerts), c.outcome())
 	}
 	fmt.Fprintf(w, "\nfalls alerted within %.0f s of their end: %d of %d (recall %.2f); late: %d\n", r.WithinS, r.Alerted, r.Falls, r.Recall, r.Late)
 	fmt.Fprintf(w, "false alerts: %d over %.3f h of daily-activity footage (%.1f per hour)\n", r.FalseAlerts, r.NonFallHours, r.FalseAlertsPerHour)
@@ -349,6 +337,14 @@ func (c ClipResult) outcome() string {
 		out += fmt.Sprintf("%d FALSE ALERT(S)", c.FalseAlerts)
 	}
 	return out
+}
+
+// list joins a table cell's items with commas, or says "-" for none.
+func list(items []string) string {
+	if len(items) == 0 {
+		return "-"
+	}
+	return strings.Join(items, ",")
 }
 
 func clipText(s string, n int) string {

@@ -29,27 +29,7 @@ import (
 )
 
 // walkersJPEGs returns the first n frames of the walkers clip as JPEG.
-func walkersJPEGs(t *testing.T, n int) [][]byte {
-	t.Helper()
-	v, err := vision.OpenVideo(testenv.Shared(t, "video/walkers-vtest.avi"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	var out [][]byte
-	for len(out) < n {
-		f, err := v.Read()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := vision.EncodeJPEG(f, 85)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, data)
-	}
-	return out
-}
+func walkersJPEGs(t *testing.T, n int) [][]byte { return clipJPEGs(t, "video/walkers-vtest.avi", n) }
 
 // hugePNG is a valid PNG header claiming 20000 x 20000 pixels, with no pixels behind it.
 func hugePNG(t *testing.T) []byte {
@@ -268,8 +248,8 @@ func TestBadFramesKeepMemoryBounded(t *testing.T) {
 	t.Logf("heap in use: %d MiB at the start, %d MiB at the peak", base.HeapInuse>>20, peak>>20)
 }
 
-// clipJPEGs returns every frame of a clip as JPEG.
-func clipJPEGs(t *testing.T, rel string) [][]byte {
+// clipJPEGs returns the first n frames of a shared clip (all when n is 0) as JPEG.
+func clipJPEGs(t *testing.T, rel string, n int) [][]byte {
 	t.Helper()
 	v, err := vision.OpenVideo(testenv.Shared(t, rel))
 	if err != nil {
@@ -277,10 +257,10 @@ func clipJPEGs(t *testing.T, rel string) [][]byte {
 	}
 	defer v.Close()
 	var out [][]byte
-	for {
+	for n == 0 || len(out) < n {
 		f, err := v.Read()
-		if err == io.EOF {
-			return out
+		if err == io.EOF && n == 0 {
+			break
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -291,6 +271,7 @@ func clipJPEGs(t *testing.T, rel string) [][]byte {
 		}
 		out = append(out, data)
 	}
+	return out
 }
 
 // TestFallKeptWhenTheBridgeGoesAway: a bridge that disconnects the moment it hears of a fall
@@ -308,7 +289,7 @@ func TestFallKeptWhenTheBridgeGoesAway(t *testing.T) {
 		CameraId: "ward-4-bay-1", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
 	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 	go func() {
-		for i, jpg := range clipJPEGs(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4") {
+		for i, jpg := range clipJPEGs(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4", 0) {
 			f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / 18)),
 				Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
 			if stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
