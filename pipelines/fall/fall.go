@@ -337,7 +337,7 @@ const freeFall = 9.81 / 2 / 1.4
 // descent looks back over the descent window for a deep enough drop of the hips, made fast
 // enough: from the last moment the hips were at their highest to now. Height is measured above
 // the floor (the feet) when the feet were seen at both ends, so that walking towards a camera
-// is no descent; else in the image.
+// is no descent and falling towards it is; else in the image.
 func (d *Detector) descent(cur sample) *pending {
 	inWindow := func(s sample) bool { return cur.t.Sub(s.t) <= d.cfg.DescentWindow && s.t.Before(cur.t) }
 	// The highest the hips were in the window (the smallest image row)...
@@ -359,7 +359,7 @@ func (d *Detector) descent(cur sample) *pending {
 	p := &pending{top: top.lift, topY: top.hipY}
 	drop := (cur.hipY - top.hipY) / d.standing
 	if !math.IsNaN(top.lift) && !math.IsNaN(cur.lift) {
-		drop = math.Min(drop, (top.lift-cur.lift)/d.standing)
+		drop = (top.lift - cur.lift) / d.standing
 	}
 	dt := cur.t.Sub(top.t).Seconds()
 	if drop < d.cfg.MinDrop || dt <= 0 {

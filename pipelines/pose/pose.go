@@ -160,17 +160,90 @@ func (e *Estimator) Estimate(ctx context.Context, f vision.Frame, box image.Rect
 	if err != nil {
 		return Skeleton{}, err
 	}
-	side := sq.Dx()
+	return e.run(ctx, sq, 0)
+}
+
+// EstimateAnyWayUp is Estimate for a person who may be lying down: the model, trained mostly
+// on people upright, also sees the crop turned a quarter, a half and three quarters round, and
+// the skeleton with the best mean keypoint score is kept. It costs four runs of the model.
+func (e *Estimator) EstimateAnyWayUp(ctx context.Context, f vision.Frame, box image.Rectangle) (Skeleton, error) {
+	_, sq, err := e.Prepare(f, box)
+	if err != nil {
+		return Skeleton{}, err
+	}
+	var best Skeleton
+	bestScore := -1.0
+	for quarter := range 4 {
+		if quarter > 0 {
+			e.fill(quarter)
+		}
+		s, err := e.run(ctx, sq, quarter)
+		if err != nil {
+			return Skeleton{}, err
+		}
+		if m := s.MeanScore(); m > bestScore {
+			best, bestScore = s, m
+		}
+	}
+	return best, nil
+}
+
+// fill writes the resized crop into the input tensor turned quarter quarters clockwise.
+func (e *Estimator) fill(quarter int) {
+	n := e.size
+	for y := range n {
+		for x := range n {
+			// The input's pixel (x, y) comes from the crop's (sx, sy).
+			sx, sy := x, y
+			switch quarter {
+			case 1:
+				sx, sy = y, n-1-x
+			case 2:
+				sx, sy = n-1-x, n-1-y
+			case 3:
+				sx, sy = n-1-y, x
+			}
+			i, j := 3*(y*n+x), 3*(sy*n+sx)
+			b, g, r := e.small.BGR[j], e.small.BGR[j+1], e.small.BGR[j+2]
+			if e.rgb {
+				b, r = r, b
+			}
+			e.input[i], e.input[i+1], e.input[i+2] = int32(b), int32(g), int32(r)
+		}
+	}
+}
+
+// run runs the model on the input as prepared (turned quarter quarters clockwise) and maps
+// the keypoints back to frame pixels.
+func (e *Estimator) run(ctx context.Context, sq image.Rectangle, quarter int) (Skeleton, error) {
 	if err := e.model.RunInto(ctx, e.in, e.out); err != nil {
 		return Skeleton{}, err
 	}
+	side := float64(sq.Dx())
 	v, _ := inference.Values[float32](e.out[0])
 	var s Skeleton
 	for k := 0; k < Count; k++ {
 		y, x, score := float64(v[3*k]), float64(v[3*k+1]), float64(v[3*k+2])
-		s[k] = Keypoint{X: float64(sq.Min.X) + x*float64(side), Y: float64(sq.Min.Y) + y*float64(side), Score: score}
+		switch quarter { // from the turned input back to the crop
+		case 1:
+			x, y = y, 1-x
+		case 2:
+			x, y = 1-x, 1-y
+		case 3:
+			x, y = 1-y, x
+		}
+		s[k] = Keypoint{X: float64(sq.Min.X) + x*side, Y: float64(sq.Min.Y) + y*side, Score: score}
 	}
 	return s, nil
+}
+
+// MeanScore is the mean of the keypoints' scores.
+func (s *Skeleton) MeanScore() float64 {
+	sum := 0.0
+	for _, k := range s {
+		sum += k.Score
+	}
+	return sum / Count
 }
 
 // Mean is the average of the given keypoints that score at least min, and whether any did.

@@ -2,7 +2,9 @@ package pose
 
 import (
 	"context"
+	"image"
 	"io"
+	"math"
 	"testing"
 
 	"github.com/vigil-health/vigil/inference"
@@ -78,5 +80,71 @@ func TestWalkersAreUpright(t *testing.T) {
 	}
 	if upright*4 < len(people)*3 {
 		t.Errorf("%d of %d walkers are upright, want at least three quarters", upright, len(people))
+	}
+}
+
+// turnFrame is a frame turned a quarter clockwise: (x, y) goes to (h-1-y, x).
+func turnFrame(f vision.Frame) vision.Frame {
+	out := vision.Frame{Width: f.Height, Height: f.Width, BGR: make([]byte, len(f.BGR))}
+	for y := 0; y < f.Height; y++ {
+		for x := 0; x < f.Width; x++ {
+			copy(out.BGR[3*((x)*out.Width+(f.Height-1-y)):][:3], f.BGR[3*(y*f.Width+x):][:3])
+		}
+	}
+	return out
+}
+
+// TestLyingPersonAnyWayUp turns a real frame of a person standing (UP-Fall A7) a quarter
+// round, so that they lie across the image: the model run the usual way up scores them lower,
+// while EstimateAnyWayUp finds the skeleton it finds on the upright frame, in the turned frame's
+// pixels.
+func TestLyingPersonAnyWayUp(t *testing.T) {
+	e, err := inference.Open(inference.Config{})
+	if err != nil {
+		t.Fatalf("ONNX Runtime: %v", err)
+	}
+	defer e.Close()
+	est, err := New(load(t, e, "movenet-lightning"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vision.OpenVideo(testenv.Shared(t, "video/falls-upfall/A7_S1_T1_Cam1.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	f, err := v.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	box := image.Rect(196, 172, 325, 461) // the person, as FastestDet finds them
+	upright, err := est.Estimate(context.Background(), f, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	turned := turnFrame(f)
+	tbox := image.Rect(f.Height-box.Max.Y, box.Min.X, f.Height-box.Min.Y, box.Max.X)
+	plain, err := est.Estimate(context.Background(), turned, tbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	any, err := est.EstimateAnyWayUp(context.Background(), turned, tbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("mean keypoint score: upright %.2f, lying the usual way up %.2f, any way up %.2f", upright.MeanScore(), plain.MeanScore(), any.MeanScore())
+	if any.MeanScore() < plain.MeanScore()+0.1 {
+		t.Errorf("any way up scores %.2f, the usual way %.2f: want at least 0.1 better", any.MeanScore(), plain.MeanScore())
+	}
+	for k, p := range upright {
+		if p.Score < 0.5 {
+			continue
+		}
+		// (x, y) upright is (h-1-y, x) turned.
+		want := image.Pt(int(float64(f.Height)-1-p.Y), int(p.X))
+		got := any[k]
+		if d := math.Hypot(got.X-float64(want.X), got.Y-float64(want.Y)); d > 12 {
+			t.Errorf("%s at (%.0f, %.0f), want near (%d, %d) (%.0f px away)", Names[k], got.X, got.Y, want.X, want.Y, d)
+		}
 	}
 }

@@ -225,8 +225,11 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 		}
 		if overlapped(person, people) {
 			// Someone in front or behind: the box is cut short and the keypoints mix two
-			// people's legs, so this frame says nothing of this person's steps or of a fall.
-			// (A fall beside a carer is seen by the carer.)
+			// people's legs, so this frame says nothing of this person's steps or of a fall;
+			// a fall seen before it is still judged.
+			if a, ok := fd.Tick(t); ok {
+				p.Falls = append(p.Falls, p.fall(a, person, seq))
+			}
 			continue
 		}
 		if cut := person.Box.Min.X <= 1 || person.Box.Max.X >= f.Width-1 || person.Box.Max.Y >= f.Height-1; !cut {
@@ -285,7 +288,13 @@ func (p *Pipeline) estimate(ctx context.Context, f vision.Frame, dets []detect.D
 			if tracks[i] == nil {
 				continue
 			}
-			s, err := p.ests[w].Estimate(ctx, f, dets[i].Box)
+			estimate := p.ests[w].Estimate
+			if b := dets[i].Box; 10*b.Dx() >= 9*b.Dy() {
+				// As wide as high, or wider: maybe lying down, which the keypoint model
+				// sees far better turned upright.
+				estimate = p.ests[w].EstimateAnyWayUp
+			}
+			s, err := estimate(ctx, f, dets[i].Box)
 			if err != nil {
 				errs[w] = err
 				return
@@ -317,7 +326,7 @@ func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool, s
 		if seen[id] || !pending {
 			continue
 		}
-		best, bestDist := -1, 0.75*fd.Standing()
+		best, bestDist := -1, fd.Standing()
 		for i, person := range people {
 			if d := p.distance(person, at); d <= bestDist {
 				best, bestDist = i, d
