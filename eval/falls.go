@@ -139,7 +139,8 @@ func Falls(ctx context.Context, o Options) (*Report, error) {
 // streamClip sends a clip's frames down one every-frame Ward stream, stamped at the clip's
 // rate, and collects the fall alerts.
 func streamClip(ctx context.Context, client vigilv1.WardClient, path string, c Clip, quality int, tr *Transform) (ClipResult, error) {
-	res := ClipResult{File: c.File, Activity: c.Activity, Falls: c.Falls}
+	// Empty lists, not null, in JSON.
+	res := ClipResult{File: c.File, Activity: c.Activity, Falls: append([]Interval{}, c.Falls...), Alerts: []Alert{}, Latencies: []float64{}}
 	v, err := vision.OpenVideo(path)
 	if err != nil {
 		return res, err
