@@ -93,6 +93,9 @@ type Pipeline struct {
 	tracker *track.Tracker
 	gait    map[int64]*gait.Analyzer
 	falls   map[int64]*fall.Detector
+	// lastSeen is how each track with a fall detector was last seen: a fall confirmed while
+	// the person is lost is drawn where they were.
+	lastSeen map[int64]Person
 	spans   map[int64]*Summary
 	// recent maps the capture times of the last frames to their sequence numbers.
 	recent []stamp
@@ -142,7 +145,7 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 		}
 	}
 	return &Pipeline{det: det, ests: ests, tracker: track.New(cfg.Track), gait: map[int64]*gait.Analyzer{},
-		falls: map[int64]*fall.Detector{}, spans: map[int64]*Summary{}, cfg: cfg,
+		falls: map[int64]*fall.Detector{}, lastSeen: map[int64]Person{}, spans: map[int64]*Summary{}, cfg: cfg,
 		errs: make([]error, len(ests)), seen: map[int64]bool{}, live: map[int64]bool{}}
 }
 
@@ -223,6 +226,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			}
 			p.falls[id] = fd
 		}
+		p.lastSeen[id] = person
 		if overlapped(person, people) {
 			// Someone in front or behind: the box is cut short and the keypoints mix two
 			// people's legs, so this frame says nothing of this person's steps or of a fall;
@@ -248,7 +252,9 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			continue
 		}
 		if a, ok := fd.Tick(t); ok {
-			p.Falls = append(p.Falls, p.fall(a, Person{TrackID: id}, seq))
+			last := p.lastSeen[id]
+			last.TrackID = id
+			p.Falls = append(p.Falls, p.fall(a, last, seq))
 		}
 	}
 	// Forget the tracks that have ended, but not a descent still waiting for confirmation.
@@ -267,6 +273,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 	for id, fd := range p.falls {
 		if _, pending := fd.Pending(); !live[id] && !pending {
 			delete(p.falls, id)
+			delete(p.lastSeen, id)
 		}
 	}
 	p.Last = Timings{Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
@@ -336,6 +343,7 @@ func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool, s
 			continue
 		}
 		seen[id] = true
+		p.lastSeen[id] = people[best]
 		if a, ok := fd.Add(t, people[best].Skeleton, people[best].Box); ok {
 			p.Falls = append(p.Falls, p.fall(a, people[best], seq))
 		}
@@ -362,6 +370,7 @@ func (p *Pipeline) lostNear(t time.Time, person Person, seen map[int64]bool) *fa
 	}
 	fd := p.falls[bestID]
 	delete(p.falls, bestID)
+	delete(p.lastSeen, bestID)
 	return fd
 }
 
