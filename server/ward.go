@@ -251,9 +251,14 @@ func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
 	}
 	// A fall is in the review queue before anyone is told of it: a bridge that goes away
 	// right after this frame loses the alert event, not the finding.
+	// (A frame that could not be used left the pipeline's alerts and ended tracks as they
+	// were after the frame before: they are not reported twice.)
+	fr := ev.GetFrameResult()
 	var alerts []*vigilv1.WardEvent
 	for _, f := range c.pipe.Falls {
-		alerts = append(alerts, &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: c.storeFall(ctx, f, d.img)}})
+		if fr != nil {
+			alerts = append(alerts, &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: c.storeFall(ctx, f, d.img)}})
+		}
 	}
 	if err := c.stream.Send(ev); err != nil {
 		return err
@@ -263,26 +268,37 @@ func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
 			return err
 		}
 	}
-	for _, sum := range c.pipe.Ended {
-		if err := c.final(ctx, sum); err != nil {
+	if fr != nil {
+		if err := c.gait(ctx, fr); err != nil {
 			return err
-		}
-	}
-	// Every few seconds of frames, the gait of the people in view.
-	if fr := ev.GetFrameResult(); fr != nil && c.processed%gaitEvery == 0 {
-		for _, tr := range fr.Tracks {
-			g, ok := c.pipe.Gait(tr.TrackId)
-			if !ok {
-				continue
-			}
-			if err := c.stream.Send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: gaitEvent(tr.TrackId, g, risk.FromGait(g))}}); err != nil {
-				return err
-			}
 		}
 	}
 	if time.Since(c.lastStats) >= c.opts.StatsEvery {
 		c.lastStats = time.Now()
 		return c.stream.Send(c.stats())
+	}
+	return nil
+}
+
+// gait stores and sends the gait of the tracks that ended on a frame and, every few seconds
+// of frames, sends the gait so far of the people in view.
+func (c *cameraStream) gait(ctx context.Context, fr *vigilv1.FrameResult) error {
+	for _, sum := range c.pipe.Ended {
+		if err := c.final(ctx, sum); err != nil {
+			return err
+		}
+	}
+	if c.processed%gaitEvery != 0 {
+		return nil
+	}
+	for _, tr := range fr.Tracks {
+		g, ok := c.pipe.Gait(tr.TrackId)
+		if !ok {
+			continue
+		}
+		if err := c.stream.Send(&vigilv1.WardEvent{Event: &vigilv1.WardEvent_Gait{Gait: gaitEvent(tr.TrackId, g, risk.FromGait(g))}}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -339,3 +339,56 @@ func TestFindingStoredAfterTheStreamEnded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFallAlertedOnceAmongBadFrames: a frame that cannot be used, right after the frame that
+// confirmed a fall, does not raise the alert (or store the finding) a second time.
+func TestFallAlertedOnceAmongBadFrames(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+		CameraId: "ward-4-bay-3", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	go func() {
+		seq := int64(0)
+		for i, jpg := range clipJPEGs(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4", 0) {
+			at := timestamppb.New(start.Add(time.Duration(i) * time.Second / 18))
+			for _, data := range [][]byte{jpg, []byte("not an image")} {
+				seq++
+				f := &vigilv1.Frame{Sequence: seq, CaptureTime: at, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: data}
+				if stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
+					return
+				}
+			}
+		}
+		stream.CloseSend()
+	}()
+	alerts, errors := 0, 0
+	for {
+		ev, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetFall() != nil {
+			alerts++
+		}
+		if ev.GetFrameError() != nil {
+			errors++
+		}
+	}
+	if alerts != 1 || errors != 138 {
+		t.Errorf("%d fall alerts and %d frame errors, want 1 and 138", alerts, errors)
+	}
+	found, _, err := ts.store.List(context.Background(), review.Query{Filter: review.Filter{Pipeline: review.PipelineFall}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 {
+		t.Errorf("%d fall findings stored, want 1", len(found))
+	}
+}
