@@ -96,7 +96,7 @@ type Pipeline struct {
 	// lastSeen is how each track with a fall detector was last seen: a fall confirmed while
 	// the person is lost is drawn where they were.
 	lastSeen map[int64]Person
-	spans   map[int64]*Summary
+	spans    map[int64]*Summary
 	// recent maps the capture times of the last frames to their sequence numbers.
 	recent []stamp
 	cfg    Config
