@@ -324,9 +324,10 @@ func (p *Pipeline) estimate(ctx context.Context, f vision.Frame, dets []detect.D
 	return skeletons, errors.Join(errs...)
 }
 
-// handOver checks a descent whose person was not seen on this frame against the people seen
-// near where it happened: the detector often loses a person coming down (the box changes
-// shape fast) and finds them again as someone new, or finds only part of them.
+// handOver checks a descent whose person was not seen on this frame against the people first
+// seen within the last second near where it happened: the detector often loses a person coming
+// down (the box changes shape fast) and finds them again as someone new, or finds only part of
+// them.
 func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool, seq int64) {
 	for id, fd := range p.falls {
 		at, pending := fd.Pending()
@@ -335,6 +336,9 @@ func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool, s
 		}
 		best, bestDist := -1, fd.Standing()
 		for i, person := range people {
+			if w := p.spans[person.TrackID]; w != nil && t.Sub(w.First) > p.cfg.Fall.Confirm {
+				continue // someone followed for a while, such as a carer beside the person: not them
+			}
 			if d := p.distance(person, at); d <= bestDist {
 				best, bestDist = i, d
 			}
