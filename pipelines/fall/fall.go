@@ -217,13 +217,12 @@ func (d *Detector) Tick(t time.Time) (Alert, bool) {
 }
 
 // drop is how far below the descent's start the hips are, in body heights: measured from the
-// floor when it is known, else in the image.
+// floor when the feet were seen at the start and now, else in the image.
 func (d *Detector) drop(p *pending, cur sample) float64 {
-	image := (cur.hipY - p.topY) / d.standing
-	if math.IsNaN(cur.lift) || !cur.hips {
-		return image
+	if cur.hips && !math.IsNaN(p.top) && !math.IsNaN(cur.lift) {
+		return (p.top - cur.lift) / d.standing
 	}
-	return math.Max((p.top-cur.lift)/d.standing, image)
+	return (cur.hipY - p.topY) / d.standing
 }
 
 // down says whether a frame shows the person down after a descent, and why: the hips still

@@ -220,8 +220,11 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			p.gait[id] = g
 		}
 		fd := p.falls[id]
-		if fd == nil {
-			if fd = p.lostNear(t, person, seen); fd == nil {
+		if fd == nil || fd.Standing() == 0 {
+			// A new track, or one never seen standing: perhaps a person just lost.
+			if lost := p.lostNear(t, person, seen); lost != nil {
+				fd = lost
+			} else if fd == nil {
 				fd = fall.New(p.cfg.Fall, p.cfg.Beds)
 			}
 			p.falls[id] = fd
@@ -378,7 +381,10 @@ func (p *Pipeline) lostNear(t time.Time, person Person, seen map[int64]bool) *fa
 	return fd
 }
 
-// overlapped says whether another person covers more than a fifth of this person's box.
+// overlapped says whether another person covers more than a fifth of this person's box, or
+// whether this box is a looser second box around a better-scored person. Two boxes one of
+// which holds four fifths of the other are one person found twice (the detector finds a
+// person coming down both whole and in part): the better scored is the person.
 func overlapped(person Person, people []Person) bool {
 	area := person.Box.Dx() * person.Box.Dy()
 	for _, o := range people {
@@ -386,7 +392,14 @@ func overlapped(person Person, people []Person) bool {
 			continue
 		}
 		in := person.Box.Intersect(o.Box)
-		if 5*in.Dx()*in.Dy() > area {
+		shared := in.Dx() * in.Dy()
+		if oArea := o.Box.Dx() * o.Box.Dy(); 5*shared >= 4*min(area, oArea) {
+			if o.Score > person.Score {
+				return true // the same person, better found by the other box
+			}
+			continue
+		}
+		if 5*shared > area {
 			return true
 		}
 	}
