@@ -45,11 +45,14 @@ vet:
 	$(GO) vet ./...
 
 # test: format, vet, go.mod tidy, the race-enabled suite on real ONNX Runtime and real models (the proto
-# regeneration check is a test in proto/vigil/v1), vision again with gocv counting live Mats,
-# and a CGO_ENABLED=0 build of the CLI.
+# regeneration check is a test in proto/vigil/v1), the fall evaluation on the shared clips,
+# vision again with gocv counting live Mats, and a CGO_ENABLED=0 build of the CLI.
 test: deps fmt-check vet
 	$(GO) mod tidy -diff
-	$(GO) test $(TEST_FLAGS) ./...
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/eval$$')
+	# The fall evaluation streams 8722 frames through the Ward service: without -race (the
+	# service it drives is race-tested above), about 4 minutes.
+	$(GO) test -count=1 -timeout 20m ./eval/
 	$(GO) test -count=1 -tags matprofile ./vision/
 	# Every benchmark once, so that none rots; their timings are never asserted.
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...
