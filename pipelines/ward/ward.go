@@ -104,6 +104,7 @@ type Pipeline struct {
 	obs       []track.Observation
 	people    []Person
 	skeletons []pose.Skeleton
+	anyWay    []bool
 	errs      []error
 	seen      map[int64]bool
 	live      map[int64]bool
@@ -291,15 +292,29 @@ func (p *Pipeline) estimate(ctx context.Context, f vision.Frame, dets []detect.D
 	clear(skeletons)
 	errs := p.errs[:len(p.ests)]
 	clear(errs)
+	// A person coming down (a descent waiting for confirmation) whose box is as wide as high
+	// may be lying: the keypoint model sees them far better turned upright. Only then, for it
+	// costs four runs of the model.
+	if cap(p.anyWay) < len(dets) {
+		p.anyWay = make([]bool, len(dets))
+	}
+	anyWay := p.anyWay[:len(dets)]
+	for i, d := range dets {
+		anyWay[i] = false
+		if tracks[i] == nil || 10*d.Box.Dx() < 9*d.Box.Dy() {
+			continue
+		}
+		if fd := p.falls[tracks[i].ID]; fd != nil {
+			_, anyWay[i] = fd.Pending()
+		}
+	}
 	work := func(w int) {
 		for i := w; i < len(dets); i += len(p.ests) {
 			if tracks[i] == nil {
 				continue
 			}
 			estimate := p.ests[w].Estimate
-			if b := dets[i].Box; 10*b.Dx() >= 9*b.Dy() {
-				// As wide as high, or wider: maybe lying down, which the keypoint model
-				// sees far better turned upright.
+			if anyWay[i] {
 				estimate = p.ests[w].EstimateAnyWayUp
 			}
 			s, err := estimate(ctx, f, dets[i].Box)
