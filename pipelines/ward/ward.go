@@ -221,9 +221,11 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			p.gait[id] = g
 		}
 		fd := p.falls[id]
-		if fd == nil {
-			// A new track: perhaps a person just lost.
-			if fd = p.lostNear(t, person, seen); fd == nil {
+		if fd == nil || fd.Standing() == 0 {
+			// A new track, or one never seen standing: perhaps a person just lost.
+			if lost := p.lostNear(t, person, seen); lost != nil {
+				fd = lost
+			} else if fd == nil {
 				fd = fall.New(p.cfg.Fall, p.cfg.Beds)
 			}
 			p.falls[id] = fd
