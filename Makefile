@@ -18,7 +18,7 @@ export VIGIL_ORT_LIB ?= $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1
 # Two cores: run test binaries one package at a time beside the compiler.
 TEST_FLAGS ?= -race -count=1 -p 2 -timeout 20m
 
-.PHONY: all deps build proto proto-check fmt-check vet test demo bench clean demo-model
+.PHONY: all deps build proto proto-check fmt-check vet test demo bench clean demo-model fetal-head-model
 
 all: build
 
@@ -78,6 +78,18 @@ demo-model: build
 	$(BIN)/vigil phantoms --training $(BIN)/demo-model-data --count 400 --seed 1 --frames 4
 	/usr/bin/python3 $(DEMO_MODEL_DIR)/train.py --data $(BIN)/demo-model-data --out $(DEMO_MODEL_DIR)/us-lesion-demo.onnx --epochs 12
 	sha256sum $(DEMO_MODEL_DIR)/us-lesion-demo.onnx
+
+# fetal-head-model retrains models/fetal-head on the shared HC18 images with a fixed seed (not
+# part of make test; Debian's python3-torch, python3-onnx and python3-opencv, about 50 minutes on
+# two cores). It prints the new sha256 for models/fetal-head/manifest.yaml.
+FETAL_HEAD_DIR := models/fetal-head
+HC18_DIR ?= $(abspath $(ROOT)/../shared/data/ultrasound-hc18)
+fetal-head-model:
+	@/usr/bin/python3 -c 'import torch, onnx, cv2, numpy' 2>/dev/null || { \
+		echo "fetal-head-model needs Debian's python3-torch, python3-onnx and python3-opencv: apt-get install python3-torch python3-onnx python3-opencv"; exit 1; }
+	/usr/bin/python3 $(FETAL_HEAD_DIR)/train.py --data $(HC18_DIR) --out $(FETAL_HEAD_DIR)/fetal-head.onnx \
+		--report $(FETAL_HEAD_DIR)/training-report.json --epochs 25
+	sha256sum $(FETAL_HEAD_DIR)/fetal-head.onnx
 
 clean:
 	rm -rf $(BIN) .deps

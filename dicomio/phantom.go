@@ -227,61 +227,16 @@ func burnedInText(w, h int, s string) []byte {
 // Endian, calibrated through the Sequence of Ultrasound Regions. It fills the truth's UIDs.
 func PhantomDICOM(p *Phantom) ([]byte, error) {
 	t := &p.Truth
-	t.Study = NewUID()
-	t.SOPInstance = NewUID()
-	var ds dataset
-	ds.add(0x0008, 0x0016, "UI", UltrasoundMultiFrameStorage)
-	ds.add(0x0008, 0x0018, "UI", t.SOPInstance)
-	ds.add(0x0008, 0x0060, "CS", "US")
-	ds.add(0x0008, 0x0020, "DA", "")
-	ds.add(0x0008, 0x0030, "TM", "")
-	ds.add(0x0008, 0x0050, "SH", "")
-	ds.add(0x0008, 0x0070, "LO", "Vigil phantom generator")
-	ds.add(0x0008, 0x0090, "PN", "")
-	ds.add(0x0008, 0x0008, "CS", []string{"DERIVED", "SECONDARY"})
-	ds.add(0x0010, 0x0010, "PN", "")
-	ds.add(0x0010, 0x0020, "LO", "")
-	ds.add(0x0010, 0x0030, "DA", "")
-	ds.add(0x0010, 0x0040, "CS", "")
-	ds.add(0x0018, 0x1063, "DS", "33.3")
-	ds.add(0x0020, 0x000D, "UI", t.Study)
-	ds.add(0x0020, 0x000E, "UI", NewUID())
-	ds.add(0x0020, 0x0010, "SH", "")
-	ds.add(0x0020, 0x0011, "IS", "1")
-	ds.add(0x0020, 0x0013, "IS", "1")
-	ds.add(0x0020, 0x0020, "CS", "")
-	ds.add(0x0020, 0x0060, "CS", "")
-	ds.add(0x0028, 0x0002, "US", u16s(1))
-	ds.add(0x0028, 0x0004, "CS", "MONOCHROME2")
-	ds.add(0x0028, 0x0008, "IS", fmt.Sprint(t.Frames))
-	ds.add(0x0028, 0x0009, "AT", []byte{0x18, 0x00, 0x63, 0x10})
-	ds.add(0x0028, 0x0010, "US", u16s(t.Rows))
-	ds.add(0x0028, 0x0011, "US", u16s(t.Cols))
-	ds.add(0x0028, 0x0100, "US", u16s(8))
-	ds.add(0x0028, 0x0101, "US", u16s(8))
-	ds.add(0x0028, 0x0102, "US", u16s(7))
-	ds.add(0x0028, 0x0103, "US", u16s(0))
-	ds.add(0x0028, 0x2110, "CS", "00")
-	var region dataset
-	region.add(0x0018, 0x6012, "US", u16s(1)) // 2D
-	region.add(0x0018, 0x6014, "US", u16s(1)) // tissue
-	region.add(0x0018, 0x6016, "UL", uint32(0))
-	region.add(0x0018, 0x6018, "UL", uint32(t.Region[0]))
-	region.add(0x0018, 0x601A, "UL", uint32(t.Region[1]))
-	region.add(0x0018, 0x601C, "UL", uint32(t.Region[2]))
-	region.add(0x0018, 0x601E, "UL", uint32(t.Region[3]))
-	region.add(0x0018, 0x6024, "US", u16s(3)) // cm
-	region.add(0x0018, 0x6026, "US", u16s(3))
-	region.add(0x0018, 0x602C, "FD", f64s(t.MMPerPixel/10))
-	region.add(0x0018, 0x602E, "FD", f64s(t.MMPerPixel/10))
-	ds.add(0x0018, 0x6011, "SQ", []dataset{region})
-	pixels := make([]byte, 0, t.Rows*t.Cols*t.Frames)
-	for _, f := range p.Frames {
-		pixels = append(pixels, f...)
-	}
-	ds.add(0x7FE0, 0x0010, "OB", pixels)
-	return part10(UltrasoundMultiFrameStorage, t.SOPInstance, ds)
+	u := GreyUltrasound{Width: t.Cols, Height: t.Rows, Frames: p.Frames, MMPerPixel: t.MMPerPixel, Region: t.Region,
+		Manufacturer: "Vigil phantom generator", SeriesDescription: PhantomSeriesDescription}
+	data, err := UltrasoundDICOM(&u)
+	t.Study, t.SOPInstance = u.StudyInstanceUID, u.SOPInstanceUID
+	return data, err
 }
+
+// PhantomSeriesDescription is the Series Description of every phantom; the demonstration
+// lesion model's route matches it.
+const PhantomSeriesDescription = "Vigil synthetic phantom"
 
 func u16s(v int) []byte { return []byte{byte(v), byte(v >> 8)} }
 

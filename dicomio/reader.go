@@ -121,6 +121,13 @@ type Instance struct {
 	StudyInstanceUID  string
 	SeriesInstanceUID string
 	Modality          string
+	// StudyDescription, SeriesDescription and BodyPartExamined say what the exam was; model
+	// routes match them.
+	StudyDescription  string
+	SeriesDescription string
+	BodyPartExamined  string
+	// PixelSpacing is (0028,0030) in mm, row spacing then column spacing; zero when absent.
+	PixelSpacing [2]float64
 
 	Rows, Columns       int
 	Frames              int
@@ -243,6 +250,7 @@ var (
 // implicitVRs are the VRs of the elements the reader interprets, for Implicit VR files.
 var implicitVRs = map[Tag]string{
 	{0x0008, 0x0016}: "UI", {0x0008, 0x0018}: "UI", {0x0008, 0x0060}: "CS",
+	{0x0008, 0x1030}: "LO", {0x0008, 0x103E}: "LO", {0x0018, 0x0015}: "CS", {0x0028, 0x0030}: "DS",
 	{0x0020, 0x000D}: "UI", {0x0020, 0x000E}: "UI", {0x0018, 0x1063}: "DS",
 	{0x0028, 0x0002}: "US", {0x0028, 0x0004}: "CS", {0x0028, 0x0006}: "US", {0x0028, 0x0008}: "IS",
 	{0x0028, 0x0010}: "US", {0x0028, 0x0011}: "US", {0x0028, 0x0100}: "US", {0x0028, 0x0101}: "US",
@@ -546,6 +554,23 @@ func (inst *Instance) set(h header, v []byte) error {
 		inst.SOPInstanceUID = text(v)
 	case Tag{0x0008, 0x0060}:
 		inst.Modality = text(v)
+	case Tag{0x0008, 0x1030}:
+		inst.StudyDescription = text(v)
+	case Tag{0x0008, 0x103E}:
+		inst.SeriesDescription = text(v)
+	case Tag{0x0018, 0x0015}:
+		inst.BodyPartExamined = text(v)
+	case Tag{0x0028, 0x0030}:
+		// A spacing that does not parse is left out: the image is then uncalibrated, which
+		// the pipelines say, rather than refused.
+		parts := strings.Split(text(v), `\`)
+		if len(parts) == 2 {
+			r, rerr := strconv.ParseFloat(strings.TrimSpace(parts[0]), 64)
+			c, cerr := strconv.ParseFloat(strings.TrimSpace(parts[1]), 64)
+			if rerr == nil && cerr == nil && r > 0 && c > 0 && !math.IsInf(r, 0) && !math.IsInf(c, 0) {
+				inst.PixelSpacing = [2]float64{r, c}
+			}
+		}
 	case Tag{0x0020, 0x000D}:
 		inst.StudyInstanceUID = text(v)
 	case Tag{0x0020, 0x000E}:

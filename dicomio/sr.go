@@ -46,12 +46,16 @@ var measurementConcepts = map[string]Code{
 	"short axis": {"103340004", "SCT", "Short Axis"},
 	"area":       {"42798000", "SCT", "Area"},
 	"diameter":   {"81827009", "SCT", "Diameter"},
+	// DICOM PS3.16 CID 12005 Fetal Biometry Measurements (LOINC).
+	"hc":  {"11984-2", "LN", "Head Circumference"},
+	"bpd": {"11820-8", "LN", "Biparietal Diameter"},
+	"ofd": {"11851-3", "LN", "Occipital-Frontal Diameter"},
 }
 
 // ucumMeanings are the code meanings of the UCUM units the pipelines use.
 var ucumMeanings = map[string]string{
 	"mm": "millimeter", "mm2": "square millimeter", "cm": "centimeter", "cm2": "square centimeter",
-	"1": "no units", "s": "second", "/min": "per minute", "m/s": "meter per second", "{pixels}": "pixels",
+	"1": "no units", "s": "second", "/min": "per minute", "m/s": "meter per second", "{pixels}": "pixels", "wk": "week", "%": "percent",
 }
 
 // LocalScheme is the coding scheme designator of Vigil's own codes (a private "99" scheme).

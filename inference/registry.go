@@ -28,6 +28,8 @@ var (
 
 // ModelStatus is what the registry knows of one model.
 type ModelStatus struct {
+	// Routes are the manifest's routes, one line each (models.Route.String).
+	Routes  []string
 	Name    string
 	Version string
 	Task    string
@@ -71,6 +73,9 @@ func LoadRegistry(ctx context.Context, engine *Engine, runtimeErr error, entries
 		}
 		m := e.Manifest
 		st.Version, st.Task, st.SHA256 = m.Version, string(m.Task), m.Weights.SHA256
+		for i := range m.Routes {
+			st.Routes = append(st.Routes, m.Routes[i].String())
+		}
 		path, err := resolver.Resolve(ctx, m)
 		switch {
 		case errors.Is(err, models.ErrWeightsMissing):
@@ -109,6 +114,18 @@ func (r *Registry) Session(name string) (*Session, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownModel, name)
 	}
 	return nil, fmt.Errorf("%w: %s is %s: %s", ErrModelNotReady, name, st.State, st.Reason)
+}
+
+// Manifests returns the manifests of the loaded models, sorted by name.
+func (r *Registry) Manifests() []*models.Manifest {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*models.Manifest, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		out = append(out, s.Manifest())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // Status lists every model, sorted by name.

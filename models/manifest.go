@@ -26,6 +26,7 @@ const (
 	TaskTriage    Task = "triage"    // ultrasound findings
 	TaskDetection Task = "detection" // people in ward frames
 	TaskPose      Task = "pose"      // body keypoints
+	TaskBiometry  Task = "biometry"  // measured structures, such as the fetal head
 )
 
 // Decoder names how a model's raw output becomes results.
@@ -74,6 +75,8 @@ type Manifest struct {
 	// Batching lets one run serve several callers' requests. It applies only when the first
 	// dimension of every input and output is dynamic.
 	Batching Batching `yaml:"batching,omitempty"`
+	// Routes say which DICOM instances the model runs on when a request names no model.
+	Routes []Route `yaml:"routes,omitempty"`
 
 	// Dir is the folder the manifest was read from; empty for embedded manifests.
 	Dir string `yaml:"-"`
@@ -247,6 +250,11 @@ func (m *Manifest) Validate() error {
 	for i, out := range m.Outputs {
 		if err := checkSpec(out); err != nil {
 			return bad("outputs[%d]: %v", i, err)
+		}
+	}
+	for i := range m.Routes {
+		if err := m.Routes[i].compile(); err != nil {
+			return bad("routes[%d]: %v", i, err)
 		}
 	}
 	return nil

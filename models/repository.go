@@ -14,7 +14,7 @@ import (
 // weights of the models the project makes itself (never outside weights: those are resolved
 // by sha256).
 //
-//go:embed */manifest.yaml us-lesion-demo/us-lesion-demo.onnx
+//go:embed */manifest.yaml us-lesion-demo/us-lesion-demo.onnx fetal-head/fetal-head.onnx
 var builtin embed.FS
 
 // Entry is one model of the repository: its manifest, or why the manifest could not be read.

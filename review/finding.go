@@ -73,6 +73,10 @@ type Measurement struct {
 	Name  string  `json:"name"`
 	Value float64 `json:"value"`
 	Unit  string  `json:"unit"`
+	// LowQuality flags a value not to be taken without a look; Quality says how far it can
+	// be trusted. A reviewer's amended value has neither.
+	LowQuality bool   `json:"low_quality,omitempty"`
+	Quality    string `json:"quality,omitempty"`
 }
 
 // ModelRef names the exact model behind a finding.

@@ -49,15 +49,18 @@ type Store interface {
 
 // Analysis records that an instance was analysed, and what came of it.
 type Analysis struct {
-	SOPInstanceUID    string    `json:"sop_instance_uid"`
-	SOPClassUID       string    `json:"sop_class_uid"`
-	StudyInstanceUID  string    `json:"study_instance_uid"`
-	SeriesInstanceUID string    `json:"series_instance_uid"`
-	Modality          string    `json:"modality"`
-	Frames            int       `json:"frames"`
-	Model             ModelRef  `json:"model"`
-	FindingIDs        []string  `json:"finding_ids"`
-	CreatedAt         time.Time `json:"created_at"`
+	SOPInstanceUID    string   `json:"sop_instance_uid"`
+	SOPClassUID       string   `json:"sop_class_uid"`
+	StudyInstanceUID  string   `json:"study_instance_uid"`
+	SeriesInstanceUID string   `json:"series_instance_uid"`
+	Modality          string   `json:"modality"`
+	Frames            int      `json:"frames"`
+	Model             ModelRef `json:"model"`
+	// Routing says why the model ran; Notes what it could not measure and why.
+	Routing    string    `json:"routing,omitempty"`
+	Notes      []string  `json:"notes,omitempty"`
+	FindingIDs []string  `json:"finding_ids"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // Filter narrows the worklist. Empty fields match everything.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/biometry"
 	"github.com/vigil-health/vigil/pipelines/triage"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/review"
@@ -80,13 +82,12 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if err != nil {
 		return nil, err
 	}
-	model := first.GetOptions().GetModel()
-	if model == "" {
-		model = s.opts.Model
-	}
-	session, err := s.registry.Session(model)
-	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
+	asked := first.GetOptions().GetModel()
+	if asked != "" {
+		// A model asked for by name is checked before any data is read.
+		if _, err := s.registry.Session(asked); err != nil {
+			return nil, toStatus(ctx, s.log, err)
+		}
 	}
 	includeOverlays := first.GetOptions().GetIncludeOverlays()
 
@@ -143,7 +144,31 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 		<-pumpErr
 		return s.response(ctx, prev, true, includeOverlays)
 	}
-	res, err := triage.Analyze(ctx, session, reader, progress)
+	session, routing, err := s.choose(inst, asked)
+	if err != nil {
+		return fail(err)
+	}
+	if session == nil {
+		// No model's routes take this instance: it is answered, and nothing is stored.
+		pr.Close()
+		<-pumpErr
+		return &vigilv1.AnalyzeInstanceResponse{Source: &vigilv1.DicomSource{StudyInstanceUid: inst.StudyInstanceUID,
+			SeriesInstanceUid: inst.SeriesInstanceUID, SopInstanceUid: inst.SOPInstanceUID, SopClassUid: inst.SOPClassUID,
+			Modality: inst.Modality}, Routing: routing}, nil
+	}
+	man := session.Manifest()
+	ref := review.ModelRef{Name: man.Name, Version: man.Version, SHA256: man.Weights.SHA256}
+	source := review.Source{StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID,
+		SOPInstanceUID: inst.SOPInstanceUID, SOPClassUID: inst.SOPClassUID, Modality: inst.Modality}
+	analysis := review.Analysis{SOPInstanceUID: inst.SOPInstanceUID, SOPClassUID: inst.SOPClassUID,
+		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID, Modality: inst.Modality,
+		Model: ref, Routing: routing}
+	var findings []review.Finding
+	if man.Task == models.TaskBiometry {
+		findings, err = s.biometry(ctx, session, reader, source, &analysis)
+	} else {
+		findings, err = s.triage(ctx, session, reader, source, &analysis, progress)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -153,34 +178,79 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if err := <-pumpErr; err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
+	stored, existed, err := s.store.AddAnalysis(ctx, who, analysis, findings)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return s.response(ctx, stored, existed, includeOverlays)
+}
 
-	man := session.Manifest()
-	ref := review.ModelRef{Name: man.Name, Version: man.Version, SHA256: man.Weights.SHA256}
+// choose picks the model for an instance: the one asked for, the configured default, or the
+// one whose routes match (models.Choose). It returns a nil session, and why, when none does.
+func (s *imagingService) choose(inst dicomio.Instance, asked string) (*inference.Session, string, error) {
+	name, routing := asked, "asked for by the request"
+	if name == "" && s.opts.Model != "" {
+		name, routing = s.opts.Model, "the server's default model (--triage-model)"
+	}
+	if name != "" {
+		session, err := s.registry.Session(name)
+		return session, routing, err
+	}
+	exam := models.Exam{Modality: inst.Modality, SOPClassUID: inst.SOPClassUID, BodyPart: inst.BodyPartExamined,
+		StudyDescription: inst.StudyDescription, SeriesDescription: inst.SeriesDescription}
+	man, route, ok := models.Choose(s.registry.Manifests(), exam)
+	if !ok {
+		return nil, fmt.Sprintf("no model's routes match this instance (modality %q, body part %q; descriptions are not repeated here): name a model to run one", inst.Modality, inst.BodyPartExamined), nil
+	}
+	session, err := s.registry.Session(man.Name)
+	return session, fmt.Sprintf("%s: route %s", man.Name, route.String()), err
+}
+
+// biometry measures the fetal head and makes its finding.
+func (s *imagingService) biometry(ctx context.Context, session *inference.Session, reader *dicomio.Reader, source review.Source, a *review.Analysis) ([]review.Finding, error) {
+	res, err := biometry.Analyze(ctx, session, reader)
+	if err != nil {
+		return nil, err
+	}
+	a.Frames = res.Frames
+	f, notes := res.Finding(a.Model)
+	a.Notes = notes
+	if f == nil {
+		return nil, nil
+	}
+	inst := res.Instance
+	source.Frames, source.NumberOfFrames = []int{f.BestFrame}, res.Frames
+	f.Source = source
+	f.Overlay = &review.Image{MediaType: "image/png", Data: res.Head.Overlay, Width: inst.Columns, Height: inst.Rows}
+	return []review.Finding{*f}, nil
+}
+
+// triage finds lesions and makes their findings.
+func (s *imagingService) triage(ctx context.Context, session *inference.Session, reader *dicomio.Reader, source review.Source, a *review.Analysis, progress triage.Progress) ([]review.Finding, error) {
+	res, err := triage.Analyze(ctx, session, reader, progress)
+	if err != nil {
+		return nil, err
+	}
+	a.Frames = res.Frames
+	inst := res.Instance
+	ref := a.Model
 	findings := make([]review.Finding, 0, len(res.Lesions))
 	for _, l := range res.Lesions {
 		f := review.Finding{
 			Pipeline: review.PipelineTriage, Label: l.Label, Score: l.Score, Priority: l.Priority,
 			Box:        &review.Box{X: float64(l.Box.Min.X), Y: float64(l.Box.Min.Y), Width: float64(l.Box.Dx()), Height: float64(l.Box.Dy())},
 			FirstFrame: l.FirstFrame, LastFrame: l.LastFrame, BestFrame: l.BestFrame,
-			Model: ref,
-			Source: review.Source{StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID,
-				SOPInstanceUID: inst.SOPInstanceUID, SOPClassUID: inst.SOPClassUID, Modality: inst.Modality,
-				Frames: frameRange(l.FirstFrame, l.LastFrame), NumberOfFrames: res.Frames},
+			Model:   ref,
+			Source:  source,
 			Overlay: &review.Image{MediaType: "image/png", Data: l.Overlay, Width: inst.Columns, Height: inst.Rows},
 		}
+		f.Source.Frames, f.Source.NumberOfFrames = frameRange(l.FirstFrame, l.LastFrame), res.Frames
 		if l.LongAxisMM > 0 {
 			f.Measurements = []review.Measurement{{Name: "long axis", Value: round1(l.LongAxisMM), Unit: "mm"}, {Name: "area", Value: round1(l.AreaMM2), Unit: "mm2"}}
 		}
 		findings = append(findings, f)
 	}
-	analysis := review.Analysis{SOPInstanceUID: inst.SOPInstanceUID, SOPClassUID: inst.SOPClassUID,
-		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID, Modality: inst.Modality,
-		Frames: res.Frames, Model: ref}
-	stored, existed, err := s.store.AddAnalysis(ctx, who, analysis, findings)
-	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
-	}
-	return s.response(ctx, stored, existed, includeOverlays)
+	return findings, nil
 }
 
 // response builds the answer from what the store holds, so a first answer and a repeated
@@ -192,6 +262,8 @@ func (s *imagingService) response(ctx context.Context, a review.Analysis, existe
 		AlreadyAnalyzed: existed,
 		FramesAnalyzed:  int32(a.Frames),
 		Model:           &vigilv1.ModelRef{Name: a.Model.Name, Version: a.Model.Version, Sha256: a.Model.SHA256},
+		Routing:         a.Routing,
+		Notes:           a.Notes,
 	}
 	for _, id := range a.FindingIDs {
 		f, err := s.store.Get(ctx, id)

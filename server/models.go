@@ -35,6 +35,7 @@ func (s *modelsService) ListModels(ctx context.Context, _ *vigilv1.ListModelsReq
 			Workers:           int32(st.Workers),
 			MaxBatch:          int32(st.MaxBatch),
 			Batching:          st.Batching,
+			Routes:            st.Routes,
 		})
 	}
 	return resp, nil

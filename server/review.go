@@ -317,7 +317,7 @@ func boxFromProto(b *vigilv1.Box) *review.Box {
 func measurementsToProto(ms []review.Measurement) []*vigilv1.Measurement {
 	out := make([]*vigilv1.Measurement, len(ms))
 	for i, m := range ms {
-		out[i] = &vigilv1.Measurement{Name: m.Name, Value: m.Value, Unit: m.Unit}
+		out[i] = &vigilv1.Measurement{Name: m.Name, Value: m.Value, Unit: m.Unit, LowQuality: m.LowQuality, Quality: m.Quality}
 	}
 	return out
 }

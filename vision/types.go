@@ -29,12 +29,24 @@ func (f Frame) At(x, y int) (b, g, r byte) {
 	return f.BGR[i], f.BGR[i+1], f.BGR[i+2]
 }
 
-// Mark is one annotation: a rectangle (in the image's pixels), its colour and a caption.
+// Mark is one annotation: a rectangle (in the image's pixels), its colour and a caption, and
+// an ellipse when one was fitted.
 type Mark struct {
 	Rect    image.Rectangle
 	Color   color.RGBA
 	Caption string
+	Ellipse *Ellipse
 }
+
+// Ellipse is an ellipse in image pixels: its centre, its full axes (Width along the direction
+// Angle gives, Height across it) and Angle in degrees, clockwise from the x axis as OpenCV
+// has it (y points down).
+type Ellipse struct {
+	CX, CY, Width, Height, Angle float64
+}
+
+// ErrTooFewPoints means an ellipse was asked of fewer than five points.
+var ErrTooFewPoints = errors.New("vision: an ellipse needs at least five points")
 
 // Line is a straight line to draw, such as a bone of a skeleton.
 type Line struct {

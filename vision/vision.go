@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"math"
 
 	"gocv.io/x/gocv"
 )
@@ -227,6 +228,10 @@ func drawMat(f Frame, marks []Mark, lines []Line) (gocv.Mat, error) {
 	for _, mk := range marks {
 		c := mk.Color
 		gocv.Rectangle(&m, mk.Rect, c, 2)
+		if e := mk.Ellipse; e != nil {
+			gocv.Ellipse(&m, image.Pt(int(math.Round(e.CX)), int(math.Round(e.CY))),
+				image.Pt(int(math.Round(e.Width/2)), int(math.Round(e.Height/2))), e.Angle, 0, 360, c, 2)
+		}
 		if mk.Caption != "" {
 			at := image.Pt(mk.Rect.Min.X, max(mk.Rect.Min.Y-6, 12))
 			gocv.PutText(&m, mk.Caption, at, gocv.FontHersheySimplex, 0.45, c, 1)
@@ -239,6 +244,29 @@ func drawMat(f Frame, marks []Mark, lines []Line) (gocv.Mat, error) {
 		gocv.Circle(&m, l.To, 3, c, -1)
 	}
 	return m, nil
+}
+
+// ellipseScale is how finely FitEllipse keeps its points: gocv v0.32 passes and returns
+// whole pixels, so points go in multiplied by 16 and the fit comes back divided by 16 (the
+// fit is the same at any scale), which keeps a sixteenth of a pixel.
+const ellipseScale = 16
+
+// FitEllipse is OpenCV's least-squares ellipse fit (fitEllipse) of points given as x, y in
+// pixels.
+func FitEllipse(points [][2]float64) (Ellipse, error) {
+	if len(points) < 5 {
+		return Ellipse{}, ErrTooFewPoints
+	}
+	pts := make([]image.Point, len(points))
+	for i, p := range points {
+		pts[i] = image.Pt(int(math.Round(p[0]*ellipseScale)), int(math.Round(p[1]*ellipseScale)))
+	}
+	pv := gocv.NewPointVectorFromPoints(pts)
+	defer pv.Close()
+	r := gocv.FitEllipse(pv)
+	// gocv truncates the centre and axes to whole numbers of the scaled points: a 1/16 pixel.
+	return Ellipse{CX: float64(r.Center.X) / ellipseScale, CY: float64(r.Center.Y) / ellipseScale,
+		Width: float64(r.Width) / ellipseScale, Height: float64(r.Height) / ellipseScale, Angle: r.Angle}, nil
 }
 
 // EncodeJPEG encodes a BGR frame as JPEG at the given quality (1-100).

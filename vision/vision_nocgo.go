@@ -22,3 +22,5 @@ func AnnotatePNG([]byte, int, int, int, []Mark) ([]byte, error) {
 func AnnotateFramePNG(Frame, []Mark, []Line) ([]byte, error) { return nil, ErrNoCGO }
 
 func EncodeJPEG(Frame, int) ([]byte, error) { return nil, ErrNoCGO }
+
+func FitEllipse([][2]float64) (Ellipse, error) { return Ellipse{}, ErrNoCGO }

@@ -23,6 +23,9 @@ type analyzedJSON struct {
 	SOPInstanceUID  string                `json:"sop_instance_uid,omitempty"`
 	AlreadyAnalyzed bool                  `json:"already_analyzed,omitempty"`
 	FramesAnalyzed  int32                 `json:"frames_analyzed,omitempty"`
+	Model           string                `json:"model,omitempty"`
+	Routing         string                `json:"routing,omitempty"`
+	Notes           []string              `json:"notes,omitempty"`
 	Findings        []analyzedFindingJSON `json:"findings,omitempty"`
 	Error           *errorJSON            `json:"error,omitempty"`
 }
@@ -35,6 +38,9 @@ type analyzedFindingJSON struct {
 	Frames   framesJSON `json:"frames"`
 	Box      *boxJSON   `json:"box"`
 	SizeMM   float64    `json:"size_mm"`
+	// Measurements are every measurement with its unit and quality.
+	Measurements []measurementJSON `json:"measurements"`
+	Evidence     []string          `json:"evidence,omitempty"`
 }
 
 type errorJSON struct {
@@ -47,7 +53,7 @@ func runAnalyze(g *globals, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	g.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON, one object per file (docs/cli.md)")
-	model := fs.String("model", "", "triage model (default: the server's)")
+	model := fs.String("model", "", "model to run (default: the one whose routes match each file; vigil models lists them)")
 	overlays := fs.String("overlays", "", "write each finding's annotated image to this folder as ID.png")
 	var files []string
 	for {
@@ -87,10 +93,12 @@ func runAnalyze(g *globals, args []string, stdout, stderr io.Writer) error {
 		} else {
 			res.SOPInstanceUID = resp.Source.GetSopInstanceUid()
 			res.AlreadyAnalyzed, res.FramesAnalyzed = resp.AlreadyAnalyzed, resp.FramesAnalyzed
+			res.Model, res.Routing, res.Notes = resp.GetModel().GetName(), resp.Routing, resp.Notes
 			res.Findings = []analyzedFindingJSON{}
 			for _, f := range resp.Findings {
 				af := analyzedFindingJSON{ID: f.Id, Label: f.Label, Score: f.Score, Priority: f.Priority,
-					Frames: framesJSON{f.FirstFrame, f.LastFrame, f.BestFrame}, Box: boxOf(f.Box)}
+					Frames: framesJSON{f.FirstFrame, f.LastFrame, f.BestFrame}, Box: boxOf(f.Box),
+					Measurements: measurementsOf(f.Measurements), Evidence: f.Evidence}
 				for _, m := range f.Measurements {
 					if m.Name == "long axis" && m.Unit == "mm" {
 						af.SizeMM = m.Value

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/vigil-health/vigil/eval"
+	"github.com/vigil-health/vigil/internal/hc18"
 	"github.com/vigil-health/vigil/models"
 )
 
@@ -18,8 +19,11 @@ import (
 // every labelled clip through the Ward service on a loopback server and matches its alerts to
 // the labels.
 func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "biometry" {
+		return runEvalBiometry(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "falls" {
-		return usageError{"usage: vigil eval falls --labels FILE [--clips DIR] [--transform NAME] [--json]"}
+		return usageError{"usage: vigil eval falls --labels FILE [--clips DIR] [--transform NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train] [--limit N] [--json]"}
 	}
 	fs := flag.NewFlagSet("eval falls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -64,6 +68,54 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	report.Transform = *transform
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report)
+	}
+	report.WriteTable(stdout)
+	return nil
+}
+
+// runEvalBiometry measures the fetal head model through the Imaging service: every image of a
+// split of the shared HC18 folder, wrapped as calibrated ultrasound DICOM, against the
+// sonographer's HC.
+func runEvalBiometry(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eval biometry", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ip := registerInProcess(fs)
+	data := fs.String("data", "", "the HC18 folder (default: ultrasound-hc18 in the shared data folder)")
+	split := fs.String("split", hc18.HeldApart, "which subjects: test (held apart), tune or train (models/fetal-head/MODEL_CARD.md)")
+	limit := fs.Int("limit", 0, "only the first N images of the split")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *data == "" {
+		*data = filepath.Join(ip.data, "ultrasound-hc18")
+	}
+	folder, err := hc18.Read(*data)
+	if err != nil {
+		return err
+	}
+	images := folder.Of(*split)
+	if len(images) == 0 {
+		return usageError{fmt.Sprintf("split %q has no images: use test, tune or train", *split)}
+	}
+	o := eval.BiometryOptions{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Images: images, Limit: *limit}
+	if !*quiet {
+		o.Progress = func(s string) { fmt.Fprintln(stderr, "vigil eval:", s) }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	report, err := eval.Biometry(ctx, o)
+	if err != nil {
+		return err
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

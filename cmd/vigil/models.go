@@ -31,6 +31,7 @@ type modelJSON struct {
 	Batching          string       `json:"batching"`
 	Inputs            []tensorJSON `json:"inputs"`
 	Outputs           []tensorJSON `json:"outputs"`
+	Routes            []string     `json:"routes"`
 }
 
 type tensorJSON struct {
@@ -82,7 +83,7 @@ func runModels(g *globals, args []string, stdout, stderr io.Writer) error {
 			Name: m.Name, Version: m.Version, Task: m.Task, State: stateName(m.State), Reason: m.Reason,
 			Provider: m.Provider, RequestedProvider: m.RequestedProvider, SHA256: m.Sha256,
 			WeightsPath: m.WeightsPath, Workers: m.Workers, MaxBatch: m.MaxBatch, Batching: m.Batching,
-			Inputs: tensorsJSON(m.Inputs), Outputs: tensorsJSON(m.Outputs),
+			Inputs: tensorsJSON(m.Inputs), Outputs: tensorsJSON(m.Outputs), Routes: append([]string{}, m.Routes...),
 		})
 	}
 	if *asJSON {
@@ -96,6 +97,15 @@ func runModels(g *globals, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Version, m.Task, m.State, dash(m.Provider), dash(m.Batching), dash(m.Reason))
 	}
 	tw.Flush()
+	fmt.Fprintln(stdout, "\nROUTES (which instances a model runs on when a request names none)")
+	for _, m := range out.Models {
+		if len(m.Routes) == 0 {
+			fmt.Fprintf(stdout, "  %s: only when named\n", m.Name)
+		}
+		for _, r := range m.Routes {
+			fmt.Fprintf(stdout, "  %s: %s\n", m.Name, r)
+		}
+	}
 	fmt.Fprintf(stdout, "ONNX Runtime %s\n", dash(out.RuntimeVersion))
 	return nil
 }

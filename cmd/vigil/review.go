@@ -46,9 +46,11 @@ type boxJSON struct {
 }
 
 type measurementJSON struct {
-	Name  string  `json:"name"`
-	Value float64 `json:"value"`
-	Unit  string  `json:"unit"`
+	Name       string  `json:"name"`
+	Value      float64 `json:"value"`
+	Unit       string  `json:"unit"`
+	LowQuality bool    `json:"low_quality,omitempty"`
+	Quality    string  `json:"quality,omitempty"`
 }
 
 type framesJSON struct {
@@ -122,7 +124,7 @@ func boxOf(b *vigilv1.Box) *boxJSON {
 func measurementsOf(ms []*vigilv1.Measurement) []measurementJSON {
 	out := []measurementJSON{}
 	for _, m := range ms {
-		out = append(out, measurementJSON{m.Name, m.Value, m.Unit})
+		out = append(out, measurementJSON{m.Name, m.Value, m.Unit, m.LowQuality, m.Quality})
 	}
 	return out
 }

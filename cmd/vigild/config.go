@@ -77,7 +77,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 15 * time.Second,
 		Models:          ModelsConfig{CacheDir: models.DefaultCacheDir(), Mirrors: models.MirrorsFromEnv()},
 		Inference:       InferenceConfig{Provider: "cpu", Workers: 2, QueueDepth: 64},
-		Imaging: ImagingConfig{Model: "us-lesion-demo", MaxFrames: dicomio.DefaultLimits.MaxFrames,
+		Imaging: ImagingConfig{Model: "", MaxFrames: dicomio.DefaultLimits.MaxFrames,
 			MaxRows: dicomio.DefaultLimits.MaxRows, MaxCols: dicomio.DefaultLimits.MaxCols, MaxBytes: int(dicomio.DefaultLimits.MaxBytes)},
 	}
 }
@@ -108,7 +108,7 @@ func (c *Config) settings() []setting {
 		{"workers", "VIGIL_WORKERS", "runs of one model at once", &c.Inference.Workers},
 		{"queue-depth", "VIGIL_QUEUE_DEPTH", "runs of one model that may wait before callers get ResourceExhausted", &c.Inference.QueueDepth},
 		{"intra-op-threads", "VIGIL_INTRA_OP_THREADS", "ONNX Runtime threads per run; 0 shares the CPUs among workers", &c.Inference.IntraOpThreads},
-		{"triage-model", "VIGIL_TRIAGE_MODEL", "the model Imaging uses when a request names none", &c.Imaging.Model},
+		{"triage-model", "VIGIL_TRIAGE_MODEL", "a model Imaging runs on every instance whose request names none (empty: the models' routes choose)", &c.Imaging.Model},
 		{"max-frames", "VIGIL_MAX_FRAMES", "most frames an instance may have", &c.Imaging.MaxFrames},
 		{"max-rows", "VIGIL_MAX_ROWS", "most rows an image may have", &c.Imaging.MaxRows},
 		{"max-cols", "VIGIL_MAX_COLS", "most columns an image may have", &c.Imaging.MaxCols},

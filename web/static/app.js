@@ -189,6 +189,8 @@ function renderDetail() {
     cell(tr, m.name);
     cell(tr, number(m.value));
     cell(tr, m.unit);
+    cell(tr, (m.low_quality ? "LOW QUALITY: check before use · " : "") + (m.quality || ""));
+    if (m.low_quality) tr.className = "low-quality";
     mbody.appendChild(tr);
     const label = document.createElement("label");
     label.textContent = m.name + " (" + m.unit + ") ";

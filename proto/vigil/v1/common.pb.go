@@ -315,10 +315,16 @@ func (x *Point) GetY() float32 {
 
 // Measurement is one quantity with its unit in UCUM ("mm", "mm2", "/min", "s", "m/s", "1").
 type Measurement struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Value         float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
-	Unit          string                 `protobuf:"bytes,3,opt,name=unit,proto3" json:"unit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	// unit is UCUM ("mm", "wk", "%", "1").
+	Unit string `protobuf:"bytes,3,opt,name=unit,proto3" json:"unit,omitempty"`
+	// low_quality flags a value that must not be taken without a look; quality says how far
+	// the value can be trusted, in words and figures (for a fetal head: the model's mean
+	// probability, the ellipse-fit residual, how much of the skull's outline was seen).
+	LowQuality    bool   `protobuf:"varint,4,opt,name=low_quality,json=lowQuality,proto3" json:"low_quality,omitempty"`
+	Quality       string `protobuf:"bytes,5,opt,name=quality,proto3" json:"quality,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -370,6 +376,20 @@ func (x *Measurement) GetValue() float64 {
 func (x *Measurement) GetUnit() string {
 	if x != nil {
 		return x.Unit
+	}
+	return ""
+}
+
+func (x *Measurement) GetLowQuality() bool {
+	if x != nil {
+		return x.LowQuality
+	}
+	return false
+}
+
+func (x *Measurement) GetQuality() string {
+	if x != nil {
+		return x.Quality
 	}
 	return ""
 }
@@ -1097,11 +1117,14 @@ const file_vigil_v1_common_proto_rawDesc = "" +
 	"\x06height\x18\x04 \x01(\x02R\x06height\"#\n" +
 	"\x05Point\x12\f\n" +
 	"\x01x\x18\x01 \x01(\x02R\x01x\x12\f\n" +
-	"\x01y\x18\x02 \x01(\x02R\x01y\"K\n" +
+	"\x01y\x18\x02 \x01(\x02R\x01y\"\x86\x01\n" +
 	"\vMeasurement\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x12\n" +
-	"\x04unit\x18\x03 \x01(\tR\x04unit\"h\n" +
+	"\x04unit\x18\x03 \x01(\tR\x04unit\x12\x1f\n" +
+	"\vlow_quality\x18\x04 \x01(\bR\n" +
+	"lowQuality\x12\x18\n" +
+	"\aquality\x18\x05 \x01(\tR\aquality\"h\n" +
 	"\x05Image\x12\x1d\n" +
 	"\n" +
 	"media_type\x18\x01 \x01(\tR\tmediaType\x12\x12\n" +

@@ -78,7 +78,8 @@ func (x *AnalyzeInstanceRequest) GetOptions() *AnalyzeOptions {
 // AnalyzeOptions tunes one analysis.
 type AnalyzeOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// model names the triage model; empty means the configured default.
+	// model names the model to run; empty lets the models' routes choose by the instance's
+	// modality, SOP class, body part and study or series description (vigil models lists them).
 	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	// include_overlays asks for the annotated images in the response.
 	IncludeOverlays bool `protobuf:"varint,2,opt,name=include_overlays,json=includeOverlays,proto3" json:"include_overlays,omitempty"`
@@ -140,8 +141,13 @@ type AnalyzeInstanceResponse struct {
 	AlreadyAnalyzed bool      `protobuf:"varint,3,opt,name=already_analyzed,json=alreadyAnalyzed,proto3" json:"already_analyzed,omitempty"`
 	FramesAnalyzed  int32     `protobuf:"varint,4,opt,name=frames_analyzed,json=framesAnalyzed,proto3" json:"frames_analyzed,omitempty"`
 	Model           *ModelRef `protobuf:"bytes,5,opt,name=model,proto3" json:"model,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// routing says why the model ran ("asked for", or the route that matched), or why no model
+	// did: then model is unset, there are no findings, and nothing is stored.
+	Routing string `protobuf:"bytes,6,opt,name=routing,proto3" json:"routing,omitempty"`
+	// notes say what was not measured and why, such as an image without calibration.
+	Notes         []string `protobuf:"bytes,7,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AnalyzeInstanceResponse) Reset() {
@@ -205,6 +211,20 @@ func (x *AnalyzeInstanceResponse) GetFramesAnalyzed() int32 {
 func (x *AnalyzeInstanceResponse) GetModel() *ModelRef {
 	if x != nil {
 		return x.Model
+	}
+	return nil
+}
+
+func (x *AnalyzeInstanceResponse) GetRouting() string {
+	if x != nil {
+		return x.Routing
+	}
+	return ""
+}
+
+func (x *AnalyzeInstanceResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -364,13 +384,15 @@ const file_vigil_v1_imaging_proto_rawDesc = "" +
 	"\aoptions\x18\x02 \x01(\v2\x18.vigil.v1.AnalyzeOptionsR\aoptions\"Q\n" +
 	"\x0eAnalyzeOptions\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12)\n" +
-	"\x10include_overlays\x18\x02 \x01(\bR\x0fincludeOverlays\"\xf5\x01\n" +
+	"\x10include_overlays\x18\x02 \x01(\bR\x0fincludeOverlays\"\xa5\x02\n" +
 	"\x17AnalyzeInstanceResponse\x12-\n" +
 	"\x06source\x18\x01 \x01(\v2\x15.vigil.v1.DicomSourceR\x06source\x12-\n" +
 	"\bfindings\x18\x02 \x03(\v2\x11.vigil.v1.FindingR\bfindings\x12)\n" +
 	"\x10already_analyzed\x18\x03 \x01(\bR\x0falreadyAnalyzed\x12'\n" +
 	"\x0fframes_analyzed\x18\x04 \x01(\x05R\x0eframesAnalyzed\x12(\n" +
-	"\x05model\x18\x05 \x01(\v2\x12.vigil.v1.ModelRefR\x05model\"\xa0\x01\n" +
+	"\x05model\x18\x05 \x01(\v2\x12.vigil.v1.ModelRefR\x05model\x12\x18\n" +
+	"\arouting\x18\x06 \x01(\tR\arouting\x12\x14\n" +
+	"\x05notes\x18\a \x03(\tR\x05notes\"\xa0\x01\n" +
 	"\x1fAnalyzeInstanceProgressResponse\x127\n" +
 	"\bprogress\x18\x01 \x01(\v2\x19.vigil.v1.AnalyzeProgressH\x00R\bprogress\x12;\n" +
 	"\x06result\x18\x02 \x01(\v2!.vigil.v1.AnalyzeInstanceResponseH\x00R\x06resultB\a\n" +

@@ -195,7 +195,10 @@ type ModelInfo struct {
 	MaxBatch int32 `protobuf:"varint,13,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	// batching says how the model batches requests, or why it does not (a fixed batch
 	// dimension, or no max_batch in the manifest).
-	Batching      string `protobuf:"bytes,14,opt,name=batching,proto3" json:"batching,omitempty"`
+	Batching string `protobuf:"bytes,14,opt,name=batching,proto3" json:"batching,omitempty"`
+	// routes say which DICOM instances the model runs on when a request names no model, one
+	// line each; empty when it runs only when named.
+	Routes        []string `protobuf:"bytes,15,rep,name=routes,proto3" json:"routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -328,6 +331,13 @@ func (x *ModelInfo) GetBatching() string {
 	return ""
 }
 
+func (x *ModelInfo) GetRoutes() []string {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
 type ListModelsResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Models         []*ModelInfo           `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
@@ -390,7 +400,7 @@ const file_vigil_v1_models_proto_rawDesc = "" +
 	"TensorSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05dtype\x18\x02 \x01(\tR\x05dtype\x12\x14\n" +
-	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\xc8\x03\n" +
+	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\xe0\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -406,7 +416,8 @@ const file_vigil_v1_models_proto_rawDesc = "" +
 	"\aoutputs\x18\v \x03(\v2\x14.vigil.v1.TensorSpecR\aoutputs\x12\x18\n" +
 	"\aworkers\x18\f \x01(\x05R\aworkers\x12\x1b\n" +
 	"\tmax_batch\x18\r \x01(\x05R\bmaxBatch\x12\x1a\n" +
-	"\bbatching\x18\x0e \x01(\tR\bbatching\"j\n" +
+	"\bbatching\x18\x0e \x01(\tR\bbatching\x12\x16\n" +
+	"\x06routes\x18\x0f \x03(\tR\x06routes\"j\n" +
 	"\x12ListModelsResponse\x12+\n" +
 	"\x06models\x18\x01 \x03(\v2\x13.vigil.v1.ModelInfoR\x06models\x12'\n" +
 	"\x0fruntime_version\x18\x02 \x01(\tR\x0eruntimeVersion*r\n" +

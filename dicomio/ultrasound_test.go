@@ -1,0 +1,108 @@
+package dicomio
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vigil-health/vigil/internal/testenv"
+)
+
+func greyUltrasound(frames int, mm float64) *GreyUltrasound {
+	u := &GreyUltrasound{Width: 81, Height: 60, MMPerPixel: mm, StudyDescription: "OB ultrasound", SeriesDescription: "Fetal biometry"}
+	for f := range frames {
+		pix := make([]byte, u.Width*u.Height)
+		for i := range pix {
+			pix[i] = byte(i*7 + f)
+		}
+		u.Frames = append(u.Frames, pix)
+	}
+	return u
+}
+
+// TestUltrasoundDICOMReadsBack writes single- and multi-frame images (odd width, so an odd
+// pixel length) and reads them back: descriptions, calibration and every pixel.
+func TestUltrasoundDICOMReadsBack(t *testing.T) {
+	for _, frames := range []int{1, 3} {
+		u := greyUltrasound(frames, 0.0691358)
+		data, err := UltrasoundDICOM(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open(bytes.NewReader(data), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst := r.Instance()
+		if inst.StudyDescription != "OB ultrasound" || inst.SeriesDescription != "Fetal biometry" || inst.SOPInstanceUID != u.SOPInstanceUID {
+			t.Errorf("%d frames: read %+v", frames, inst)
+		}
+		if x, y, ok := inst.Regions[0].MillimetresPerPixel(); !ok || math.Abs(x-0.0691358) > 1e-12 || math.Abs(y-0.0691358) > 1e-12 {
+			t.Errorf("%d frames: calibration %v %v %v", frames, x, y, ok)
+		}
+		wantClass := UltrasoundImageStorage
+		if frames > 1 {
+			wantClass = UltrasoundMultiFrameStorage
+		}
+		if inst.SOPClassUID != wantClass {
+			t.Errorf("%d frames: SOP class %s", frames, inst.SOPClassUID)
+		}
+		for i := 0; ; i++ {
+			f, err := r.Next()
+			if err == io.EOF {
+				if i != frames {
+					t.Errorf("read %d frames of %d", i, frames)
+				}
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(f.Pix, u.Frames[i]) {
+				t.Errorf("frame %d differs", i+1)
+			}
+		}
+	}
+}
+
+// TestUltrasoundDICOMPassesDciodvfy checks both IODs with dicom3tools.
+func TestUltrasoundDICOMPassesDciodvfy(t *testing.T) {
+	for _, frames := range []int{1, 2} {
+		data, err := UltrasoundDICOM(greyUltrasound(frames, 0.1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "us.dcm")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Dciodvfy(t, path)
+	}
+}
+
+func TestUncalibratedAndPixelSpacing(t *testing.T) {
+	data, err := UltrasoundDICOM(greyUltrasound(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(bytes.NewReader(data), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Instance().Regions) != 0 || r.Instance().PixelSpacing != [2]float64{} {
+		t.Errorf("an uncalibrated image reads as calibrated: %+v", r.Instance())
+	}
+	var inst Instance
+	if err := inst.set(header{tag: Tag{0x0028, 0x0030}, vr: "DS"}, []byte(`0.25\0.125 `)); err != nil || inst.PixelSpacing != [2]float64{0.25, 0.125} {
+		t.Errorf("pixel spacing %v, %v", inst.PixelSpacing, err)
+	}
+	for _, bad := range []string{`0.25`, `x\1`, `-1\1`, `1\Inf`} {
+		var inst Instance
+		if err := inst.set(header{tag: Tag{0x0028, 0x0030}, vr: "DS"}, []byte(bad)); err != nil || inst.PixelSpacing != [2]float64{} {
+			t.Errorf("pixel spacing %q read as %v (%v)", bad, inst.PixelSpacing, err)
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package eval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/hc18"
+	"github.com/vigil-health/vigil/internal/loopback"
+	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/biometry"
+	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+)
+
+// BiometryOptions configure a biometry evaluation.
+type BiometryOptions struct {
+	Engine   inference.Config
+	Entries  []models.Entry
+	Resolver *models.Resolver
+	Images   []hc18.Image
+	// Limit, when above 0, takes only the first Limit images.
+	Limit    int
+	Progress func(string)
+}
+
+// BiometryReport is the HC error through the whole gRPC path.
+type BiometryReport struct {
+	Images []BiometryResult `json:"images"`
+	Count  int              `json:"count"`
+	// Measured images got an HC; Flagged of them carry the low-quality flag.
+	Measured int `json:"measured"`
+	Flagged  int `json:"flagged"`
+	// NotMeasured counts the images without HC, by reason.
+	NotMeasured map[string]int `json:"not_measured"`
+	// All is the absolute HC error over every measured image; Trusted over those not flagged.
+	All     ErrorStats `json:"hc_abs_error_mm_all"`
+	Trusted ErrorStats `json:"hc_abs_error_mm_not_flagged"`
+	// Within5 is the share of measured images within 5 mm of the sonographer.
+	Within5 float64 `json:"within_5mm"`
+	// SilentOver10 counts images with an error over 10 mm that carry no low-quality flag:
+	// the failure that must not happen.
+	SilentOver10 int `json:"silent_over_10mm"`
+}
+
+// ErrorStats summarises absolute errors in mm.
+type ErrorStats struct {
+	N      int     `json:"n"`
+	Mean   float64 `json:"mean"`
+	Median float64 `json:"median"`
+	P90    float64 `json:"p90"`
+	Worst  float64 `json:"worst"`
+}
+
+// BiometryResult is one image's outcome.
+type BiometryResult struct {
+	File       string  `json:"file"`
+	TruthHC    float64 `json:"truth_hc_mm"`
+	HC         float64 `json:"hc_mm,omitempty"`
+	Error      float64 `json:"abs_error_mm,omitempty"`
+	LowQuality bool    `json:"low_quality,omitempty"`
+	// Why is the reason there is no HC, or the low-quality flag's reasons.
+	Why string `json:"why,omitempty"`
+}
+
+// Biometry sends every image, wrapped as calibrated DICOM, through AnalyzeInstance on a
+// loopback server without naming a model (the routes choose), and compares HC with the
+// sonographer's.
+func Biometry(ctx context.Context, o BiometryOptions) (*BiometryReport, error) {
+	progress := o.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	engine, err := inference.Open(o.Engine)
+	if err != nil {
+		return nil, err
+	}
+	defer engine.Close()
+	srv, err := loopback.Start(ctx, engine, loopback.Options{Entries: o.Entries, Resolver: o.Resolver,
+		Load: []string{"fetal-head"}, Roles: []auth.Role{auth.RolePACSWorker}})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	client := vigilv1.NewImagingClient(srv.Conn)
+	images := o.Images
+	if o.Limit > 0 && o.Limit < len(images) {
+		images = images[:o.Limit]
+	}
+	r := &BiometryReport{NotMeasured: map[string]int{}}
+	for i, im := range images {
+		data, err := im.FetalHeadDICOM(false)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := Analyze(srv.As(ctx, auth.RolePACSWorker), client, data, "")
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", im.File, err)
+		}
+		res := BiometryResult{File: im.File, TruthHC: im.HC}
+		hc, low, why := HeadCircumference(resp)
+		if hc == 0 {
+			res.Why = why
+			r.NotMeasured[why]++
+		} else {
+			res.HC, res.LowQuality = hc, low
+			res.Error = math.Round(math.Abs(hc-im.HC)*100) / 100
+			if low {
+				res.Why = why
+			}
+		}
+		r.Images = append(r.Images, res)
+		if (i+1)%20 == 0 {
+			progress(fmt.Sprintf("%d of %d images", i+1, len(images)))
+		}
+	}
+	r.total()
+	return r, nil
+}
+
+// Analyze sends one DICOM file down AnalyzeInstance in 1 MiB chunks.
+func Analyze(ctx context.Context, client vigilv1.ImagingClient, data []byte, model string) (*vigilv1.AnalyzeInstanceResponse, error) {
+	stream, err := client.AnalyzeInstance(ctx)
+	if err != nil {
+		return nil, err
+	}
+	const chunk = 1 << 20
+	for off := 0; off < len(data); off += chunk {
+		req := &vigilv1.AnalyzeInstanceRequest{Chunk: data[off:min(off+chunk, len(data))]}
+		if off == 0 {
+			req.Options = &vigilv1.AnalyzeOptions{Model: model}
+		}
+		if err := stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+// HeadCircumference reads HC from a response: its value in mm, its low-quality flag, and why
+// there is none or why it is flagged.
+func HeadCircumference(resp *vigilv1.AnalyzeInstanceResponse) (hc float64, low bool, why string) {
+	for _, f := range resp.Findings {
+		if f.Label != biometry.Label {
+			continue
+		}
+		var flags []string
+		for _, e := range f.Evidence {
+			if r, ok := strings.CutPrefix(e, "low quality: "); ok {
+				flags = append(flags, r)
+			}
+		}
+		for _, m := range f.Measurements {
+			if m.Name == biometry.NameHC && m.Unit == "mm" {
+				return m.Value, m.LowQuality, strings.Join(flags, "; ")
+			}
+		}
+		return 0, false, strings.Join(resp.Notes, "; ")
+	}
+	if len(resp.Notes) > 0 {
+		return 0, false, strings.Join(resp.Notes, "; ")
+	}
+	if resp.GetModel().GetName() == "" {
+		return 0, false, "not routed: " + resp.Routing
+	}
+	return 0, false, "no fetal head finding"
+}
+
+func (r *BiometryReport) total() {
+	var all, trusted []float64
+	within := 0
+	r.Count = len(r.Images)
+	for _, im := range r.Images {
+		if im.HC == 0 {
+			continue
+		}
+		r.Measured++
+		all = append(all, im.Error)
+		if im.Error <= 5 {
+			within++
+		}
+		if im.LowQuality {
+			r.Flagged++
+			continue
+		}
+		trusted = append(trusted, im.Error)
+		if im.Error > 10 {
+			r.SilentOver10++
+		}
+	}
+	r.All, r.Trusted = stats(all), stats(trusted)
+	if r.Measured > 0 {
+		r.Within5 = math.Round(float64(within)/float64(r.Measured)*1000) / 1000
+	}
+}
+
+func stats(v []float64) ErrorStats {
+	if len(v) == 0 {
+		return ErrorStats{}
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	sum := 0.0
+	for _, x := range s {
+		sum += x
+	}
+	at := func(q float64) float64 { // nearest rank
+		return s[min(len(s)-1, int(math.Ceil(q*float64(len(s))))-1)]
+	}
+	r2 := func(x float64) float64 { return math.Round(x*100) / 100 }
+	return ErrorStats{N: len(s), Mean: r2(sum / float64(len(s))), Median: r2(at(0.5)), P90: r2(at(0.9)), Worst: r2(s[len(s)-1])}
+}
+
+// WriteTable prints the report for people.
+func (r *BiometryReport) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "images %d, measured %d (%d flagged low quality), not measured %d\n", r.Count, r.Measured, r.Flagged, r.Count-r.Measured)
+	for why, n := range r.NotMeasured {
+		fmt.Fprintf(w, "  not measured x%d: %s\n", n, why)
+	}
+	row := func(name string, s ErrorStats) {
+		fmt.Fprintf(w, "HC abs error, %-22s n=%-4d mean %.2f mm  median %.2f  p90 %.2f  worst %.2f\n", name+":", s.N, s.Mean, s.Median, s.P90, s.Worst)
+	}
+	row("every measured image", r.All)
+	row("not flagged", r.Trusted)
+	fmt.Fprintf(w, "within 5 mm: %.1f%% of measured; over 10 mm without a low-quality flag: %d\n", 100*r.Within5, r.SilentOver10)
+	worst := slices.Clone(r.Images)
+	slices.SortFunc(worst, func(a, b BiometryResult) int { return -cmpFloat(a.Error, b.Error) })
+	fmt.Fprintln(w, "largest errors:")
+	for _, im := range worst[:min(5, len(worst))] {
+		flag := ""
+		if im.LowQuality {
+			flag = " [low quality: " + im.Why + "]"
+		}
+		fmt.Fprintf(w, "  %s: HC %.1f mm, sonographer %.1f mm, error %.1f mm%s\n", im.File, im.HC, im.TruthHC, im.Error, flag)
+	}
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
