@@ -39,9 +39,11 @@ type Options struct {
 	// Video is the walkers clip; DICOMDir holds the real ultrasound files.
 	Video    string
 	DICOMDir string
+	// HC18Dir is the shared fetal head folder (ultrasound-hc18).
+	HC18Dir string
 	// PeerDir is scripts/peer-node, with onnxruntime-node installed.
 	PeerDir string
-	// Only, when set, names the sections to measure: imaging, ward, peer, dicom.
+	// Only, when set, names the sections to measure: imaging, biometry, ward, peer, dicom.
 	Only []string
 	// Progress, when set, is told what is being measured.
 	Progress func(string)
@@ -137,7 +139,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Workers: workers, IntraOpThreads: threads}}
 
 	want := func(section string) bool { return len(o.Only) == 0 || slices.Contains(o.Only, section) }
-	if want("imaging") || want("ward") {
+	if want("imaging") || want("biometry") || want("ward") {
 		rg, err := newRig(ctx, engine, o)
 		if err != nil {
 			return nil, err
@@ -147,6 +149,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if want("imaging") {
 			if err := measureImaging(ctx, engine, rg, o, r); err != nil {
 				return nil, fmt.Errorf("imaging: %w", err)
+			}
+		}
+		if want("biometry") {
+			if err := measureBiometry(ctx, rg, o, r); err != nil {
+				return nil, fmt.Errorf("biometry: %w", err)
 			}
 		}
 		if want("ward") {

@@ -21,6 +21,7 @@ func TestQuickRunMeasuresEveryPath(t *testing.T) {
 		Entries: models.Builtin(), Resolver: testenv.Resolver(),
 		Video:    testenv.Shared(t, "video/walkers-vtest.avi"),
 		DICOMDir: testenv.Shared(t, "dicom/ultrasound"),
+		HC18Dir:  testenv.Shared(t, "ultrasound-hc18"),
 		PeerDir:  filepath.Join(testenv.RepoRoot(), "scripts", "peer-node"),
 	}.Quick()
 	r, err := Run(context.Background(), o)

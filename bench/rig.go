@@ -34,7 +34,7 @@ func newRig(ctx context.Context, engine *inference.Engine, o Options) (*rig, err
 	}
 	s, err := loopback.Start(ctx, engine, loopback.Options{
 		Entries: entries, Resolver: o.Resolver,
-		Load:    []string{triageModel, unbatched, "fastestdet", "movenet-lightning"},
+		Load:    []string{triageModel, unbatched, biometryModel, "fastestdet", "movenet-lightning"},
 		Roles:   []auth.Role{auth.RolePACSWorker, auth.RoleWardBridge},
 		Imaging: server.ImagingOptions{Model: triageModel, Decoders: dicomio.Decoders{JPEG2000: vision.DecodeJPEG2000}},
 	})

@@ -70,11 +70,19 @@ $("$bin/vigil" --server "$listen" --token "$token" models)
 \$ bin/vigil phantoms --out $data/phantoms --count 4     # synthetic loops with known lesions
 $("$bin/vigil" phantoms --out "$data/phantoms" --count 4 --seed 100000)
 
-\$ bin/vigil --server $listen --token \$PACS_TOKEN analyze <real ultrasound files> <phantoms>
-$(shopt -s nullglob; files=("$root"/../shared/data/dicom/ultrasound/*.dcm "$data"/phantoms/*.dcm); "$bin/vigil" --server "$listen" --token "$pacs" --timeout 120s analyze "${files[@]}" 2>&1)
+\$ bin/vigil fetal-heads --out $data/fetal-heads --count 4   # real fetal heads (HC18, held-apart subjects) as calibrated OB DICOM
+$("$bin/vigil" fetal-heads --out "$data/fetal-heads" --count 4)
 
-(us-lesion-demo is a demonstration model trained on synthetic phantoms only: on real
-ultrasound its findings are not meaningful. It is not a clinical model.)
+\$ bin/vigil --server $listen --token \$PACS_TOKEN analyze <fetal heads> <real ultrasound files> <phantoms>
+  (no model is named: each model's routes choose. OB or fetal exams go to fetal-head; the
+   phantom lesion model runs only on phantoms; other exams are left alone.)
+$(shopt -s nullglob; files=("$data"/fetal-heads/*.dcm "$root"/../shared/data/dicom/ultrasound/*.dcm "$data"/phantoms/*.dcm); "$bin/vigil" --server "$listen" --token "$pacs" --timeout 120s analyze "${files[@]}" 2>&1)
+
+\$ bin/vigil --server $listen --token \$PACS_TOKEN analyze --json $data/fetal-heads/<first>   # measurements with unit and quality
+$(shopt -s nullglob; files=("$data"/fetal-heads/*.dcm); "$bin/vigil" --server "$listen" --token "$pacs" --timeout 120s analyze --json "${files[0]}" 2>&1 | sed -n '/"measurements"/,/\]/p')
+
+(us-lesion-demo is a demonstration model trained on synthetic phantoms only; it is not a
+clinical model, and by default it runs on nothing else.)
 
 \$ bin/vigil --server $listen --token \$BRIDGE_TOKEN bridge --camera lobby --fps 7 --source walkers-vtest.avi
   (the OpenCV sample clip is PETS 2009 S2.L1, filmed at about 7 frames/s; its header says 10.

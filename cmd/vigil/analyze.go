@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"google.golang.org/grpc/status"
@@ -126,13 +127,26 @@ func runAnalyze(g *globals, args []string, stdout, stderr io.Writer) error {
 			switch {
 			case r.Error != nil:
 				fmt.Fprintf(tw, "%s\t%s: %s\n", name, r.Error.Code, r.Error.Message)
+			case r.Model == "":
+				fmt.Fprintf(tw, "%s\tnot analysed: %s\n", name, r.Routing)
 			case len(r.Findings) == 0:
-				fmt.Fprintf(tw, "%s\tno findings (%d frames)\n", name, r.FramesAnalyzed)
+				fmt.Fprintf(tw, "%s\tno findings (%d frames, %s)%s\n", name, r.FramesAnalyzed, r.Model, notesText(r.Notes))
 			}
 			for _, f := range r.Findings {
 				size := "-"
 				if f.SizeMM > 0 {
 					size = fmt.Sprintf("%.1f mm", f.SizeMM)
+				}
+				for _, m := range f.Measurements {
+					if m.Name == "HC" && m.Unit == "mm" {
+						size = fmt.Sprintf("HC %.1f mm", m.Value)
+						if m.LowQuality {
+							size += " (LOW QUALITY)"
+						}
+					}
+				}
+				if len(f.Measurements) == 0 && len(r.Notes) > 0 {
+					size = r.Notes[0]
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%d\t%d-%d (best %d)\t%.0f,%.0f,%.0f,%.0f\t%s\n", name, f.ID, f.Label, f.Score, f.Priority,
 					f.Frames.First, f.Frames.Last, f.Frames.Best, f.Box.X, f.Box.Y, f.Box.Width, f.Box.Height, size)
@@ -190,4 +204,11 @@ func analyzeFile(g *globals, client vigilv1.ImagingClient, file, model string, o
 		}
 	}
 	return stream.CloseAndRecv()
+}
+
+func notesText(notes []string) string {
+	if len(notes) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(notes, "; ")
 }

@@ -30,7 +30,8 @@ func runBench(_ *globals, args []string, stdout, stderr io.Writer) error {
 	frames := fs.Int("frames", 60, "walkers-clip frames per ward path and round")
 	video := fs.String("video", filepath.Join(data, "video", "walkers-vtest.avi"), "the walkers clip")
 	dicomDir := fs.String("dicom-dir", filepath.Join(data, "dicom", "ultrasound"), "real ultrasound DICOM files for the decode comparison")
-	only := fs.String("only", "", "measure only these sections, ',' separated: imaging, ward, peer, dicom")
+	hc18Dir := fs.String("hc18", filepath.Join(data, "ultrasound-hc18"), "the shared fetal head folder, for the biometry section")
+	only := fs.String("only", "", "measure only these sections, ',' separated: imaging, biometry, ward, peer, dicom")
 	peerDir := fs.String("peer-dir", filepath.Join(root, "scripts", "peer-node"), "scripts/peer-node with onnxruntime-node installed (make deps)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -43,16 +44,16 @@ func runBench(_ *globals, args []string, stdout, stderr io.Writer) error {
 		Entries:  models.Builtin(),
 		Resolver: ip.resolver(),
 		Rounds:   *rounds, Instances: *instances, WardFrames: *frames,
-		Video: *video, DICOMDir: *dicomDir, PeerDir: *peerDir,
+		Video: *video, DICOMDir: *dicomDir, PeerDir: *peerDir, HC18Dir: *hc18Dir,
 		Progress: func(s string) { fmt.Fprintln(stderr, "vigil bench:", s) },
 	}
 	for _, section := range strings.Split(*only, ",") {
 		switch section = strings.TrimSpace(section); section {
 		case "":
-		case "imaging", "ward", "peer", "dicom":
+		case "imaging", "biometry", "ward", "peer", "dicom":
 			o.Only = append(o.Only, section)
 		default:
-			return usageError{fmt.Sprintf("--only: unknown section %q (imaging, ward, peer, dicom)", section)}
+			return usageError{fmt.Sprintf("--only: unknown section %q (imaging, biometry, ward, peer, dicom)", section)}
 		}
 	}
 	if *quick {

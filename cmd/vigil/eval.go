@@ -98,13 +98,9 @@ func runEvalBiometry(args []string, stdout, stderr io.Writer) error {
 	if *data == "" {
 		*data = filepath.Join(ip.data, "ultrasound-hc18")
 	}
-	folder, err := hc18.Read(*data)
+	images, err := hc18Split(*data, *split)
 	if err != nil {
 		return err
-	}
-	images := folder.Of(*split)
-	if len(images) == 0 {
-		return usageError{fmt.Sprintf("split %q has no images: use test, tune or train", *split)}
 	}
 	o := eval.BiometryOptions{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Images: images, Limit: *limit}
 	if !*quiet {

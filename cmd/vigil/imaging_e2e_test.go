@@ -25,16 +25,36 @@ func TestAnalyzeRealFiles(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &results); err != nil || code != 0 || len(results) != 6 {
 		t.Fatalf("analyze ultrasound: exit %d, %v, %s\n%s", code, err, errOut, out)
 	}
+	// The real files name no obstetric exam and are not phantoms: no route takes them, and
+	// the answer says so.
 	for _, r := range results {
-		if r.Error != nil || r.Findings == nil || r.SOPInstanceUID == "" {
-			t.Errorf("%s: %+v; want findings (or none) and no error", filepath.Base(r.File), r)
+		if r.Error != nil || r.SOPInstanceUID == "" || r.Model != "" || len(r.Findings) != 0 || !strings.Contains(r.Routing, "no model's routes match") {
+			t.Errorf("%s: %+v; want no model, no findings, no error", filepath.Base(r.File), r)
+		}
+	}
+	// Named, a model runs on every one of them: every transfer syntax decodes on the whole path.
+	out, errOut, code = cli(t, append([]string{"--server", d.grpc, "--token", pacs, "analyze", "--json", "--model", "us-lesion-demo"}, us...)...)
+	results = nil
+	if err := json.Unmarshal([]byte(out), &results); err != nil || code != 0 || len(results) != 6 {
+		t.Fatalf("analyze ultrasound with a model named: exit %d, %v, %s\n%s", code, err, errOut, out)
+	}
+	for _, r := range results {
+		if r.Error != nil || r.FramesAnalyzed == 0 || r.Model != "us-lesion-demo" || r.Routing != "asked for by the request" {
+			t.Errorf("%s: %+v; want frames analysed by the model asked for", filepath.Base(r.File), r)
 		}
 		t.Logf("%s: %d findings, %d frames, already analysed %v", filepath.Base(r.File), len(r.Findings), r.FramesAnalyzed, r.AlreadyAnalyzed)
 	}
+	// Other modalities: no route either; named, the ultrasound model refuses them.
 	out, _, code = cli(t, append([]string{"--server", d.grpc, "--token", pacs, "analyze", "--json"}, other...)...)
+	results = nil
+	if err := json.Unmarshal([]byte(out), &results); err != nil || code != 0 || len(results) != 2 || results[0].Model != "" {
+		t.Fatalf("analyze other modalities: exit %d\n%s", code, out)
+	}
+	out, _, code = cli(t, append([]string{"--server", d.grpc, "--token", pacs, "analyze", "--json", "--model", "us-lesion-demo"}, other...)...)
+	results = nil
 	json.Unmarshal([]byte(out), &results)
 	if code != 1 || len(results) != 2 {
-		t.Fatalf("analyze other modalities: exit %d\n%s", code, out)
+		t.Fatalf("analyze other modalities with a model named: exit %d\n%s", code, out)
 	}
 	for _, r := range results {
 		if r.Error == nil || r.Error.Code != "FailedPrecondition" || !strings.Contains(r.Error.Message, "not US") {

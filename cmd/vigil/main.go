@@ -36,6 +36,7 @@ var commands = []command{
 	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
 	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},
 	{"phantoms", "write synthetic ultrasound loops (DICOM and truth), or the demo model's training arrays", runPhantoms},
+	{"fetal-heads", "write shared fetal head images (HC18) as calibrated obstetric ultrasound DICOM", runFetalHeads},
 	{"review", "the worklist: list, show, claim, accept, reject, amend, release, counts, export", runReview},
 	{"token", "`token add`: create a bearer token for a principal and role", runToken},
 }

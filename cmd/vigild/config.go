@@ -280,9 +280,6 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: %d must be positive", name(f), *f)
 		}
 	}
-	if c.Imaging.Model == "" {
-		return fmt.Errorf("%s: must not be empty", name(&c.Imaging.Model))
-	}
 	if c.Inference.Workers > 64 {
 		return fmt.Errorf("%s: %d is more than 64", name(&c.Inference.Workers), c.Inference.Workers)
 	}

@@ -14,6 +14,7 @@ import (
 	"image/color"
 	"io"
 	"math"
+	"slices"
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
@@ -81,6 +82,10 @@ type Result struct {
 	Head   *Head
 	NoHead string
 }
+
+// A fetal head's circumference from the end of the first trimester (about 11 weeks, when HC is
+// first measured) to beyond term: outside this, the ellipse is not a fetal head.
+const minHC, maxHC = 35.0, 400.0
 
 // Config holds the quality limits; the manifest's thresholds set them (see Limits).
 type Config struct {
@@ -296,6 +301,14 @@ func measure(logits []float32, w, h int, crop triage.Rect, mm [2]float64, cfg Co
 	}
 	q := Quality{MaskScore: sum / float64(area)}
 	q.FitResidual, q.Coverage = agreement(pts, e)
+	// Where the outline strays from the skull (a bright structure beside it, a gap), those
+	// points pull the fit: it is fitted again without the points far from the first ellipse.
+	// The quality figures stay those of the whole outline.
+	if inliers := near(pts, e); len(inliers) >= len(pts)/2 && len(inliers) < len(pts) {
+		if refit, err := vision.FitEllipse(inliers); err == nil && finite(refit.CX, refit.CY, refit.Width, refit.Height) && refit.Width > 0 && refit.Height > 0 {
+			e = refit
+		}
+	}
 	long, short := math.Max(e.Width, e.Height), math.Min(e.Width, e.Height)
 	switch {
 	case q.MaskScore < cfg.MinMaskScore:
@@ -324,6 +337,9 @@ func measure(logits []float32, w, h int, crop triage.Rect, mm [2]float64, cfg Co
 		head.HC = ramanujan(a, c)
 		head.BPD, head.OFD = 2*math.Min(a, c), 2*math.Max(a, c)
 		head.GestationalAge = Hadlock1984(head.HC)
+		if head.HC < minHC || head.HC > maxHC {
+			head.Quality.Reasons = append(head.Quality.Reasons, fmt.Sprintf("HC %.0f mm is outside any fetal head's (%.0f to %.0f mm)", head.HC, minHC, maxHC))
+		}
 	}
 	return head, ""
 }
@@ -403,6 +419,33 @@ func agreement(pts [][2]float64, e vision.Ellipse) (residual, coverage float64) 
 		}
 	}
 	return math.Sqrt(sq / float64(len(pts))), float64(n) / sectors
+}
+
+// near keeps the points whose radial distance from the ellipse is within four times the
+// median of all points' distances (and at least 1% of its size).
+func near(pts [][2]float64, e vision.Ellipse) [][2]float64 {
+	d := make([]float64, len(pts))
+	for i, p := range pts {
+		d[i] = math.Abs(radial(p, e) - 1)
+	}
+	sorted := slices.Clone(d)
+	slices.Sort(sorted)
+	limit := max(4*sorted[len(sorted)/2], 0.01)
+	var out [][2]float64
+	for i, p := range pts {
+		if d[i] <= limit {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// radial is where a point is along the ray from the ellipse's centre: 1 on the ellipse.
+func radial(p [2]float64, e vision.Ellipse) float64 {
+	sin, cos := math.Sincos(e.Angle * math.Pi / 180)
+	dx, dy := p[0]-e.CX, p[1]-e.CY
+	u, v := dx*cos+dy*sin, -dx*sin+dy*cos
+	return math.Hypot(u/(e.Width/2), v/(e.Height/2))
 }
 
 // unstretch maps an ellipse fitted in pixels whose y was multiplied by aspect back to the

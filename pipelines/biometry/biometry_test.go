@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/triage"
 	"github.com/vigil-health/vigil/review"
@@ -160,3 +161,24 @@ func TestRamanujan(t *testing.T) {
 }
 
 var refForTest = review.ModelRef{Name: "fetal-head", Version: "1"}
+
+func TestCalibrationSource(t *testing.T) {
+	region := dicomio.Region{SpatialFormat: 1, UnitsX: 3, UnitsY: 3, DeltaX: 0.01, DeltaY: 0.02, X1: 99, Y1: 99}
+	for _, tc := range []struct {
+		name string
+		inst dicomio.Instance
+		from string
+		mm   [2]float64
+	}{
+		{"region", dicomio.Instance{Regions: []dicomio.Region{region}, PixelSpacing: [2]float64{0.5, 0.5}}, "ultrasound region", [2]float64{0.1, 0.2}},
+		// Pixel Spacing is row spacing (y) then column spacing (x).
+		{"pixel spacing", dicomio.Instance{PixelSpacing: [2]float64{0.3, 0.2}}, "pixel spacing", [2]float64{0.2, 0.3}},
+		{"a region in other units", dicomio.Instance{Regions: []dicomio.Region{{SpatialFormat: 1, UnitsX: 4, UnitsY: 4, DeltaX: 1, DeltaY: 1}}}, "", [2]float64{}},
+		{"nothing", dicomio.Instance{}, "", [2]float64{}},
+	} {
+		from, mm := calibration(tc.inst)
+		if from != tc.from || math.Abs(mm[0]-tc.mm[0]) > 1e-12 || math.Abs(mm[1]-tc.mm[1]) > 1e-12 {
+			t.Errorf("%s: %q %v, want %q %v", tc.name, from, mm, tc.from, tc.mm)
+		}
+	}
+}
