@@ -64,6 +64,7 @@ type BiometryResult struct {
 	HC         float64 `json:"hc_mm,omitempty"`
 	Error      float64 `json:"abs_error_mm,omitempty"`
 	LowQuality bool    `json:"low_quality,omitempty"`
+	Quality    string  `json:"quality,omitempty"`
 	// Why is the reason there is no HC, or the low-quality flag's reasons.
 	Why string `json:"why,omitempty"`
 }
@@ -103,12 +104,12 @@ func Biometry(ctx context.Context, o BiometryOptions) (*BiometryReport, error) {
 			return nil, fmt.Errorf("%s: %w", im.File, err)
 		}
 		res := BiometryResult{File: im.File, TruthHC: im.HC}
-		hc, low, why := HeadCircumference(resp)
+		hc, low, why, quality := HeadCircumference(resp)
 		if hc == 0 {
 			res.Why = why
 			r.NotMeasured[why]++
 		} else {
-			res.HC, res.LowQuality = hc, low
+			res.HC, res.LowQuality, res.Quality = hc, low, quality
 			res.Error = math.Round(math.Abs(hc-im.HC)*100) / 100
 			if low {
 				res.Why = why
@@ -142,9 +143,9 @@ func Analyze(ctx context.Context, client vigilv1.ImagingClient, data []byte, mod
 	return stream.CloseAndRecv()
 }
 
-// HeadCircumference reads HC from a response: its value in mm, its low-quality flag, and why
-// there is none or why it is flagged.
-func HeadCircumference(resp *vigilv1.AnalyzeInstanceResponse) (hc float64, low bool, why string) {
+// HeadCircumference reads HC from a response: its value in mm, its low-quality flag, why
+// there is none or why it is flagged, and its quality figures.
+func HeadCircumference(resp *vigilv1.AnalyzeInstanceResponse) (hc float64, low bool, why, quality string) {
 	for _, f := range resp.Findings {
 		if f.Label != biometry.Label {
 			continue
@@ -157,18 +158,18 @@ func HeadCircumference(resp *vigilv1.AnalyzeInstanceResponse) (hc float64, low b
 		}
 		for _, m := range f.Measurements {
 			if m.Name == biometry.NameHC && m.Unit == "mm" {
-				return m.Value, m.LowQuality, strings.Join(flags, "; ")
+				return m.Value, m.LowQuality, strings.Join(flags, "; "), m.Quality
 			}
 		}
-		return 0, false, strings.Join(resp.Notes, "; ")
+		return 0, false, strings.Join(resp.Notes, "; "), ""
 	}
 	if len(resp.Notes) > 0 {
-		return 0, false, strings.Join(resp.Notes, "; ")
+		return 0, false, strings.Join(resp.Notes, "; "), ""
 	}
 	if resp.GetModel().GetName() == "" {
-		return 0, false, "not routed: " + resp.Routing
+		return 0, false, "not routed: " + resp.Routing, ""
 	}
-	return 0, false, "no fetal head finding"
+	return 0, false, "no fetal head finding", ""
 }
 
 func (r *BiometryReport) total() {

@@ -23,7 +23,7 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return runEvalBiometry(args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "falls" {
-		return usageError{"usage: vigil eval falls --labels FILE [--clips DIR] [--transform NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train] [--limit N] [--json]"}
+		return usageError{"usage: vigil eval falls --labels FILE [--clips DIR] [--transform NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train|all] [--limit N] [--json]"}
 	}
 	fs := flag.NewFlagSet("eval falls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -85,7 +85,7 @@ func runEvalBiometry(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	ip := registerInProcess(fs)
 	data := fs.String("data", "", "the HC18 folder (default: ultrasound-hc18 in the shared data folder)")
-	split := fs.String("split", hc18.HeldApart, "which subjects: test (held apart), tune or train (models/fetal-head/MODEL_CARD.md)")
+	split := fs.String("split", hc18.HeldApart, "which subjects: test (held apart), tune, train (models/fetal-head/MODEL_CARD.md), or all (a folder of other subjects)")
 	limit := fs.Int("limit", 0, "only the first N images of the split")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")

@@ -19,14 +19,14 @@ func runFetalHeads(_ *globals, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	out := fs.String("out", "", "folder for the DICOM files (NNN_HC.dcm)")
 	data := fs.String("data", filepath.Join(sharedData(), "ultrasound-hc18"), "the HC18 folder")
-	split := fs.String("split", hc18.HeldApart, "which subjects: test (held apart), tune or train")
+	split := fs.String("split", hc18.HeldApart, "which subjects: test (held apart), tune, train, or all (a folder of other subjects)")
 	count := fs.Int("count", 4, "how many images")
 	uncalibrated := fs.Bool("uncalibrated", false, "leave the calibration out")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *out == "" || fs.NArg() > 0 {
-		return usageError{"usage: vigil fetal-heads --out DIR [--count N] [--split test|tune|train] [--uncalibrated]"}
+		return usageError{"usage: vigil fetal-heads --out DIR [--count N] [--split test|tune|train|all] [--uncalibrated]"}
 	}
 	images, err := hc18Split(*data, *split)
 	if err != nil {
@@ -57,7 +57,7 @@ func hc18Split(dir, split string) ([]hc18.Image, error) {
 	}
 	images := folder.Of(split)
 	if len(images) == 0 {
-		return nil, usageError{fmt.Sprintf("split %q has no images: use test, tune or train", split)}
+		return nil, usageError{fmt.Sprintf("split %q has no images: use test, tune, train or all", split)}
 	}
 	return images, nil
 }

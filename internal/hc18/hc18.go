@@ -84,11 +84,14 @@ func Read(dir string) (*Folder, error) {
 	return h, nil
 }
 
-// Of returns the images of one split.
+// All, as a split, is every image: for a folder of other subjects, which no split rule covers.
+const All = "all"
+
+// Of returns the images of one split, or all of them.
 func (h *Folder) Of(split string) []Image {
 	var out []Image
 	for _, im := range h.Images {
-		if im.Split == split {
+		if im.Split == split || split == All {
 			out = append(out, im)
 		}
 	}

@@ -46,6 +46,9 @@ type Quality struct {
 	// Coverage is the share of the ellipse's circumference along which the outline was seen
 	// (0..1); a head cut by the edge of the image, or half found, has less.
 	Coverage float64
+	// FlipSpread is how much HC differs between the image and its mirror image, measured
+	// apart, as a share of HC (with flip_average; 0 otherwise).
+	FlipSpread float64
 	// Reasons say why the measurements are of low quality; empty when they are not.
 	Reasons []string
 }
@@ -68,6 +71,8 @@ type Head struct {
 	GestationalAge GestationalAge
 	// Overlay is the frame with the ellipse and its box drawn on it, as PNG.
 	Overlay []byte
+
+	perimeter float64 // the ellipse's, in square pixels (those of x)
 }
 
 // Result is an instance's measurement.
@@ -95,6 +100,12 @@ type Config struct {
 	MinAxisRatio float64
 	// MinAreaShare is the smallest head, as a share of the image, that is measured at all.
 	MinAreaShare float64
+	// FlipAverage also runs the image mirrored left to right and averages the two outlines
+	// (threshold flip_average: 1): twice the model's time for a steadier outline.
+	FlipAverage bool
+	// MaxFlipSpread flags a head whose HC differs by more than this share between the image
+	// and its mirror image, measured apart (with FlipAverage).
+	MaxFlipSpread float64
 }
 
 // Limits reads the quality limits from the manifest's thresholds, with defaults for those it
@@ -112,6 +123,8 @@ func Limits(man *models.Manifest) Config {
 		MinCoverage:    get("min_coverage", 0.7),
 		MinAxisRatio:   get("min_axis_ratio", 0.55),
 		MinAreaShare:   get("min_area_share", 0.005),
+		FlipAverage:    get("flip_average", 0) == 1,
+		MaxFlipSpread:  get("max_flip_spread", 0.03),
 	}
 }
 
@@ -166,25 +179,42 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader) (Result, error) {
 		for i := range pix {
 			pix[i] = float32((float64(pix[i]) - mean) * in.Scale)
 		}
-		input, err := inference.NewTensor([]int64{1, 1, ih, iw}, pix)
+		logits, err := segment(ctx, m, pix, int(iw), int(ih))
 		if err != nil {
 			return Result{}, err
 		}
-		out, err := m.Run(ctx, []inference.Tensor{input})
-		if err != nil {
-			return Result{}, err
-		}
-		logits, err := inference.Values[float32](out[0])
-		if err != nil {
-			return Result{}, err
-		}
-		if len(logits) != int(iw*ih) {
-			return Result{}, fmt.Errorf("%w: %s gives %d values for %d x %d", ErrUnsupportedModel, man.Name, len(logits), iw, ih)
+		var spread float64 // how far the two views' perimeters differ, as a share
+		if cfg.FlipAverage {
+			// The image mirrored left to right, its logits mirrored back and averaged in. The
+			// two views measured apart say how steady the outline is.
+			flipped := make([]float32, len(pix))
+			mirror(flipped, pix, int(iw))
+			second, err := segment(ctx, m, flipped, int(iw), int(ih))
+			if err != nil {
+				return Result{}, err
+			}
+			mirror(flipped, second, int(iw))
+			a, _ := measure(logits, int(iw), int(ih), crop, res.MMPerPixel, cfg)
+			b, _ := measure(flipped, int(iw), int(ih), crop, res.MMPerPixel, cfg)
+			for i := range logits {
+				logits[i] = (logits[i] + flipped[i]) / 2
+			}
+			if a == nil || b == nil {
+				spread = 1
+			} else {
+				spread = math.Abs(a.perimeter-b.perimeter) / ((a.perimeter + b.perimeter) / 2)
+			}
 		}
 		h, why := measure(logits, int(iw), int(ih), crop, res.MMPerPixel, cfg)
 		if h == nil {
 			reasonsSeen[why] = true
 			continue
+		}
+		if cfg.FlipAverage {
+			h.Quality.FlipSpread = spread
+			if spread > cfg.MaxFlipSpread {
+				h.Quality.Reasons = append(h.Quality.Reasons, fmt.Sprintf("the outline changes when the image is mirrored (HC differs by %.1f%%, over %.1f%%)", 100*spread, 100*cfg.MaxFlipSpread))
+			}
 		}
 		h.Frame = f.Number
 		if best == nil || better(h, best) {
@@ -210,6 +240,36 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader) (Result, error) {
 	}
 	res.Head = best
 	return res, nil
+}
+
+// segment runs the model on one prepared frame and returns a copy of its logits.
+func segment(ctx context.Context, m Model, pix []float32, w, h int) ([]float32, error) {
+	input, err := inference.NewTensor([]int64{1, 1, int64(h), int64(w)}, pix)
+	if err != nil {
+		return nil, err
+	}
+	out, err := m.Run(ctx, []inference.Tensor{input})
+	if err != nil {
+		return nil, err
+	}
+	logits, err := inference.Values[float32](out[0])
+	if err != nil {
+		return nil, err
+	}
+	if len(logits) != w*h {
+		return nil, fmt.Errorf("%w: %s gives %d values for %d x %d", ErrUnsupportedModel, m.Manifest().Name, len(logits), w, h)
+	}
+	return slices.Clone(logits), nil
+}
+
+// mirror writes src mirrored left to right into dst, rows of width w.
+func mirror(dst, src []float32, w int) {
+	for y := 0; y < len(src)/w; y++ {
+		row, out := src[y*w:(y+1)*w], dst[y*w:(y+1)*w]
+		for x := range row {
+			out[w-1-x] = row[x]
+		}
+	}
 }
 
 // better prefers a head of good quality, then the model's surer outline.
@@ -328,7 +388,7 @@ func measure(logits []float32, w, h int, crop triage.Rect, mm [2]float64, cfg Co
 	}
 	// The measurements are taken on the ellipse in square pixels; the ellipse drawn is mapped
 	// back to the image's pixels.
-	head := &Head{Quality: q, Ellipse: e}
+	head := &Head{Quality: q, Ellipse: e, perimeter: ramanujan(e.Width/2, e.Height/2)}
 	if aspect != 1 {
 		head.Ellipse = unstretch(e, aspect)
 	}

@@ -29,6 +29,9 @@ func (r Result) Finding(ref review.ModelRef) (f *review.Finding, notes []string)
 	h := r.Head
 	q := h.Quality
 	quality := fmt.Sprintf("model %.2f, fit residual %.1f%%, skull outline seen %.0f%%", q.MaskScore, 100*q.FitResidual, 100*q.Coverage)
+	if q.FlipSpread > 0 {
+		quality += fmt.Sprintf(", mirrored view differs %.1f%%", 100*q.FlipSpread)
+	}
 	f = &review.Finding{
 		Pipeline: review.PipelineTriage, Label: Label, Score: q.MaskScore, Priority: 1,
 		Box:        &review.Box{X: float64(h.Box.Min.X), Y: float64(h.Box.Min.Y), Width: float64(h.Box.Dx()), Height: float64(h.Box.Dy())},
