@@ -45,13 +45,15 @@ vet:
 	$(GO) vet ./...
 
 # test: format, vet, go.mod tidy, the race-enabled suite on real ONNX Runtime and real models (the proto
-# regeneration check is a test in proto/vigil/v1), the fall evaluation on the shared clips,
+# regeneration check is a test in proto/vigil/v1), the fall evaluation on the shared clips and
+# the fetal head validation on the held-apart HC18 subjects,
 # vision again with gocv counting live Mats, and a CGO_ENABLED=0 build of the CLI.
 test: deps fmt-check vet
 	$(GO) mod tidy -diff
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/eval$$')
-	# The fall evaluation streams 8722 frames through the Ward service: without -race (the
-	# service it drives is race-tested above), about 4 minutes.
+	# The fall evaluation streams 8722 frames through the Ward service, and the fetal head
+	# validation sends 139 held-apart images through Imaging: without -race (the services they
+	# drive are race-tested above), about 4 minutes and 30 seconds.
 	$(GO) test -count=1 -timeout 20m ./eval/
 	$(GO) test -count=1 -tags matprofile ./vision/
 	# Every benchmark once, so that none rots; their timings are never asserted.

@@ -4,8 +4,8 @@
 
     make fetal-head-model      (runs this script with the pinned seed and epochs)
 
-Split by subject (a subject's NNN_2HC.png stays with NNN_HC.png), by a rule the Go side repeats
-(models/fetal-head/split.go is not needed: `vigil eval biometry` uses the same rule):
+Split by subject (a subject's NNN_2HC.png stays with NNN_HC.png), by a rule Vigil's Go code
+repeats (internal/hc18, used by `vigil eval biometry`):
   held apart ("test"): subject number % 5 == 0   -- reported, never trained or tuned on
   tune:                subject number % 10 == 3  -- Vigil's quality thresholds are chosen here
   train:               every other subject
