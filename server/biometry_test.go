@@ -226,3 +226,47 @@ func TestAcceptedHeadCircumferenceInTheReport(t *testing.T) {
 
 // decimal is a value rounded to 0.1 mm as the report writes it.
 func decimal(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// TestAmendedHeadCircumferenceInTheReport: a reviewer corrects HC; the report carries the
+// reviewer's value under the same LOINC code, and the model's BPD beside it.
+func TestAmendedHeadCircumferenceInTheReport(t *testing.T) {
+	ts := startServer(t, nil, withRoutes(t))
+	im := heldApart(t, 2)[1]
+	data, err := im.FetalHeadDICOM(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), data, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bpd := measurement(resp.Findings[0], biometry.NameBPD)
+	rc := vigilv1.NewReviewClient(ts.conn)
+	ctx := ts.as(auth.RoleReviewer)
+	claimed, err := rc.ClaimNext(ctx, &vigilv1.ClaimNextRequest{LeaseSeconds: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	amended, err := rc.Decide(ctx, &vigilv1.DecideRequest{Id: claimed.Finding.Id, Version: claimed.Finding.Version,
+		Outcome: vigilv1.Outcome_OUTCOME_AMEND, ReasonCode: "wrong-size",
+		Amendment: &vigilv1.Amendment{Measurements: []*vigilv1.Measurement{{Name: biometry.NameHC, Value: 71.5, Unit: "mm"}}}})
+	if err != nil || amended.Finding.State != vigilv1.FindingState_FINDING_STATE_AMENDED {
+		t.Fatalf("amend: %v %v", amended, err)
+	}
+	report, err := rc.ExportReport(ctx, &vigilv1.ExportReportRequest{StudyInstanceUid: resp.Source.StudyInstanceUid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sr.dcm")
+	if err := os.WriteFile(path, report.Report, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Dciodvfy(t, path)
+	text := testenv.Dsrdump(t, path)
+	for _, want := range []string{`(11984-2,LN,"Head Circumference")="71.5" (mm,UCUM,"millimeter")`,
+		`(11820-8,LN,"Biparietal Diameter")="` + decimal(bpd.Value) + `"`, "amended by test-reviewer (wrong-size)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("dsrdump lacks %s:\n%s", want, text)
+		}
+	}
+}
