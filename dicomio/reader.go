@@ -104,13 +104,26 @@ type Region struct {
 	DeltaY        float64
 }
 
-// MillimetresPerPixel is the region's calibration in mm, when its units are centimetres.
+// MaxMillimetresPerPixel bounds a plausible calibration: 5 mm a pixel would make a 500-pixel
+// image half a metre across. Beyond it (or not a finite number) the image is treated as
+// uncalibrated, so that no impossible size reaches a finding or a report.
+const MaxMillimetresPerPixel = 5.0
+
+// PlausibleMillimetres says whether a calibration in mm per pixel is finite, positive and
+// within MaxMillimetresPerPixel.
+func PlausibleMillimetres(v float64) bool {
+	return v > 0 && v <= MaxMillimetresPerPixel && !math.IsNaN(v)
+}
+
+// MillimetresPerPixel is the region's calibration in mm, when its units are centimetres and
+// its deltas are plausible.
 func (r Region) MillimetresPerPixel() (x, y float64, ok bool) {
 	const centimetre = 3
-	if r.UnitsX != centimetre || r.UnitsY != centimetre || r.DeltaX <= 0 || r.DeltaY <= 0 {
+	x, y = r.DeltaX*10, r.DeltaY*10
+	if r.UnitsX != centimetre || r.UnitsY != centimetre || !PlausibleMillimetres(x) || !PlausibleMillimetres(y) {
 		return 0, 0, false
 	}
-	return r.DeltaX * 10, r.DeltaY * 10, true
+	return x, y, true
 }
 
 // Instance is what an instance says about itself before its pixels.
@@ -567,7 +580,7 @@ func (inst *Instance) set(h header, v []byte) error {
 		if len(parts) == 2 {
 			r, rerr := strconv.ParseFloat(strings.TrimSpace(parts[0]), 64)
 			c, cerr := strconv.ParseFloat(strings.TrimSpace(parts[1]), 64)
-			if rerr == nil && cerr == nil && r > 0 && c > 0 && !math.IsInf(r, 0) && !math.IsInf(c, 0) {
+			if rerr == nil && cerr == nil && PlausibleMillimetres(r) && PlausibleMillimetres(c) {
 				inst.PixelSpacing = [2]float64{r, c}
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"strconv"
 	"strings"
@@ -56,6 +57,17 @@ var measurementConcepts = map[string]Code{
 var ucumMeanings = map[string]string{
 	"mm": "millimeter", "mm2": "square millimeter", "cm": "centimeter", "cm2": "square centimeter",
 	"1": "no units", "s": "second", "/min": "per minute", "m/s": "meter per second", "{pixels}": "pixels", "wk": "week", "%": "percent",
+	"deg": "degree", "{steps}": "steps", "{body_height}": "body heights", "{body_height}/s": "body heights per second",
+}
+
+// MaxMeasurement bounds the magnitude of a measured value in a report: no measurement Vigil
+// makes comes near it (a metre in mm, a year in seconds are below it).
+const MaxMeasurement = 1e8
+
+// KnownUnit says whether a unit is one of the UCUM units Vigil writes.
+func KnownUnit(unit string) bool {
+	_, ok := ucumMeanings[unit]
+	return ok
 }
 
 // LocalScheme is the coding scheme designator of Vigil's own codes (a private "99" scheme).
@@ -271,6 +283,9 @@ func WriteSR(r Report) ([]byte, string, error) {
 			codeItem("CONTAINS", codeFinding, g.Finding),
 		}
 		for _, m := range g.Measurements {
+			if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || math.Abs(m.Value) > MaxMeasurement {
+				return nil, "", fmt.Errorf("dicomio: finding %s: measurement %q is %v, not a plausible number", g.TrackingID, m.Name, m.Value)
+			}
 			children = append(children, numItem(m, g.Region, ref))
 		}
 		children = append(children, imageItem("CONTAINS", codeSourceImage, ref))

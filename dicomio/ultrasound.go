@@ -3,6 +3,7 @@ package dicomio
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // UltrasoundImageStorage is the SOP Class of single-frame ultrasound images.
@@ -16,7 +17,8 @@ type GreyUltrasound struct {
 	// Frames holds Width*Height bytes per frame; more than one makes a multi-frame image.
 	Frames [][]byte
 	// MMPerPixel calibrates the image as scanners do, through a Sequence of Ultrasound
-	// Regions over the whole image in centimetres; 0 writes no calibration at all.
+	// Regions over the whole image in centimetres; 0 writes no calibration at all. (Any other
+	// value is written as given, impossible ones too, for the tests that need them.)
 	MMPerPixel float64
 	// Region is the ultrasound region's x0, y0, x1, y1 (inclusive); zero means the whole image.
 	Region [4]int
@@ -87,7 +89,7 @@ func UltrasoundDICOM(u *GreyUltrasound) ([]byte, error) {
 	ds.add(0x0028, 0x0102, "US", u16s(7))
 	ds.add(0x0028, 0x0103, "US", u16s(0))
 	ds.add(0x0028, 0x2110, "CS", "00")
-	if u.MMPerPixel > 0 {
+	if u.MMPerPixel > 0 || math.IsNaN(u.MMPerPixel) {
 		r := u.Region
 		if r == [4]int{} {
 			r = [4]int{0, 0, u.Width - 1, u.Height - 1}

@@ -106,3 +106,37 @@ func TestUncalibratedAndPixelSpacing(t *testing.T) {
 		}
 	}
 }
+
+// TestImpossibleCalibrationIsNoCalibration: deltas that are not finite, or absurd, leave the
+// image uncalibrated rather than give sizes of -9e17 mm.
+func TestImpossibleCalibrationIsNoCalibration(t *testing.T) {
+	for _, mm := range []float64{math.Inf(1), 1e308, 60, math.NaN()} {
+		data, err := UltrasoundDICOM(greyUltrasound(1, mm))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open(bytes.NewReader(data), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x, y, ok := r.Instance().Regions[0].MillimetresPerPixel(); ok {
+			t.Errorf("%v mm per pixel read as a calibration: %v, %v", mm, x, y)
+		}
+	}
+	for _, bad := range []string{`1e308\1`, `10\10`} {
+		var inst Instance
+		if err := inst.set(header{tag: Tag{0x0028, 0x0030}, vr: "DS"}, []byte(bad)); err != nil || inst.PixelSpacing != [2]float64{} {
+			t.Errorf("pixel spacing %q read as %v (%v)", bad, inst.PixelSpacing, err)
+		}
+	}
+}
+
+func TestReportRefusesImpossibleNumbers(t *testing.T) {
+	for _, v := range []float64{math.NaN(), math.Inf(-1), -9.223372036854776e17} {
+		r := sampleReport()
+		r.Groups[0].Measurements = []Measurement{{"long axis", v, "mm"}}
+		if _, _, err := WriteSR(r); err == nil {
+			t.Errorf("a report with a measurement of %v was written", v)
+		}
+	}
+}

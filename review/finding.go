@@ -6,9 +6,12 @@ package review
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/vigil-health/vigil/dicomio"
 )
 
 // State is where a finding is in the workflow.
@@ -267,6 +270,12 @@ func validateDecision(d *Decision) error {
 		for _, m := range a.Measurements {
 			if m.Name == "" || m.Unit == "" {
 				return invalid("an amended measurement needs a name and a unit")
+			}
+			if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || math.Abs(m.Value) > dicomio.MaxMeasurement {
+				return invalid("the amended %s is %v: a measurement must be a finite number", m.Name, m.Value)
+			}
+			if !dicomio.KnownUnit(m.Unit) {
+				return invalid("the amended %s's unit %q is not one Vigil reports (UCUM: mm, mm2, cm, cm2, wk, %%, 1, s, /min, m/s, deg, {steps}, {body_height}, {body_height}/s)", m.Name, m.Unit)
 			}
 		}
 	default:
