@@ -482,10 +482,17 @@ func (s *SQLite) expire(ctx context.Context, tx *sql.Tx, now time.Time) (int, er
 	var ids []string
 	for rows.Next() {
 		var id string
-		rows.Scan(&id)
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("review store: %w", err)
+		}
 		ids = append(ids, id)
 	}
+	err = rows.Err()
 	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("review store: %w", err)
+	}
 	for _, id := range ids {
 		before, err := load(ctx, tx, id)
 		if err != nil {
@@ -710,10 +717,17 @@ func (s *SQLite) Counts(ctx context.Context, f Filter) (Counts, error) {
 	for rows.Next() {
 		var st string
 		var n int64
-		rows.Scan(&st, &n)
+		if err := rows.Scan(&st, &n); err != nil {
+			rows.Close()
+			return c, fmt.Errorf("review store: %w", err)
+		}
 		c.ByState[State(st)] = n
 	}
+	err = rows.Err()
 	rows.Close()
+	if err != nil {
+		return c, fmt.Errorf("review store: %w", err)
+	}
 	rows, err = s.read.QueryContext(ctx, `SELECT model_name, model_version, model_sha256,
 		SUM(state = 'accepted'), SUM(state = 'amended'), SUM(state = 'rejected')
 		FROM findings WHERE `+cond+` GROUP BY model_name, model_version, model_sha256 ORDER BY model_name, model_version`, args...)

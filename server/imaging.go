@@ -139,10 +139,15 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if !review.ValidUID(inst.SOPInstanceUID) {
 		return fail(fmt.Errorf("%w: the SOP Instance UID is missing or not a UID", dicomio.ErrMalformed))
 	}
-	if prev, err := s.store.GetAnalysis(ctx, inst.SOPInstanceUID); err == nil {
+	prev, err := s.store.GetAnalysis(ctx, inst.SOPInstanceUID)
+	switch {
+	case err == nil:
 		pr.Close() // the rest of the file is not needed
 		<-pumpErr
 		return s.response(ctx, prev, true, includeOverlays)
+	case !errors.Is(err, review.ErrNotFound):
+		// A store that cannot say whether the instance was analysed must not analyse it again.
+		return fail(err)
 	}
 	session, routing, err := s.choose(inst, asked)
 	if err != nil {

@@ -310,3 +310,25 @@ func TestNoPatientDataInLogsOrErrors(t *testing.T) {
 		t.Fatal("no log lines to check")
 	}
 }
+
+// brokenAnalyses is a store that cannot say whether an instance was analysed.
+type brokenAnalyses struct{ review.Store }
+
+func (brokenAnalyses) GetAnalysis(context.Context, string) (review.Analysis, error) {
+	return review.Analysis{}, errors.New("review store: disk I/O error")
+}
+
+// TestStoreErrorIsNotAFirstAnalysis: when the store fails to say whether an instance was
+// analysed, the call fails; it does not analyse the instance again as if it were new.
+func TestStoreErrorIsNotAFirstAnalysis(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t), func(o *Options) { o.Review = brokenAnalyses{o.Review} })
+	data, _ := phantomFile(t, 100007, 1)
+	_, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), data, 1<<20)
+	if code := status.Code(err); code == codes.OK || code == codes.InvalidArgument {
+		t.Fatalf("AnalyzeInstance with a failing store: %v", err)
+	}
+	page, _, err := ts.store.List(context.Background(), review.Query{})
+	if err != nil || len(page) != 0 {
+		t.Errorf("findings stored anyway: %d (%v)", len(page), err)
+	}
+}

@@ -7,14 +7,18 @@ import (
 )
 
 // Dciodvfy checks a DICOM file against its IOD with dicom3tools and fails the test for every
-// error it reports. Warnings are logged.
+// error it reports, and when it exits with a failure. Warnings are logged.
 func Dciodvfy(t testing.TB, path string) {
 	t.Helper()
 	if _, err := exec.LookPath("dciodvfy"); err != nil {
 		t.Fatal("dciodvfy is not installed: run `make deps` (Debian package dicom3tools)")
 	}
-	out, _ := exec.Command("dciodvfy", path).CombinedOutput()
+	out, err := exec.Command("dciodvfy", path).CombinedOutput()
 	t.Logf("dciodvfy %s:\n%s", path, out)
+	// It exits 0 with warnings; anything else (an abort, a file it cannot read) fails.
+	if err != nil {
+		t.Errorf("dciodvfy %s: %v", path, err)
+	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(line, "Error") {
 			t.Errorf("dciodvfy: %s", line)
