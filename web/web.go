@@ -80,13 +80,23 @@ func secure(h http.Handler) http.Handler {
 	})
 }
 
+// errBadAuthorization answers an Authorization header that cannot be a bearer token: gRPC
+// metadata takes printable ASCII only, and the call would otherwise fail as Internal.
+var errBadAuthorization = status.Error(codes.Unauthenticated, "the Authorization header must be 'Bearer <token>' in printable ASCII")
+
 // outgoing carries the page's bearer token to the gRPC call.
-func outgoing(r *http.Request) context.Context {
+func outgoing(r *http.Request) (context.Context, error) {
 	ctx := r.Context()
-	if a := r.Header.Get("Authorization"); a != "" {
+	a := r.Header.Get("Authorization")
+	for i := 0; i < len(a); i++ {
+		if a[i] < 0x20 || a[i] > 0x7e {
+			return nil, errBadAuthorization
+		}
+	}
+	if a != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", a)
 	}
-	return ctx
+	return ctx, nil
 }
 
 func serveUnary(w http.ResponseWriter, r *http.Request, conn grpc.ClientConnInterface) {
@@ -107,7 +117,12 @@ func serveUnary(w http.ResponseWriter, r *http.Request, conn grpc.ClientConnInte
 			return
 		}
 	}
-	if err := conn.Invoke(outgoing(r), "/"+vigilv1.Review_ServiceDesc.ServiceName+"/"+r.PathValue("method"), req, resp); err != nil {
+	ctx, err := outgoing(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := conn.Invoke(ctx, "/"+vigilv1.Review_ServiceDesc.ServiceName+"/"+r.PathValue("method"), req, resp); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -128,7 +143,12 @@ func serveWatch(w http.ResponseWriter, r *http.Request, conn grpc.ClientConnInte
 		writeError(w, status.Error(codes.InvalidArgument, "after_sequence is not a number"))
 		return
 	}
-	ctx, cancel := context.WithCancel(outgoing(r))
+	out, err := outgoing(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel := context.WithCancel(out)
 	defer cancel()
 	stream, err := vigilv1.NewReviewClient(conn).Watch(ctx, &vigilv1.WatchRequest{AfterSequence: after})
 	if err != nil {
