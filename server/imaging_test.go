@@ -332,3 +332,23 @@ func TestStoreErrorIsNotAFirstAnalysis(t *testing.T) {
 		t.Errorf("findings stored anyway: %d (%v)", len(page), err)
 	}
 }
+
+// TestWeightPathsOnlyForAdmins: ListModels tells where the weights sit on disk to an admin only.
+func TestWeightPathsOnlyForAdmins(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	c := vigilv1.NewModelsClient(ts.conn)
+	for _, role := range auth.Roles {
+		resp, err := c.ListModels(ts.as(role), &vigilv1.ListModelsRequest{})
+		if err != nil {
+			t.Fatalf("%s: %v", role, err)
+		}
+		for _, m := range resp.Models {
+			if m.Name != "us-lesion-demo" {
+				continue
+			}
+			if (m.WeightsPath != "") != (role == auth.RoleAdmin) {
+				t.Errorf("%s sees weights path %q", role, m.WeightsPath)
+			}
+		}
+	}
+}

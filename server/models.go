@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
@@ -19,7 +20,13 @@ type modelsService struct {
 
 func (s *modelsService) ListModels(ctx context.Context, _ *vigilv1.ListModelsRequest) (*vigilv1.ListModelsResponse, error) {
 	resp := &vigilv1.ListModelsResponse{RuntimeVersion: s.runtime}
+	// Where the weights sit on the server's disk is for the people who run it.
+	p, _ := auth.PrincipalFrom(ctx)
+	admin := p.Role == auth.RoleAdmin
 	for _, st := range s.registry.Status() {
+		if !admin {
+			st.WeightsPath = ""
+		}
 		resp.Models = append(resp.Models, &vigilv1.ModelInfo{
 			Name:              st.Name,
 			Version:           st.Version,
