@@ -170,7 +170,7 @@ func (wd *webDriver) screenshot() string {
 const rowsJS = `document.querySelectorAll('#worklist tbody tr')`
 
 // TestReviewerPageInChromium signs in with a reviewer token, accepts one finding with "a",
-// rejects the next with "r", checks the store, and sees a decision made elsewhere arrive live.
+// rejects the next with "r" once a reason is chosen, checks the store, and sees a decision made elsewhere arrive live.
 func TestReviewerPageInChromium(t *testing.T) {
 	vigild, _ := binaries(t)
 	dataDir := t.TempDir()
@@ -193,6 +193,10 @@ func TestReviewerPageInChromium(t *testing.T) {
 
 	wd.press("a")
 	wd.waitFor("the accepted finding leaving the open worklist", rowsJS+`.length === 2 && document.querySelector('#finding').dataset.id === '`+second+`'`)
+	// A rejection needs a reason the reviewer chose: without one the page asks and sends nothing.
+	wd.press("r")
+	wd.waitFor("the page asking for a reason", `document.querySelector('#decide-error').textContent.includes('Choose the reason') && `+rowsJS+`.length === 2`)
+	wd.eval(`document.querySelector('#reason').value = 'artefact'; document.querySelector('#reason').blur(); return true;`, nil)
 	wd.press("r")
 	wd.waitFor("the rejected finding leaving the open worklist", rowsJS+`.length === 1`)
 	t.Logf("after accept and reject: %s", wd.screenshot())
@@ -212,8 +216,11 @@ func TestReviewerPageInChromium(t *testing.T) {
 			t.Errorf("%s: state %s decision %+v; want %s by dr.web", id, f.State, f.Decision, want)
 		}
 	}
-	if f, _ := s.Get(t.Context(), second); f.Decision != nil && f.Decision.ReasonCode != "false-positive" {
-		t.Errorf("the rejection's reason is %q, want false-positive", f.Decision.ReasonCode)
+	if f, _ := s.Get(t.Context(), first); f.Decision != nil && f.Decision.ReasonCode != "confirmed" {
+		t.Errorf("the acceptance's reason is %q, want confirmed (none chosen)", f.Decision.ReasonCode)
+	}
+	if f, _ := s.Get(t.Context(), second); f.Decision != nil && f.Decision.ReasonCode != "artefact" {
+		t.Errorf("the rejection's reason is %q, want artefact, the one chosen", f.Decision.ReasonCode)
 	}
 
 	// A colleague decides the last one from the CLI: the page hears it through Watch.

@@ -248,14 +248,20 @@ async function decide(outcome) {
   const d = state.detail;
   if (!d || d.finding.decision) return;
   const f = d.finding;
+  // The reviewer chooses the reason: an acceptance with none chosen is "confirmed"; a
+  // rejection or an amendment needs one, and "confirmed" is not one.
   let reason = $("#reason").value;
-  if (outcome === "OUTCOME_REJECT" && reason === "confirmed") reason = "false-positive";
-  if (outcome === "OUTCOME_AMEND" && reason === "confirmed") reason = "wrong-size";
-  const req = { id: f.id, version: f.version, outcome, reason_code: outcome === "OUTCOME_ACCEPT" && reason !== "confirmed" ? "confirmed" : reason,
-    comment: $("#comment").value };
+  if (outcome === "OUTCOME_ACCEPT" && reason === "") reason = "confirmed";
+  if (outcome !== "OUTCOME_ACCEPT" && (reason === "" || reason === "confirmed")) {
+    $("#decide-error").textContent = "Choose the reason for this " + (outcome === "OUTCOME_REJECT" ? "rejection" : "amendment") + " first.";
+    $("#reason").focus();
+    return;
+  }
+  const req = { id: f.id, version: f.version, outcome, reason_code: reason, comment: $("#comment").value };
   try {
     if (outcome === "OUTCOME_AMEND") req.amendment = amendment();
     await api("Decide", req);
+    $("#reason").value = "";
     $("#comment").value = "";
     $("#amend-label").value = "";
     $("#amend-box").value = "";
