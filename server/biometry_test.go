@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
@@ -17,6 +20,7 @@ import (
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/biometry"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -268,5 +272,27 @@ func TestAmendedHeadCircumferenceInTheReport(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("dsrdump lacks %s:\n%s", want, text)
 		}
+	}
+}
+
+// TestOtherModalityNamedForFetalHead: an MR image sent to the fetal head model by name is
+// refused as FailedPrecondition, saying why, and nothing is stored.
+func TestOtherModalityNamedForFetalHead(t *testing.T) {
+	ts := startServer(t, nil, withRoutes(t))
+	data, err := os.ReadFile(testenv.Shared(t, "dicom/other/mr-1024-native16.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := vigilv1.NewImagingClient(ts.conn).AnalyzeInstance(ts.as(auth.RolePACSWorker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: data, Options: &vigilv1.AnalyzeOptions{Model: "fetal-head"}})
+	_, err = stream.CloseAndRecv()
+	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "not US") {
+		t.Errorf("MR to fetal-head: %v", err)
+	}
+	if page, _, _ := ts.store.List(context.Background(), review.Query{}); len(page) != 0 {
+		t.Errorf("%d findings stored", len(page))
 	}
 }

@@ -25,6 +25,9 @@ import (
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/biometry"
+	"github.com/vigil-health/vigil/pipelines/detect"
+	"github.com/vigil-health/vigil/pipelines/pose"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/review"
 )
@@ -302,6 +305,9 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("%w: x", inference.ErrUnknownModel), codes.NotFound},
 		{fmt.Errorf("%w: fastestdet is missing", inference.ErrModelNotReady), codes.FailedPrecondition},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
+		{fmt.Errorf("%w: fastestdet has a keypoints decoder", detect.ErrUnsupportedModel), codes.FailedPrecondition},
+		{fmt.Errorf("%w: movenet wants RGB", pose.ErrUnsupportedModel), codes.FailedPrecondition},
+		{fmt.Errorf("%w: modality is MR", biometry.ErrNotUltrasound), codes.FailedPrecondition},
 		{status.Error(codes.Aborted, "version 3 is stale"), codes.Aborted},
 		{errors.New("disk on fire"), codes.Internal},
 	}

@@ -15,6 +15,9 @@ import (
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/biometry"
+	"github.com/vigil-health/vigil/pipelines/detect"
+	"github.com/vigil-health/vigil/pipelines/pose"
 	"github.com/vigil-health/vigil/pipelines/triage"
 	"github.com/vigil-health/vigil/review"
 )
@@ -50,6 +53,10 @@ var errorCodes = []struct {
 	{dicomio.ErrNoPixelData, codes.FailedPrecondition},
 	{triage.ErrNotUltrasound, codes.FailedPrecondition},
 	{triage.ErrUnsupportedModel, codes.FailedPrecondition},
+	{biometry.ErrNotUltrasound, codes.FailedPrecondition},
+	{biometry.ErrUnsupportedModel, codes.FailedPrecondition},
+	{detect.ErrUnsupportedModel, codes.FailedPrecondition},
+	{pose.ErrUnsupportedModel, codes.FailedPrecondition},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
