@@ -104,6 +104,10 @@ type Region struct {
 	DeltaY        float64
 }
 
+// MaxRegions bounds the Sequence of Ultrasound Regions: scanners write a handful (a B-mode
+// image, a Doppler strip, an M-mode trace); thousands would only cost memory.
+const MaxRegions = 32
+
 // MaxMillimetresPerPixel bounds a plausible calibration: 5 mm a pixel would make a 500-pixel
 // image half a metre across. Beyond it (or not a finite number) the image is treated as
 // uncalibrated, so that no impossible size reaches a finding or a report.
@@ -452,10 +456,15 @@ func (r *Reader) element(h header, inst *Instance, depth int) error {
 	}
 	if h.vr == "SQ" || h.length == undefinedLength {
 		if h.tag == tagRegions && depth == 0 {
-			return r.sequence(h, depth, func(item *Instance) {
-				if len(item.Regions) > 0 {
-					inst.Regions = append(inst.Regions, item.Regions[0])
+			return r.sequence(h, depth, func(item *Instance) error {
+				if len(item.Regions) == 0 {
+					return nil
 				}
+				if len(inst.Regions) >= MaxRegions {
+					return fmt.Errorf("%w: the Sequence of Ultrasound Regions has more than %d items", ErrTooLarge, MaxRegions)
+				}
+				inst.Regions = append(inst.Regions, item.Regions[0])
+				return nil
 			})
 		}
 		return r.sequence(h, depth, nil)
@@ -476,7 +485,7 @@ func interesting(t Tag) bool {
 }
 
 // sequence reads a sequence's items; each item's interpreted elements go to onItem.
-func (r *Reader) sequence(h header, depth int, onItem func(*Instance)) error {
+func (r *Reader) sequence(h header, depth int, onItem func(*Instance) error) error {
 	end := int64(-1)
 	if h.length != undefinedLength {
 		end = r.in.n + int64(h.length)
@@ -519,7 +528,9 @@ func (r *Reader) sequence(h header, depth int, onItem func(*Instance)) error {
 			return fmt.Errorf("%w: an item of sequence %s overruns its length", ErrMalformed, h.tag)
 		}
 		if onItem != nil {
-			onItem(item)
+			if err := onItem(item); err != nil {
+				return err
+			}
 		}
 	}
 	if r.in.n != end {

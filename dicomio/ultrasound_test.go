@@ -2,10 +2,12 @@ package dicomio
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/vigil-health/vigil/internal/testenv"
@@ -138,5 +140,46 @@ func TestReportRefusesImpossibleNumbers(t *testing.T) {
 		if _, _, err := WriteSR(r); err == nil {
 			t.Errorf("a report with a measurement of %v was written", v)
 		}
+	}
+}
+
+// TestRegionsAreBounded: a file with more ultrasound regions than MaxRegions is refused as over
+// a limit, naming it; MaxRegions of them are read.
+func TestRegionsAreBounded(t *testing.T) {
+	withRegions := func(n int) []byte {
+		var ds dataset
+		ds.add(0x0008, 0x0016, "UI", UltrasoundImageStorage)
+		ds.add(0x0008, 0x0018, "UI", "1.2.3.4")
+		ds.add(0x0008, 0x0060, "CS", "US")
+		var items []dataset
+		for range n {
+			var region dataset
+			region.add(0x0018, 0x6012, "US", u16s(1))
+			region.add(0x0018, 0x6024, "US", u16s(3))
+			items = append(items, region)
+		}
+		ds.add(0x0018, 0x6011, "SQ", items)
+		ds.add(0x0028, 0x0002, "US", u16s(1))
+		ds.add(0x0028, 0x0004, "CS", "MONOCHROME2")
+		ds.add(0x0028, 0x0010, "US", u16s(2))
+		ds.add(0x0028, 0x0011, "US", u16s(2))
+		ds.add(0x0028, 0x0100, "US", u16s(8))
+		ds.add(0x0028, 0x0101, "US", u16s(8))
+		ds.add(0x0028, 0x0102, "US", u16s(7))
+		ds.add(0x0028, 0x0103, "US", u16s(0))
+		ds.add(0x7FE0, 0x0010, "OB", []byte{1, 2, 3, 4})
+		data, err := part10(UltrasoundImageStorage, "1.2.3.4", ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	r, err := Open(bytes.NewReader(withRegions(MaxRegions)), Options{})
+	if err != nil || len(r.Instance().Regions) != MaxRegions {
+		t.Fatalf("%d regions: %v", MaxRegions, err)
+	}
+	_, err = Open(bytes.NewReader(withRegions(5000)), Options{})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "Ultrasound Regions") {
+		t.Errorf("5000 regions: %v", err)
 	}
 }
