@@ -10,15 +10,26 @@ func box(x, y int) image.Rectangle { return image.Rect(x, y, x+20, y+50) }
 func TestTwoWalkersCrossing(t *testing.T) {
 	tr := New(DefaultConfig)
 	var a, b int64
-	for f := 0; f < 40; f++ {
-		// A walks right, B walks left, on rows far enough apart not to merge.
-		obs := []Observation{{box(10+5*f, 100), 0.9}, {box(300-5*f, 170), 0.9}}
-		got := tr.Update(obs)
-		if f == 0 {
-			a, b = got[0].ID, got[1].ID
+	for f := 0; f < 60; f++ {
+		// A walks right, B walks left, B a little lower: their boxes overlap (30 of 50 rows),
+		// and around frame 29 they pass through each other.
+		boxA, boxB := box(10+5*f, 100), box(300-5*f, 120)
+		got := tr.Update([]Observation{{boxA, 0.9}, {boxB, 0.9}})
+		idOf := func(want image.Rectangle) int64 {
+			for _, g := range got {
+				if g.Box == want {
+					return g.ID
+				}
+			}
+			t.Fatalf("frame %d: no track on %v among %v", f, want, got)
+			return 0
 		}
-		if got[0].ID != a || got[1].ID != b {
-			t.Fatalf("frame %d: ids %d %d, want %d %d", f, got[0].ID, got[1].ID, a, b)
+		if f == 0 {
+			a, b = idOf(boxA), idOf(boxB)
+			continue
+		}
+		if ga, gb := idOf(boxA), idOf(boxB); ga != a || gb != b {
+			t.Fatalf("frame %d (boxes overlap %v): ids %d %d, want %d %d", f, !boxA.Intersect(boxB).Empty(), ga, gb, a, b)
 		}
 	}
 }
