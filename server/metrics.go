@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,10 @@ type Metrics struct {
 
 	decisionSeconds *prometheus.HistogramVec
 
-	wardFrames  *prometheus.CounterVec
+	wardFrames *prometheus.CounterVec
+	// cameras counts the open streams of each camera that has its own label.
+	camerasMu   sync.Mutex
+	cameras     map[string]int
 	wardStreams prometheus.Gauge
 	wardStage   *prometheus.HistogramVec
 }
@@ -74,6 +78,38 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.handled, m.duration, m.inflight, m.panics, m.decisionSeconds, m.wardFrames, m.wardStreams, m.wardStage,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// MaxCameraLabels bounds the camera label of the ward metrics: beyond it, further cameras are
+// counted under "other", so that a client inventing camera IDs cannot grow /metrics without end.
+const MaxCameraLabels = 64
+
+// otherCameras is the label of the cameras beyond MaxCameraLabels.
+const otherCameras = "other"
+
+// cameraLabel is the label a new stream of a camera counts under, and done releases it: when
+// the camera's last stream ends, its series leave /metrics and free the slot.
+func (m *Metrics) cameraLabel(camera string) (label string, done func()) {
+	m.camerasMu.Lock()
+	defer m.camerasMu.Unlock()
+	if m.cameras == nil {
+		m.cameras = map[string]int{}
+	}
+	if _, ok := m.cameras[camera]; !ok && (len(m.cameras) >= MaxCameraLabels || camera == otherCameras) {
+		return otherCameras, func() {}
+	}
+	m.cameras[camera]++
+	return camera, func() {
+		m.camerasMu.Lock()
+		defer m.camerasMu.Unlock()
+		if m.cameras[camera]--; m.cameras[camera] > 0 {
+			return
+		}
+		delete(m.cameras, camera)
+		for _, outcome := range []string{"processed", "dropped", "error"} {
+			m.wardFrames.DeleteLabelValues(camera, outcome)
+		}
+	}
 }
 
 // WatchModels exports each model's state from the registry at every scrape.

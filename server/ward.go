@@ -97,10 +97,12 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}
 	s.metrics.wardStreams.Inc()
 	defer s.metrics.wardStreams.Dec()
+	camera, release := s.metrics.cameraLabel(cfg.CameraId)
+	defer release()
 	c := &cameraStream{wardService: s, stream: stream, cfg: cfg, who: who, pipe: pipe, ref: ref, started: time.Now(),
-		processedFrames: s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "processed"),
-		droppedFrames:   s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "dropped"),
-		errorFrames:     s.metrics.wardFrames.WithLabelValues(cfg.CameraId, "error")}
+		processedFrames: s.metrics.wardFrames.WithLabelValues(camera, "processed"),
+		droppedFrames:   s.metrics.wardFrames.WithLabelValues(camera, "dropped"),
+		errorFrames:     s.metrics.wardFrames.WithLabelValues(camera, "error")}
 	c.lastStats = c.started
 	realtime := cfg.Policy != vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME
 	queue, recvErr := c.receive(ctx, realtime)
