@@ -97,7 +97,8 @@ type Pipeline struct {
 	// the person is lost is drawn where they were.
 	lastSeen map[int64]Person
 	spans    map[int64]*Summary
-	// recent maps the capture times of the last frames to their sequence numbers.
+	// recent maps the capture times of the last frames to their sequence numbers: the last
+	// 10 s, and never more than maxRecent frames (a client's clock may stand still).
 	recent []stamp
 	cfg    Config
 	// A frame's working memory, reused frame after frame.
@@ -197,10 +198,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 	}
 	t3 := time.Now()
 	p.Falls, p.Ended = p.Falls[:0], p.Ended[:0]
-	p.recent = append(p.recent, stamp{t, seq})
-	for len(p.recent) > 0 && t.Sub(p.recent[0].at) > 10*time.Second {
-		p.recent = p.recent[1:]
-	}
+	p.remember(t, seq)
 	p.people = people
 	seen := p.seen
 	clear(seen)
@@ -489,4 +487,20 @@ func (p *Pipeline) Gait(trackID int64) (gait.Summary, bool) {
 		return gait.Summary{}, false
 	}
 	return g.Summarize()
+}
+
+// maxRecent bounds the frames remembered by capture time: 10 s at 60 frames a second.
+const maxRecent = 600
+
+// remember records a frame's capture time and sequence number, and forgets those over 10 s
+// older, or beyond maxRecent.
+func (p *Pipeline) remember(t time.Time, seq int64) {
+	p.recent = append(p.recent, stamp{t, seq})
+	drop := 0
+	for drop < len(p.recent) && (t.Sub(p.recent[drop].at) > 10*time.Second || len(p.recent)-drop > maxRecent) {
+		drop++
+	}
+	if drop > 0 {
+		p.recent = append(p.recent[:0], p.recent[drop:]...)
+	}
 }

@@ -354,3 +354,23 @@ func TestNurseBesideAFall(t *testing.T) {
 	t.Logf("carer on %d of %d frames as track %d; patient on the floor on %d of %d frames; alert at %v: %v",
 		most, frames, id, patientSeen, afterFall, alerts[0].At.Sub(start), alerts[0].Reasons)
 }
+
+// TestRecentFramesBoundedByCount: a client whose clock stands still does not make the
+// pipeline remember every frame; a moving clock keeps the last 10 s.
+func TestRecentFramesBoundedByCount(t *testing.T) {
+	var p Pipeline
+	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	for seq := range int64(5000) {
+		p.remember(at, seq)
+	}
+	if len(p.recent) != maxRecent || p.recent[len(p.recent)-1].seq != 4999 {
+		t.Errorf("a still clock: %d frames remembered, want %d ending at 4999", len(p.recent), maxRecent)
+	}
+	var q Pipeline
+	for seq := range int64(300) {
+		q.remember(at.Add(time.Duration(seq)*100*time.Millisecond), seq)
+	}
+	if len(q.recent) != 101 || q.recent[0].seq != 199 {
+		t.Errorf("10 frames a second for 30 s: %d remembered from %d, want 101 from 199", len(q.recent), q.recent[0].seq)
+	}
+}
