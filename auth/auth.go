@@ -45,6 +45,8 @@ var (
 	ErrUnknownToken = errors.New("auth: unknown token")
 	// ErrBadRole means a role that is not one of Roles.
 	ErrBadRole = errors.New("auth: unknown role")
+	// ErrDuplicatePrincipal means the principal already holds a token.
+	ErrDuplicatePrincipal = errors.New("auth: principal already has a token")
 	// ErrBadPrincipal means a principal name that is empty or has odd characters.
 	ErrBadPrincipal = errors.New("auth: bad principal name")
 )
@@ -215,6 +217,13 @@ func AddToken(path string, role Role, principal string) (string, error) {
 	entries, err := readEntries(path)
 	if err != nil {
 		return "", err
+	}
+	// One name, one token: the audit trail names principals, and two holders of one name
+	// could not be told apart in it.
+	for _, e := range entries {
+		if e.Principal == principal {
+			return "", fmt.Errorf("%w: %q already has a token (role %s); choose another name", ErrDuplicatePrincipal, principal, e.Role)
+		}
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {

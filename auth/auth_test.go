@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,7 +64,7 @@ func TestConcurrentAddsKeepEveryToken(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tok, err := AddToken(path, RoleWardBridge, "camera-bridge")
+			tok, err := AddToken(path, RoleWardBridge, fmt.Sprintf("camera-bridge-%d", i))
 			if err != nil {
 				t.Error(err)
 			}
@@ -90,5 +91,27 @@ func TestCorruptFileIsAnError(t *testing.T) {
 	os.WriteFile(path, []byte(`{"tokens":[{"principal":"x","role":"root","sha256":"00"}]}`), 0o600)
 	if _, err := OpenTokenFile(path); !errors.Is(err, ErrBadRole) {
 		t.Fatalf("got %v, want ErrBadRole naming the file", err)
+	}
+}
+
+// TestPrincipalsAreUnique: a second token for a name already in the file is refused, whatever
+// its role, and the file keeps the first.
+func TestPrincipalsAreUnique(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	first, err := AddToken(path, RoleReviewer, "dr.house")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []Role{RoleReviewer, RoleAdmin} {
+		if _, err := AddToken(path, role, "dr.house"); !errors.Is(err, ErrDuplicatePrincipal) {
+			t.Errorf("a second dr.house as %s: %v", role, err)
+		}
+	}
+	f, err := OpenTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := f.Lookup(first); err != nil || f.Len() != 1 || p.Role != RoleReviewer {
+		t.Errorf("the first token: %+v %v (%d tokens)", p, err, f.Len())
 	}
 }
