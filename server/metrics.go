@@ -28,9 +28,9 @@ type Metrics struct {
 	decisionSeconds *prometheus.HistogramVec
 
 	wardFrames *prometheus.CounterVec
-	// cameras counts the open streams of each camera that has its own label.
+	// cameras are the cameras that have their own label.
 	camerasMu   sync.Mutex
-	cameras     map[string]int
+	cameras     map[string]bool
 	wardStreams prometheus.Gauge
 	wardStage   *prometheus.HistogramVec
 }
@@ -80,36 +80,27 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// MaxCameraLabels bounds the camera label of the ward metrics: beyond it, further cameras are
-// counted under "other", so that a client inventing camera IDs cannot grow /metrics without end.
+// MaxCameraLabels bounds the camera label of the ward metrics: the first 64 cameras seen keep
+// their own series (counters that outlive a stream, as a scrape after it ends must still see
+// its last frames); further cameras are counted under "other", so that a client inventing
+// camera IDs cannot grow /metrics without end.
 const MaxCameraLabels = 64
 
 // otherCameras is the label of the cameras beyond MaxCameraLabels.
 const otherCameras = "other"
 
-// cameraLabel is the label a new stream of a camera counts under, and done releases it: when
-// the camera's last stream ends, its series leave /metrics and free the slot.
-func (m *Metrics) cameraLabel(camera string) (label string, done func()) {
+// cameraLabel is the label a camera's frames count under.
+func (m *Metrics) cameraLabel(camera string) string {
 	m.camerasMu.Lock()
 	defer m.camerasMu.Unlock()
 	if m.cameras == nil {
-		m.cameras = map[string]int{}
+		m.cameras = map[string]bool{}
 	}
-	if _, ok := m.cameras[camera]; !ok && (len(m.cameras) >= MaxCameraLabels || camera == otherCameras) {
-		return otherCameras, func() {}
+	if !m.cameras[camera] && (len(m.cameras) >= MaxCameraLabels || camera == otherCameras) {
+		return otherCameras
 	}
-	m.cameras[camera]++
-	return camera, func() {
-		m.camerasMu.Lock()
-		defer m.camerasMu.Unlock()
-		if m.cameras[camera]--; m.cameras[camera] > 0 {
-			return
-		}
-		delete(m.cameras, camera)
-		for _, outcome := range []string{"processed", "dropped", "error"} {
-			m.wardFrames.DeleteLabelValues(camera, outcome)
-		}
-	}
+	m.cameras[camera] = true
+	return camera
 }
 
 // WatchModels exports each model's state from the registry at every scrape.

@@ -97,8 +97,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 	}
 	s.metrics.wardStreams.Inc()
 	defer s.metrics.wardStreams.Dec()
-	camera, release := s.metrics.cameraLabel(cfg.CameraId)
-	defer release()
+	camera := s.metrics.cameraLabel(cfg.CameraId)
 	c := &cameraStream{wardService: s, stream: stream, cfg: cfg, who: who, pipe: pipe, ref: ref, started: time.Now(),
 		processedFrames: s.metrics.wardFrames.WithLabelValues(camera, "processed"),
 		droppedFrames:   s.metrics.wardFrames.WithLabelValues(camera, "dropped"),
