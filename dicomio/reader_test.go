@@ -3,6 +3,7 @@ package dicomio
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -216,6 +217,33 @@ func TestJPEG2000MatchesTheNativeImage(t *testing.T) {
 	_, err := Open(f, Options{})
 	if !errors.Is(err, ErrUnsupportedTransferSyntax) || !strings.Contains(err.Error(), JPEG2000Lossless) {
 		t.Errorf("without a JPEG 2000 decoder: got %v, want ErrUnsupportedTransferSyntax naming %s", err, JPEG2000Lossless)
+	}
+}
+
+// TestJPEG2000SizeCheckedBeforeDecoding: a frame whose codestream claims 30000 x 30000 (the
+// DICOM header says 640 x 480) is refused from its header, before OpenJPEG allocates 2.7 GB.
+func TestJPEG2000SizeCheckedBeforeDecoding(t *testing.T) {
+	data, err := os.ReadFile(sharedDICOM(t, "ultrasound/us1-jpeg2000-lossless.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	siz := bytes.Index(data, []byte{0xFF, 0x4F, 0xFF, 0x51})
+	if siz < 0 {
+		t.Fatal("no JPEG 2000 codestream in the file")
+	}
+	x := siz + 8 // SOC, SIZ, Lsiz, Rsiz
+	if w, h := binary.BigEndian.Uint32(data[x:]), binary.BigEndian.Uint32(data[x+4:]); w != 640 || h != 480 {
+		t.Fatalf("the codestream says %d x %d", w, h)
+	}
+	binary.BigEndian.PutUint32(data[x:], 30000)
+	binary.BigEndian.PutUint32(data[x+4:], 30000)
+	r, err := Open(bytes.NewReader(data), withJ2K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Next()
+	if err == nil || !strings.Contains(err.Error(), "says 30000 x 30000, the DICOM header 640 x 480") {
+		t.Errorf("a forged 30000 x 30000 codestream: %v", err)
 	}
 }
 

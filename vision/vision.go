@@ -134,8 +134,17 @@ func (v *Video) Close() error {
 }
 
 // DecodeJPEG2000 decodes a JPEG 2000 codestream (a DICOM frame) with OpenCV's OpenJPEG to
-// 8-bit grey or RGB, interleaved, and checks its size against what the instance declares.
+// 8-bit grey or RGB, interleaved, once its size (read from its header) matches what the
+// instance declares.
 func DecodeJPEG2000(data []byte, width, height, samples int) ([]byte, error) {
+	// The codestream's own size is read first: OpenJPEG would allocate whatever it claims.
+	w, h, err := JPEG2000Size(data)
+	if err != nil {
+		return nil, err
+	}
+	if w != width || h != height {
+		return nil, fmt.Errorf("%w: JPEG 2000 frame says %d x %d, the DICOM header %d x %d", ErrDecode, w, h, width, height)
+	}
 	flag := gocv.IMReadColor
 	if samples == 1 {
 		flag = gocv.IMReadGrayScale

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"testing"
 
+	"gocv.io/x/gocv"
+
 	"github.com/vigil-health/vigil/internal/testenv"
 )
 
@@ -199,5 +201,30 @@ func TestIntoReusesThePixels(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 20*1024 {
 		t.Errorf("20 warm decodes and resizes allocated %d bytes in Go, want under 20 kB (one fresh frame is 9 kB)", grew)
+	}
+}
+
+// TestJPEG2000Size reads the size from a JP2 file OpenCV writes, and refuses what is not
+// JPEG 2000 or whose boxes overrun.
+func TestJPEG2000Size(t *testing.T) {
+	m := gocv.NewMatWithSize(37, 53, gocv.MatTypeCV8UC1)
+	defer m.Close()
+	buf, err := gocv.IMEncode(".jp2", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	jp2 := append([]byte(nil), buf.GetBytes()...)
+	if w, h, err := JPEG2000Size(jp2); err != nil || w != 53 || h != 37 {
+		t.Errorf("JP2: %d x %d, %v; want 53 x 37", w, h, err)
+	}
+	for name, bad := range map[string][]byte{
+		"empty":        nil,
+		"a PNG header": {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"a cut JP2":    jp2[:40],
+	} {
+		if _, _, err := JPEG2000Size(bad); !errors.Is(err, ErrDecode) {
+			t.Errorf("%s: %v, want ErrDecode", name, err)
+		}
 	}
 }
