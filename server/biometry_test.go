@@ -14,10 +14,8 @@ import (
 
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/dicomio"
-	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/internal/hc18"
 	"github.com/vigil-health/vigil/internal/testenv"
-	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/biometry"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/review"
@@ -28,19 +26,7 @@ import (
 // routes choose (the default install).
 func withRoutes(t *testing.T) func(*Options) {
 	t.Helper()
-	engine, err := inference.Open(inference.Config{})
-	if err != nil {
-		t.Fatalf("ONNX Runtime: %v (run `make deps`)", err)
-	}
-	t.Cleanup(func() { engine.Close() })
-	resolver := testenv.Resolver()
-	resolver.CacheDir = t.TempDir()
-	registry := inference.LoadRegistry(context.Background(), engine, nil, models.Builtin(), resolver)
-	for _, name := range []string{"fetal-head", "us-lesion-demo"} {
-		if _, err := registry.Session(name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	registry := builtinRegistry(t, "fetal-head", "us-lesion-demo")
 	return func(o *Options) {
 		o.Registry = registry
 		o.Imaging = ImagingOptions{Limits: dicomio.DefaultLimits, Decoders: dicomio.Decoders{JPEG2000: vision.DecodeJPEG2000}}
@@ -183,11 +169,12 @@ func TestCardiacCineGetsNoHeadMeasurement(t *testing.T) {
 	}
 }
 
-// TestAcceptedHeadCircumferenceInTheReport accepts a measured head and exports the study's
-// structured report: dciodvfy passes it, and dsrdump shows HC under its LOINC code in mm.
-func TestAcceptedHeadCircumferenceInTheReport(t *testing.T) {
+// decidedReport sends a held-apart head, lets a reviewer decide its finding as req says (the id
+// and version are filled in), and returns the head's finding and dsrdump's rendering of the
+// study's exported report, which dciodvfy has checked.
+func decidedReport(t *testing.T, im hc18.Image, req *vigilv1.DecideRequest) (*vigilv1.Finding, string) {
+	t.Helper()
 	ts := startServer(t, nil, withRoutes(t))
-	im := heldApart(t, 1)[0]
 	data, err := im.FetalHeadDICOM(false)
 	if err != nil {
 		t.Fatal(err)
@@ -196,9 +183,8 @@ func TestAcceptedHeadCircumferenceInTheReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := measurement(resp.Findings[0], biometry.NameHC)
-	if hc == nil {
-		t.Fatalf("no HC: %v", resp.Findings[0])
+	if len(resp.Findings) != 1 || measurement(resp.Findings[0], biometry.NameHC) == nil {
+		t.Fatalf("no HC: %v", resp.Findings)
 	}
 	rc := vigilv1.NewReviewClient(ts.conn)
 	ctx := ts.as(auth.RoleReviewer)
@@ -206,8 +192,8 @@ func TestAcceptedHeadCircumferenceInTheReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rc.Decide(ctx, &vigilv1.DecideRequest{Id: claimed.Finding.Id, Version: claimed.Finding.Version,
-		Outcome: vigilv1.Outcome_OUTCOME_ACCEPT, ReasonCode: "confirmed"}); err != nil {
+	req.Id, req.Version = claimed.Finding.Id, claimed.Finding.Version
+	if _, err := rc.Decide(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	report, err := rc.ExportReport(ctx, &vigilv1.ExportReportRequest{StudyInstanceUid: resp.Source.StudyInstanceUid})
@@ -219,7 +205,14 @@ func TestAcceptedHeadCircumferenceInTheReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Dciodvfy(t, path)
-	text := testenv.Dsrdump(t, path)
+	return resp.Findings[0], testenv.Dsrdump(t, path)
+}
+
+// TestAcceptedHeadCircumferenceInTheReport accepts a measured head and exports the study's
+// structured report: dciodvfy passes it, and dsrdump shows HC under its LOINC code in mm.
+func TestAcceptedHeadCircumferenceInTheReport(t *testing.T) {
+	f, text := decidedReport(t, heldApart(t, 1)[0], &vigilv1.DecideRequest{Outcome: vigilv1.Outcome_OUTCOME_ACCEPT, ReasonCode: "confirmed"})
+	hc := measurement(f, biometry.NameHC)
 	for _, want := range []string{`(11984-2,LN,"Head Circumference")`, `(11820-8,LN,"Biparietal Diameter")`,
 		`(11851-3,LN,"Occipital-Frontal Diameter")`, `"` + decimal(hc.Value) + `" (mm,UCUM,"millimeter")`} {
 		if !strings.Contains(text, want) {
@@ -234,39 +227,9 @@ func decimal(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 // TestAmendedHeadCircumferenceInTheReport: a reviewer corrects HC; the report carries the
 // reviewer's value under the same LOINC code, and the model's BPD beside it.
 func TestAmendedHeadCircumferenceInTheReport(t *testing.T) {
-	ts := startServer(t, nil, withRoutes(t))
-	im := heldApart(t, 2)[1]
-	data, err := im.FetalHeadDICOM(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), data, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bpd := measurement(resp.Findings[0], biometry.NameBPD)
-	rc := vigilv1.NewReviewClient(ts.conn)
-	ctx := ts.as(auth.RoleReviewer)
-	claimed, err := rc.ClaimNext(ctx, &vigilv1.ClaimNextRequest{LeaseSeconds: 60})
-	if err != nil {
-		t.Fatal(err)
-	}
-	amended, err := rc.Decide(ctx, &vigilv1.DecideRequest{Id: claimed.Finding.Id, Version: claimed.Finding.Version,
-		Outcome: vigilv1.Outcome_OUTCOME_AMEND, ReasonCode: "wrong-size",
+	f, text := decidedReport(t, heldApart(t, 2)[1], &vigilv1.DecideRequest{Outcome: vigilv1.Outcome_OUTCOME_AMEND, ReasonCode: "wrong-size",
 		Amendment: &vigilv1.Amendment{Measurements: []*vigilv1.Measurement{{Name: biometry.NameHC, Value: 71.5, Unit: "mm"}}}})
-	if err != nil || amended.Finding.State != vigilv1.FindingState_FINDING_STATE_AMENDED {
-		t.Fatalf("amend: %v %v", amended, err)
-	}
-	report, err := rc.ExportReport(ctx, &vigilv1.ExportReportRequest{StudyInstanceUid: resp.Source.StudyInstanceUid})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "sr.dcm")
-	if err := os.WriteFile(path, report.Report, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Dciodvfy(t, path)
-	text := testenv.Dsrdump(t, path)
+	bpd := measurement(f, biometry.NameBPD)
 	for _, want := range []string{`(11984-2,LN,"Head Circumference")="71.5" (mm,UCUM,"millimeter")`,
 		`(11820-8,LN,"Biparietal Diameter")="` + decimal(bpd.Value) + `"`, "amended by test-reviewer (wrong-size)"} {
 		if !strings.Contains(text, want) {

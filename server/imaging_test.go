@@ -26,8 +26,8 @@ import (
 	"github.com/vigil-health/vigil/vision"
 )
 
-// withTriage gives the server real ONNX Runtime with the builtin models.
-func withTriage(t *testing.T) func(*Options) {
+// builtinRegistry loads the builtin models on real ONNX Runtime; the named ones must be ready.
+func builtinRegistry(t *testing.T, names ...string) *inference.Registry {
 	t.Helper()
 	engine, err := inference.Open(inference.Config{})
 	if err != nil {
@@ -37,9 +37,19 @@ func withTriage(t *testing.T) func(*Options) {
 	resolver := testenv.Resolver()
 	resolver.CacheDir = t.TempDir()
 	registry := inference.LoadRegistry(context.Background(), engine, nil, models.Builtin(), resolver)
-	if _, err := registry.Session("us-lesion-demo"); err != nil {
-		t.Fatal(err)
+	for _, name := range names {
+		if _, err := registry.Session(name); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return registry
+}
+
+// withTriage gives the server real ONNX Runtime with the builtin models, and the demo lesion
+// model for every request that names none.
+func withTriage(t *testing.T) func(*Options) {
+	t.Helper()
+	registry := builtinRegistry(t, "us-lesion-demo")
 	return func(o *Options) {
 		o.Registry = registry
 		o.Imaging = ImagingOptions{Model: "us-lesion-demo", Limits: dicomio.DefaultLimits,
