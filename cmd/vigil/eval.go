@@ -68,13 +68,7 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	report.Transform = *transform
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(report)
-	}
-	report.WriteTable(stdout)
-	return nil
+	return printReport(stdout, *asJSON, report)
 }
 
 // runEvalBiometry measures the fetal head model through the Imaging service: every image of a
@@ -112,11 +106,16 @@ func runEvalBiometry(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
+	return printReport(stdout, *asJSON, report)
+}
+
+// printReport prints an evaluation's report as indented JSON, or as its table.
+func printReport(w io.Writer, asJSON bool, report interface{ WriteTable(io.Writer) }) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(report)
 	}
-	report.WriteTable(stdout)
+	report.WriteTable(w)
 	return nil
 }

@@ -30,11 +30,8 @@ var (
 	ErrUnsupportedModel = errors.New("biometry: unsupported model")
 )
 
-// Model is what biometry needs of a loaded model; *inference.Session is one.
-type Model interface {
-	Manifest() *models.Manifest
-	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
-}
+// Model is what biometry needs of a loaded model, the same as triage; *inference.Session is one.
+type Model = triage.Model
 
 // Quality says how far a head's measurements can be trusted.
 type Quality struct {
