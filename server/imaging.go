@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/biometry"
 	"github.com/vigil-health/vigil/pipelines/triage"
@@ -67,6 +68,27 @@ func (s *imagingService) AnalyzeInstanceProgress(stream vigilv1.Imaging_AnalyzeI
 // errChunkTooLarge is what the chunk pump reports for an oversized message.
 var errChunkTooLarge = status.Errorf(codes.InvalidArgument, "a chunk is over %d bytes: send the file in smaller chunks", MaxChunkBytes)
 
+// pump writes the chunks into the reader's pipe until the client ends its side. It returns
+// nil when the reader stopped reading first: the reader's error is the one to report.
+func pump(first *vigilv1.AnalyzeInstanceRequest, recv func() (*vigilv1.AnalyzeInstanceRequest, error), pw *io.PipeWriter) error {
+	for msg := first; ; {
+		if len(msg.Chunk) > MaxChunkBytes {
+			return errChunkTooLarge
+		}
+		if _, err := pw.Write(msg.Chunk); err != nil {
+			return nil
+		}
+		var err error
+		msg, err = recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // analyze streams the chunks into the DICOM reader (the file is never held whole), runs
 // triage, and commits the findings before it answers. A resubmitted instance gets its stored
 // result.
@@ -96,36 +118,22 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	defer pr.Close()
 	pumpErr := make(chan error, 1)
 	go func() {
-		msg := first
-		for {
-			if len(msg.Chunk) > MaxChunkBytes {
-				pw.CloseWithError(errChunkTooLarge)
-				pumpErr <- errChunkTooLarge
-				return
-			}
-			if _, err := pw.Write(msg.Chunk); err != nil {
-				pumpErr <- nil // the reader stopped: its error is the one to report
-				return
-			}
-			var err error
-			msg, err = recv()
-			if errors.Is(err, io.EOF) {
-				pw.Close()
-				pumpErr <- nil
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(err)
-				pumpErr <- err
-				return
-			}
+		err := panics.Catch("imaging chunk pump", func() error { return pump(first, recv, pw) })
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
 		}
+		pumpErr <- err
 	}()
 	fail := func(err error) (*vigilv1.AnalyzeInstanceResponse, error) {
 		pr.CloseWithError(err)
 		if perr := <-pumpErr; perr != nil {
-			if _, ok := status.FromError(perr); ok {
-				return nil, perr
+			// The client's own error (a chunk too large, a broken stream) or the pump's panic
+			// explains the reader's failure better than the reader can.
+			var pe *panics.Error
+			if _, ok := status.FromError(perr); ok || errors.As(perr, &pe) {
+				return nil, toStatus(ctx, s.log, perr)
 			}
 		}
 		return nil, toStatus(ctx, s.log, err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/internal/panics"
 )
 
 // The interceptors run in this order: recovery (outermost, so nothing escapes it), metrics
@@ -83,6 +85,9 @@ type callInfoKey struct{}
 
 func observe(ctx context.Context, log *slog.Logger, m *Metrics, method string, call *callInfo, start time.Time, err error) {
 	code := status.Code(err)
+	if pe := (*panics.Error)(nil); errors.As(err, &pe) {
+		m.panics.Inc() // on a goroutine the handler started; the handler's own are counted by recovered
+	}
 	elapsed := time.Since(start)
 	m.handled.WithLabelValues(method, code.String()).Inc()
 	m.duration.WithLabelValues(method).Observe(elapsed.Seconds())

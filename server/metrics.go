@@ -54,7 +54,7 @@ func NewMetrics() *Metrics {
 		}, []string{"method"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_grpc_panics_total",
-			Help: "Handler panics recovered and answered with Internal.",
+			Help: "Panics recovered, in handlers and in the goroutines they start, and answered with Internal.",
 		}),
 	}
 	m.decisionSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{

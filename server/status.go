@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/biometry"
 	"github.com/vigil-health/vigil/pipelines/detect"
@@ -61,6 +62,18 @@ var errorCodes = []struct {
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }
 
+// panicStatus is the Internal status of a recovered panic. It keeps the panic in its chain,
+// so that the interceptors count it with the handlers' own.
+type panicStatus struct{ panic *panics.Error }
+
+func (p panicStatus) Error() string { return p.panic.Error() }
+
+func (p panicStatus) GRPCStatus() *status.Status {
+	return status.New(codes.Internal, "internal error; the server log has the detail")
+}
+
+func (p panicStatus) Unwrap() error { return p.panic }
+
 // toStatus converts a domain error into a status error. An error the table does not know is
 // an internal fault: the client gets a generic message and the log gets the detail.
 func toStatus(ctx context.Context, log *slog.Logger, err error) error {
@@ -69,6 +82,11 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
+	}
+	var pe *panics.Error
+	if errors.As(err, &pe) {
+		log.ErrorContext(ctx, "worker panicked", slog.String("site", pe.Site), slog.Any("panic", pe.Value), slog.String("stack", string(pe.Stack)))
+		return panicStatus{pe}
 	}
 	var stale *review.StaleError
 	if errors.As(err, &stale) {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/pipelines/detect"
 	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/pose"
@@ -113,7 +114,7 @@ func (s *wardService) StreamCamera(stream vigilv1.Ward_StreamCameraServer) error
 		}
 	}
 	if err := <-recvErr; err != nil {
-		return err
+		return toStatus(ctx, s.log, err)
 	}
 	return c.finish()
 }
@@ -174,47 +175,50 @@ func (c *cameraStream) receive(ctx context.Context, realtime bool) (<-chan *vigi
 	done := make(chan error, 1)
 	go func() {
 		defer close(queue)
+		done <- panics.Catch("ward frame receiver", func() error { return c.receiveInto(ctx, queue, realtime) })
+	}()
+	return queue, done
+}
+
+// receiveInto reads frames into queue until the bridge closes its side (nil) or the stream
+// fails.
+func (c *cameraStream) receiveInto(ctx context.Context, queue chan *vigilv1.Frame, realtime bool) error {
+	for {
+		msg, err := c.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		f := msg.GetFrame()
+		if f == nil {
+			return status.Error(codes.InvalidArgument, "after the configuration, every message must be a frame")
+		}
+		c.received.Add(1)
+		if !realtime {
+			select {
+			case queue <- f:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
 		for {
-			msg, err := c.stream.Recv()
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					err = nil
-				}
-				done <- err
-				return
-			}
-			f := msg.GetFrame()
-			if f == nil {
-				done <- status.Error(codes.InvalidArgument, "after the configuration, every message must be a frame")
-				return
-			}
-			c.received.Add(1)
-			if !realtime {
+			select {
+			case queue <- f:
+			default:
+				// Full: the waiting frame is stale. Drop it for the new one.
 				select {
-				case queue <- f:
-				case <-ctx.Done():
-					done <- ctx.Err()
-					return
+				case old := <-queue:
+					c.drop(old.Sequence)
+				default:
 				}
 				continue
 			}
-			for {
-				select {
-				case queue <- f:
-				default:
-					// Full: the waiting frame is stale. Drop it for the new one.
-					select {
-					case old := <-queue:
-						c.drop(old.Sequence)
-					default:
-					}
-					continue
-				}
-				break
-			}
+			break
 		}
-	}()
-	return queue, done
+	}
 }
 
 func (c *cameraStream) drop(seq int64) {
@@ -502,16 +506,9 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 			case <-ctx.Done():
 				return
 			}
-			start := time.Now()
 			d := decodedFrame{f: f, release: func() { free <- buf }}
-			d.img, d.err = s.decode(f, &buf.pixels)
-			d.took = time.Since(start)
-			if d.err == nil {
-				start = time.Now()
-				dets, err := pipe.Detect(ctx, d.img)
-				// The detector's slice is reused by its next call: the frame keeps a copy.
-				buf.dets = append(buf.dets[:0], dets...)
-				d.dets, d.detectErr, d.detectTook = buf.dets, err, time.Since(start)
+			if err := panics.Catch("ward frame decoder", func() error { s.decodeAndDetect(ctx, pipe, buf, &d); return nil }); err != nil {
+				d.img, d.err, d.dets, d.detectErr = vision.Frame{}, nil, nil, err // ends the stream with Internal
 			}
 			select {
 			case out <- d:
@@ -521,6 +518,20 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 		}
 	}()
 	return out
+}
+
+// decodeAndDetect fills d with the frame's pixels (or its error event) and the people detected.
+func (s *wardService) decodeAndDetect(ctx context.Context, pipe *ward.Pipeline, buf *frameBuffer, d *decodedFrame) {
+	start := time.Now()
+	d.img, d.err = s.decode(d.f, &buf.pixels)
+	d.took = time.Since(start)
+	if d.err == nil {
+		start = time.Now()
+		dets, err := pipe.Detect(ctx, d.img)
+		// The detector's slice is reused by its next call: the frame keeps a copy.
+		buf.dets = append(buf.dets[:0], dets...)
+		d.dets, d.detectErr, d.detectTook = buf.dets, err, time.Since(start)
+	}
 }
 
 // decode turns a frame's bytes into pixels (into pixels when it is encoded), or into the

@@ -8,6 +8,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vigil-health/vigil/internal/panics"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 )
 
@@ -159,18 +161,19 @@ func serveWatch(w http.ResponseWriter, r *http.Request, conn grpc.ClientConnInte
 	events := make(chan *vigilv1.WatchEvent)
 	errc := make(chan error, 1)
 	go func() {
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				errc <- err
-				return
+		errc <- panics.Catch("web watch", func() error {
+			for {
+				ev, err := stream.Recv()
+				if err != nil {
+					return err
+				}
+				select {
+				case events <- ev:
+				case <-ctx.Done():
+					return nil
+				}
 			}
-			select {
-			case events <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
+		})
 	}()
 	flusher, _ := w.(http.Flusher)
 	started := false
@@ -192,6 +195,10 @@ func serveWatch(w http.ResponseWriter, r *http.Request, conn grpc.ClientConnInte
 			data, _ := marshal.Marshal(ev)
 			w.Write(append(data, '\n'))
 		case err := <-errc:
+			if pe := (*panics.Error)(nil); errors.As(err, &pe) {
+				log.Error("watch relay panicked", slog.Any("panic", pe.Value), slog.String("stack", string(pe.Stack)))
+				err = status.Error(codes.Internal, "internal error; the server log has the detail")
+			}
 			if !started {
 				writeError(w, err)
 				return

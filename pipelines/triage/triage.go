@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/vision"
 )
@@ -173,9 +174,12 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader, progress Progress)
 			defer wg.Done()
 			for i := range next {
 				l := &res.Lesions[i]
-				l.Overlay, errs[i] = vision.AnnotatePNG(bestPix[i], inst.Columns, inst.Rows, bestSamples[i], []vision.Mark{{
-					Rect: l.Box, Color: labelColor(l.Label), Caption: caption(*l),
-				}})
+				errs[i] = panics.Catch("triage overlay", func() (err error) {
+					l.Overlay, err = vision.AnnotatePNG(bestPix[i], inst.Columns, inst.Rows, bestSamples[i], []vision.Mark{{
+						Rect: l.Box, Color: labelColor(l.Label), Caption: caption(*l),
+					}})
+					return err
+				})
 			}
 		}()
 	}
@@ -212,13 +216,18 @@ func prepareFrames(r *dicomio.Reader, in models.InputSpec, stop <-chan struct{})
 		first := true
 		for {
 			var p preparedFrame
-			f, err := r.Next()
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				p.err = err
-			} else {
+			end := false
+			// Hostile pixel data is decoded here, outside the handler's goroutine: a panic
+			// becomes this frame's error.
+			if err := panics.Catch("triage frame reader", func() error {
+				f, err := r.Next()
+				if err == io.EOF {
+					end = true
+					return nil
+				}
+				if err != nil {
+					return err
+				}
 				grey := Grey(f)
 				if first {
 					var mx, my float64
@@ -230,7 +239,12 @@ func prepareFrames(r *dicomio.Reader, in models.InputSpec, stop <-chan struct{})
 					pix[i] = float32((float64(pix[i]) - mean(in)) * in.Scale)
 				}
 				p.frame, p.crop = f, crop
-				p.input, p.err = inference.NewTensor([]int64{1, 1, ih, iw}, pix)
+				p.input, err = inference.NewTensor([]int64{1, 1, ih, iw}, pix)
+				return err
+			}); err != nil {
+				p.err = err
+			} else if end {
+				return
 			}
 			select {
 			case out <- p:

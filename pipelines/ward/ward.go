@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/pipelines/detect"
 	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/gait"
@@ -308,22 +309,26 @@ func (p *Pipeline) estimate(ctx context.Context, f vision.Frame, dets []detect.D
 			_, anyWay[i] = fd.Pending()
 		}
 	}
+	// Each worker estimates every len(p.ests)-th person. A panic in one (on a goroutine of its
+	// own, outside the server's interceptors) becomes its error.
 	work := func(w int) {
-		for i := w; i < len(dets); i += len(p.ests) {
-			if tracks[i] == nil {
-				continue
+		errs[w] = panics.Catch("ward pose worker", func() error {
+			for i := w; i < len(dets); i += len(p.ests) {
+				if tracks[i] == nil {
+					continue
+				}
+				estimate := p.ests[w].Estimate
+				if anyWay[i] {
+					estimate = p.ests[w].EstimateAnyWayUp
+				}
+				s, err := estimate(ctx, f, dets[i].Box)
+				if err != nil {
+					return err
+				}
+				skeletons[i] = s
 			}
-			estimate := p.ests[w].Estimate
-			if anyWay[i] {
-				estimate = p.ests[w].EstimateAnyWayUp
-			}
-			s, err := estimate(ctx, f, dets[i].Box)
-			if err != nil {
-				errs[w] = err
-				return
-			}
-			skeletons[i] = s
-		}
+			return nil
+		})
 	}
 	if len(dets) < 2 || len(p.ests) == 1 {
 		for w := range p.ests {
