@@ -76,7 +76,7 @@ func measureImaging(ctx context.Context, engine *inference.Engine, rg *rig, o Op
 		if err != nil {
 			return err
 		}
-		res, err := triage.Analyze(ctx, timed, rd, nil)
+		res, err := triage.Analyze(ctx, timed, rd, triage.Options{})
 		if err == nil && res.Frames != phantomFrames {
 			err = fmt.Errorf("in-process triage read %d frames, want %d", res.Frames, phantomFrames)
 		}
@@ -187,7 +187,7 @@ func measureBatching(ctx context.Context, o Options, r *Report, file []byte) err
 				if err != nil {
 					return err
 				}
-				_, err = triage.Analyze(ctx, m.s, rd, nil)
+				_, err = triage.Analyze(ctx, m.s, rd, triage.Options{})
 				return err
 			})
 			if err != nil {

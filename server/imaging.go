@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,7 +30,15 @@ type ImagingOptions struct {
 	Model    string
 	Limits   dicomio.Limits
 	Decoders dicomio.Decoders
+	// MaxTracks bounds the lesions one loop may follow (triage.DefaultMaxTracks when zero).
+	MaxTracks int
+	// MaxOverlayBytes bounds the overlays stored for one instance (DefaultMaxOverlayBytes
+	// when zero). The most urgent findings keep theirs; the rest are stored without one.
+	MaxOverlayBytes int
 }
+
+// DefaultMaxOverlayBytes is the overlay budget of one instance: a few full-size frames.
+const DefaultMaxOverlayBytes = 32 << 20
 
 type imagingService struct {
 	vigilv1.UnimplementedImagingServer
@@ -240,28 +249,42 @@ func (s *imagingService) biometry(ctx context.Context, session *inference.Sessio
 
 // triage finds lesions and makes their findings.
 func (s *imagingService) triage(ctx context.Context, session *inference.Session, reader *dicomio.Reader, source review.Source, a *review.Analysis, progress triage.Progress) ([]review.Finding, error) {
-	res, err := triage.Analyze(ctx, session, reader, progress)
+	res, err := triage.Analyze(ctx, session, reader, triage.Options{Progress: progress, MaxTracks: s.opts.MaxTracks})
 	if err != nil {
 		return nil, err
 	}
 	a.Frames = res.Frames
 	inst := res.Instance
 	ref := a.Model
+	budget := s.opts.MaxOverlayBytes
+	if budget <= 0 {
+		budget = DefaultMaxOverlayBytes
+	}
 	findings := make([]review.Finding, 0, len(res.Lesions))
-	for _, l := range res.Lesions {
+	left := 0
+	for _, l := range res.Lesions { // most urgent first: they keep their overlays
 		f := review.Finding{
 			Pipeline: review.PipelineTriage, Label: l.Label, Score: l.Score, Priority: l.Priority,
 			Box:        &review.Box{X: float64(l.Box.Min.X), Y: float64(l.Box.Min.Y), Width: float64(l.Box.Dx()), Height: float64(l.Box.Dy())},
 			FirstFrame: l.FirstFrame, LastFrame: l.LastFrame, BestFrame: l.BestFrame,
-			Model:   ref,
-			Source:  source,
-			Overlay: &review.Image{MediaType: "image/png", Data: l.Overlay, Width: inst.Columns, Height: inst.Rows},
+			Model:  ref,
+			Source: source,
+		}
+		if len(l.Overlay) <= budget {
+			budget -= len(l.Overlay)
+			f.Overlay = &review.Image{MediaType: "image/png", Data: l.Overlay, Width: inst.Columns, Height: inst.Rows}
+		} else {
+			left++
 		}
 		f.Source.Frames, f.Source.NumberOfFrames = frameRange(l.FirstFrame, l.LastFrame), res.Frames
 		if l.LongAxisMM > 0 {
 			f.Measurements = []review.Measurement{{Name: "long axis", Value: round1(l.LongAxisMM), Unit: "mm"}, {Name: "area", Value: round1(l.AreaMM2), Unit: "mm2"}}
 		}
 		findings = append(findings, f)
+	}
+	if left > 0 {
+		a.Notes = append(a.Notes, fmt.Sprintf("%d of %d findings are stored without an overlay: the instance's overlays reached the limit of %d bytes (vigild --max-overlay-bytes)",
+			left, len(findings), cmp.Or(s.opts.MaxOverlayBytes, DefaultMaxOverlayBytes)))
 	}
 	return findings, nil
 }

@@ -362,3 +362,27 @@ func TestWeightPathsOnlyForAdmins(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlayBudgetPerInstance: findings past the instance's overlay budget are stored
+// without one, and the analysis says so.
+func TestOverlayBudgetPerInstance(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t), func(o *Options) { o.Imaging.MaxOverlayBytes = 1 })
+	data, truth := phantomFile(t, 900077, 2)
+	resp, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), data, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Findings) == 0 {
+		t.Fatal("no findings on a phantom with two lesions")
+	}
+	list, _, _ := ts.store.List(context.Background(), reviewQuery(truth.Study))
+	for _, f := range list {
+		if stored, _ := ts.store.Get(context.Background(), f.ID); stored.Overlay != nil {
+			t.Errorf("finding %s stored a %d-byte overlay past a 1-byte budget", f.ID, len(stored.Overlay.Data))
+		}
+	}
+	want := fmt.Sprintf("%d of %d findings are stored without an overlay", len(resp.Findings), len(resp.Findings))
+	if len(resp.Notes) != 1 || !strings.Contains(resp.Notes[0], want) || !strings.Contains(resp.Notes[0], "--max-overlay-bytes") {
+		t.Errorf("notes %q, want one saying %q and naming the limit", resp.Notes, want)
+	}
+}

@@ -38,6 +38,9 @@ type WardOptions struct {
 	MaxSide int
 	// StatsEvery is how often a stream gets its statistics.
 	StatsEvery time.Duration
+	// MaxTracks bounds the people one stream follows at once; MaxHistory the frames of gait
+	// kept per person. Zero means the pipeline's defaults.
+	MaxTracks, MaxHistory int
 }
 
 func (o WardOptions) withDefaults() WardOptions {
@@ -455,7 +458,8 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, revie
 		}
 		beds = append(beds, poly)
 	}
-	wc := ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds}
+	wc := ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds,
+		MaxTracks: s.opts.MaxTracks, MaxHistory: s.opts.MaxHistory}
 	if h := cfg.GetCalibration().GetFloorHomography(); h != nil {
 		wc.Floor = new(ward.Homography)
 		copy(wc.Floor[:], h.M)

@@ -9,6 +9,7 @@
 package gait
 
 import (
+	"cmp"
 	"image"
 	"math"
 	"slices"
@@ -39,6 +40,8 @@ type Analyzer struct {
 	// homography): speed is then the feet's way over the floor, in m/s, which holds for
 	// people walking towards the camera too. It takes the place of PixelsPerMetre.
 	Floor func(x, y float64) (mx, my float64, ok bool)
+	// MaxSamples bounds the frames kept, whatever the clock says; zero means DefaultMaxSamples.
+	MaxSamples int
 }
 
 // minScore is the least keypoint confidence a frame needs to count.
@@ -48,8 +51,8 @@ const minScore = 0.25
 // a person smaller than this guesses.
 const minHeight = 40
 
-// maxSamples bounds the window: about a minute at 10 frames per second.
-const maxSamples = 600
+// DefaultMaxSamples bounds the window: about a minute at 10 frames per second.
+const DefaultMaxSamples = 600
 
 // maxGap is the longest a track may go unmeasured inside one walk: longer, and a step could be
 // missed unseen, so step times are not taken across it.
@@ -71,8 +74,8 @@ func (a *Analyzer) Add(t time.Time, s pose.Skeleton, box image.Rectangle) {
 	q := (la.Score + ra.Score + s[pose.LeftShoulder].Score + s[pose.RightShoulder].Score) / 4
 	a.samples = append(a.samples, sample{t: t, dx: la.X - ra.X, dy: la.Y - ra.Y, hx: hx, hy: hy,
 		fx: (la.X + ra.X) / 2, fy: (la.Y + ra.Y) / 2, height: height, quality: q})
-	if len(a.samples) > maxSamples {
-		a.samples = a.samples[len(a.samples)-maxSamples:]
+	if limit := cmp.Or(a.MaxSamples, DefaultMaxSamples); len(a.samples) > limit {
+		a.samples = append(a.samples[:0], a.samples[len(a.samples)-limit:]...)
 	}
 }
 

@@ -123,3 +123,17 @@ func TestSpeedOnTheFloor(t *testing.T) {
 		t.Errorf("speed %.3f m/s from unmappable points, want none", s.SpeedMetres)
 	}
 }
+
+// TestHistoryBoundedByCount: a client whose clock stands still sends every frame at the same
+// time; the frames kept stay within the bound.
+func TestHistoryBoundedByCount(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := Analyzer{MaxSamples: 50}
+	for f := range 1000 {
+		w := walker(float64(f)/10, 0.5, 60, false)
+		a.Add(at, w, w.Bounds(0.5))
+	}
+	if len(a.samples) != 50 || cap(a.samples) > 4*50 {
+		t.Errorf("kept %d samples (capacity %d) of 1000 frames, want 50", len(a.samples), cap(a.samples))
+	}
+}

@@ -43,7 +43,14 @@ type Config struct {
 	// MinScore is the detection score that may start a track; weaker detections only continue
 	// one. Zero lets every detection start a track.
 	MinScore float64
+	// MaxTracks bounds the tracks followed at once: each holds history, and a camera looking
+	// at noise could otherwise start one on every box. A detection over the bound starts none.
+	// Zero means DefaultMaxTracks.
+	MaxTracks int
 }
+
+// DefaultMaxTracks is more people than a ward room holds.
+const DefaultMaxTracks = 32
 
 // DefaultConfig suits a ward camera at about 10 frames per second.
 var DefaultConfig = Config{MaxMissed: 15, MinIoU: 0.25, MaxCentreShift: 0.5}
@@ -107,8 +114,12 @@ func (tr *Tracker) Update(obs []Observation) []*Track {
 		}
 	}
 	tr.tracks = kept
+	limit := tr.cfg.MaxTracks
+	if limit <= 0 {
+		limit = DefaultMaxTracks
+	}
 	for i, o := range obs {
-		if out[i] == nil && strong(o) {
+		if out[i] == nil && strong(o) && len(tr.tracks) < limit {
 			if tr.lostNear(o.Box) {
 				tr.switches++
 			}

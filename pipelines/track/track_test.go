@@ -62,3 +62,26 @@ func TestLostTracksEnd(t *testing.T) {
 		t.Error("an ended track came back")
 	}
 }
+
+// TestTracksBounded: a camera that sees noise gives a new box every frame; the tracks
+// followed at once stay within the bound, and the ones already followed go on.
+func TestTracksBounded(t *testing.T) {
+	cfg := DefaultConfig
+	cfg.MaxTracks = 5
+	tr := New(cfg)
+	person := image.Rect(10, 10, 60, 160)
+	for f := range 100 {
+		obs := []Observation{{Box: person, Score: 0.9}}
+		for i := range 10 { // ten boxes that never overlap anything before them
+			x := 100 + 30*((f*10+i)%200)
+			obs = append(obs, Observation{Box: image.Rect(x, 500, x+20, 540), Score: 0.9})
+		}
+		out := tr.Update(obs)
+		if out[0] == nil || out[0].ID != 1 {
+			t.Fatalf("frame %d: the person followed from the start lost their track: %+v", f, out[0])
+		}
+		if len(tr.tracks) > cfg.MaxTracks {
+			t.Fatalf("frame %d: %d tracks, want at most %d", f, len(tr.tracks), cfg.MaxTracks)
+		}
+	}
+}

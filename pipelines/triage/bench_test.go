@@ -27,7 +27,7 @@ func BenchmarkTriage(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			res, err := Analyze(context.Background(), m, r, nil)
+			res, err := Analyze(context.Background(), m, r, Options{})
 			if err != nil {
 				b.Fatal(err)
 			}

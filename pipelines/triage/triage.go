@@ -82,9 +82,26 @@ type track struct {
 	frames      int
 }
 
+// DefaultMaxTracks is how many lesions one loop may follow at once, unless Options say.
+const DefaultMaxTracks = 32
+
+// Options observe and bound one analysis.
+type Options struct {
+	// Progress, when set, is called after each frame.
+	Progress Progress
+	// MaxTracks bounds the lesions followed through one loop: each keeps its best frame for
+	// its overlay, so a noisy loop could otherwise keep every frame it has. Beyond the bound
+	// the weakest go. Zero means DefaultMaxTracks.
+	MaxTracks int
+}
+
 // Analyze reads every frame of an opened instance, runs the model and returns the lesions,
 // most urgent first. Only ultrasound instances are accepted.
-func Analyze(ctx context.Context, m Model, r *dicomio.Reader, progress Progress) (Result, error) {
+func Analyze(ctx context.Context, m Model, r *dicomio.Reader, opts Options) (Result, error) {
+	progress, maxTracks := opts.Progress, opts.MaxTracks
+	if maxTracks <= 0 {
+		maxTracks = DefaultMaxTracks
+	}
 	inst := r.Instance()
 	if inst.Modality != "US" {
 		modality := inst.Modality
@@ -134,16 +151,12 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader, progress Progress)
 			return Result{}, err
 		}
 		candidates += len(cands)
-		tracks = follow(tracks, cands, f.Number, f)
+		tracks = keep(follow(tracks, cands, f.Number, f), f.Number, leastFrames(inst.Frames), maxTracks)
 		if progress != nil {
 			progress(res.Frames, inst.Frames, candidates)
 		}
 	}
-	minFrames := 1
-	if res.Frames >= 4 {
-		// A lesion lasts: on a loop, a component seen on a single frame is speckle.
-		minFrames = 2
-	}
+	minFrames := leastFrames(res.Frames)
 	var bestPix [][]byte
 	var bestSamples []int
 	for _, t := range tracks {
@@ -374,10 +387,47 @@ func iou(a, b image.Rectangle) float64 {
 	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
 }
 
+// leastFrames is the fewest frames a lesion must be seen on: a lesion lasts, and on a loop
+// of four frames or more a component seen on a single frame is speckle.
+func leastFrames(frames int) int {
+	if frames >= 4 {
+		return 2
+	}
+	return 1
+}
+
+// keep drops the tracks that ended before frame on fewer than minFrames frames (speckle: they
+// can never become a lesion), and then, over max, the tracks with the weakest best scores.
+func keep(tracks []*track, frame, minFrames, max int) []*track {
+	kept := tracks[:0]
+	for _, t := range tracks {
+		if t.last < frame && t.frames < minFrames {
+			continue
+		}
+		kept = append(kept, t)
+	}
+	clear(tracks[len(kept):])
+	if len(kept) > max {
+		sort.SliceStable(kept, func(i, j int) bool { return kept[i].best.score > kept[j].best.score })
+		clear(kept[max:])
+		kept = kept[:max]
+	}
+	return kept
+}
+
 // follow extends tracks seen on the previous frame with this frame's candidates of the same
 // label that overlap them, and starts a track for every other candidate.
 func follow(tracks []*track, cands []candidate, frame int, f dicomio.Frame) []*track {
 	used := make([]bool, len(cands))
+	// The frame's pixels are copied once, whatever the number of tracks that keep it.
+	var pix []byte
+	samples := 0
+	framePix := func() ([]byte, int) {
+		if pix == nil {
+			pix, samples = framePixels(f)
+		}
+		return pix, samples
+	}
 	for _, t := range tracks {
 		if t.last != frame-1 {
 			continue
@@ -399,14 +449,14 @@ func follow(tracks []*track, cands []candidate, frame int, f dicomio.Frame) []*t
 		t.frames++
 		if c.score > t.best.score {
 			t.best, t.bestFrame = c, frame
-			t.bestPix, t.bestSamples = framePixels(f)
+			t.bestPix, t.bestSamples = framePix()
 		}
 	}
 	for i, c := range cands {
 		if used[i] {
 			continue
 		}
-		pix, samples := framePixels(f)
+		pix, samples := framePix()
 		tracks = append(tracks, &track{label: c.label, first: frame, last: frame, lastBox: c.box, best: c, bestFrame: frame,
 			bestPix: pix, bestSamples: samples, frames: 1})
 	}

@@ -59,7 +59,7 @@ func analyzePhantom(t testing.TB, m Model, spec dicomio.PhantomSpec) (Result, di
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Analyze(context.Background(), m, r, nil)
+	res, err := Analyze(context.Background(), m, r, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,41 @@ func TestRejectsOtherModalities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Analyze(context.Background(), m, r, nil); err == nil || !bytes.Contains([]byte(err.Error()), []byte("MR")) {
+	if _, err := Analyze(context.Background(), m, r, Options{}); err == nil || !bytes.Contains([]byte(err.Error()), []byte("MR")) {
 		t.Errorf("got %v, want ErrNotUltrasound naming MR", err)
+	}
+}
+
+// TestKeepBoundsTracks: a noisy loop starts a track on every speckle, and each track keeps a
+// frame. Speckle that ended is dropped at once; over the bound, the weakest go.
+func TestKeepBoundsTracks(t *testing.T) {
+	speckle := &track{label: "lesion", last: 5, frames: 1, best: candidate{score: 0.99}}
+	ended := &track{label: "lesion", last: 5, frames: 3, best: candidate{score: 0.5}}
+	var tracks []*track
+	tracks = append(tracks, speckle, ended)
+	for i := range 40 {
+		tracks = append(tracks, &track{label: "lesion", last: 6, frames: 1, best: candidate{score: float64(i) / 100}})
+	}
+	kept := keep(tracks, 6, 2, 32)
+	if len(kept) != 32 {
+		t.Fatalf("kept %d tracks, want the bound of 32", len(kept))
+	}
+	has := map[*track]bool{}
+	for _, tr := range kept {
+		has[tr] = true
+	}
+	if has[speckle] {
+		t.Error("kept a single-frame track that had ended: it can never be a lesion")
+	}
+	if !has[ended] {
+		t.Error("dropped a lesion seen on 3 frames, stronger than most live tracks")
+	}
+	for _, tr := range kept {
+		if tr != ended && tr.best.score < 0.09 {
+			t.Errorf("kept a live track of score %.2f while stronger ones went", tr.best.score)
+		}
+	}
+	if got := keep(kept, 7, 1, 32); len(got) != 32 {
+		t.Errorf("on a loop of under 4 frames, single-frame tracks are lesions: kept %d, want 32", len(got))
 	}
 }

@@ -36,6 +36,10 @@ type Config struct {
 	// threshold started (ByteTrack's second pass): a person lying on the floor scores 0.2-0.6
 	// with FastestDet, at the frame's edge 0.2-0.3, where a person standing scores over 0.8.
 	WeakScore float64
+	// MaxTracks bounds the people followed at once (track.DefaultMaxTracks when zero), and
+	// MaxHistory the gait frames kept per person (gait.DefaultMaxSamples when zero; the fall
+	// rules keep their own four seconds).
+	MaxTracks, MaxHistory int
 }
 
 // Homography is a row-major 3x3 projective map from image pixels to floor metres.
@@ -127,6 +131,9 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 	if cfg.Track == (track.Config{}) {
 		cfg.Track = track.DefaultConfig
 	}
+	if cfg.MaxTracks > 0 {
+		cfg.Track.MaxTracks = cfg.MaxTracks
+	}
 	if cfg.Fall == (fall.Config{}) {
 		cfg.Fall = fall.DefaultConfig
 	}
@@ -213,7 +220,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 		}
 		g := p.gait[id]
 		if g == nil {
-			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre}
+			g = &gait.Analyzer{PixelsPerMetre: p.cfg.PixelsPerMetre, MaxSamples: p.cfg.MaxHistory}
 			if p.cfg.Floor != nil {
 				g.Floor = p.cfg.Floor.Map
 			}
