@@ -2,6 +2,7 @@ package dicomio
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -74,11 +75,15 @@ type Limits struct {
 	MaxCols   int
 	// MaxBytes bounds the whole file as read.
 	MaxBytes int64
+	// MaxRegions bounds the Sequence of Ultrasound Regions: scanners write a handful (a
+	// B-mode image, a Doppler strip, an M-mode trace); thousands would only cost memory.
+	// Zero means MaxRegions.
+	MaxRegions int
 }
 
 // DefaultLimits fit ultrasound: cine loops of a few thousand frames, up to 4096 x 4096 pixels,
 // 2 GiB in all.
-var DefaultLimits = Limits{MaxFrames: 5000, MaxRows: 4096, MaxCols: 4096, MaxBytes: 2 << 30}
+var DefaultLimits = Limits{MaxFrames: 5000, MaxRows: 4096, MaxCols: 4096, MaxBytes: 2 << 30, MaxRegions: MaxRegions}
 
 // Decoders are the codecs a caller lends the reader; dicomio itself stays pure Go.
 type Decoders struct {
@@ -104,8 +109,7 @@ type Region struct {
 	DeltaY        float64
 }
 
-// MaxRegions bounds the Sequence of Ultrasound Regions: scanners write a handful (a B-mode
-// image, a Doppler strip, an M-mode trace); thousands would only cost memory.
+// MaxRegions is the default bound of Limits.MaxRegions.
 const MaxRegions = 32
 
 // MaxMillimetresPerPixel bounds a plausible calibration: 5 mm a pixel would make a 500-pixel
@@ -460,8 +464,8 @@ func (r *Reader) element(h header, inst *Instance, depth int) error {
 				if len(item.Regions) == 0 {
 					return nil
 				}
-				if len(inst.Regions) >= MaxRegions {
-					return fmt.Errorf("%w: the Sequence of Ultrasound Regions has more than %d items", ErrTooLarge, MaxRegions)
+				if limit := cmp.Or(r.opts.Limits.MaxRegions, MaxRegions); len(inst.Regions) >= limit {
+					return fmt.Errorf("%w: the Sequence of Ultrasound Regions has more than %d items", ErrTooLarge, limit)
 				}
 				inst.Regions = append(inst.Regions, item.Regions[0])
 				return nil

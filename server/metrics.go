@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"sync"
@@ -19,6 +20,9 @@ import (
 // names: never anything from a request.
 type Metrics struct {
 	Registry *prometheus.Registry
+	// MaxCameraLabels, set before serving, bounds the cameras with a label of their own
+	// (the constant MaxCameraLabels when zero).
+	MaxCameraLabels int
 
 	handled  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -80,7 +84,7 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// MaxCameraLabels bounds the camera label of the ward metrics: the first 64 cameras seen keep
+// MaxCameraLabels is the default bound of the camera label of the ward metrics: the first 64 cameras seen keep
 // their own series (counters that outlive a stream, as a scrape after it ends must still see
 // its last frames); further cameras are counted under "other", so that a client inventing
 // camera IDs cannot grow /metrics without end.
@@ -96,7 +100,7 @@ func (m *Metrics) cameraLabel(camera string) string {
 	if m.cameras == nil {
 		m.cameras = map[string]bool{}
 	}
-	if !m.cameras[camera] && (len(m.cameras) >= MaxCameraLabels || camera == otherCameras) {
+	if !m.cameras[camera] && (len(m.cameras) >= cmp.Or(m.MaxCameraLabels, MaxCameraLabels) || camera == otherCameras) {
 		return otherCameras
 	}
 	m.cameras[camera] = true

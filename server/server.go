@@ -38,6 +38,8 @@ type Options struct {
 	RuntimeVersion string
 	// TLS, when set, serves TLS only.
 	TLS *tls.Config
+	// Streams bounds the streams clients may hold (DefaultStreamLimits where zero).
+	Streams StreamLimits
 }
 
 // Server is the gRPC server with its health service.
@@ -67,7 +69,7 @@ func New(o Options) *Server {
 	}
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unaryRecover(log, m), unaryObserve(log, m), unaryAuth(o.Tokens)),
-		grpc.ChainStreamInterceptor(streamRecover(log, m), streamObserve(log, m), streamAuth(o.Tokens)),
+		grpc.ChainStreamInterceptor(streamRecover(log, m), streamObserve(log, m), streamAuth(o.Tokens), streamLimit(o.Streams.withDefaults())),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),

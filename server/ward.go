@@ -34,14 +34,21 @@ import (
 type WardOptions struct {
 	DetectorModel string
 	PoseModel     string
-	// MaxSide bounds a frame's width and height.
-	MaxSide int
+	// MaxSide bounds a frame's width and height, MaxFrameBytes its encoded size.
+	MaxSide, MaxFrameBytes int
 	// StatsEvery is how often a stream gets its statistics.
 	StatsEvery time.Duration
 	// MaxTracks bounds the people one stream follows at once; MaxHistory the frames of gait
 	// kept per person. Zero means the pipeline's defaults.
 	MaxTracks, MaxHistory int
 }
+
+// DefaultMaxFrameSide and DefaultMaxFrameBytes bound a camera frame: 4K video, raw BGR of
+// 1920 x 1080 (6.2 MB) with room to spare.
+const (
+	DefaultMaxFrameSide  = 4096
+	DefaultMaxFrameBytes = 8 << 20
+)
 
 func (o WardOptions) withDefaults() WardOptions {
 	if o.DetectorModel == "" {
@@ -51,7 +58,10 @@ func (o WardOptions) withDefaults() WardOptions {
 		o.PoseModel = "movenet-lightning"
 	}
 	if o.MaxSide == 0 {
-		o.MaxSide = 4096
+		o.MaxSide = DefaultMaxFrameSide
+	}
+	if o.MaxFrameBytes == 0 {
+		o.MaxFrameBytes = DefaultMaxFrameBytes
 	}
 	if o.StatsEvery == 0 {
 		o.StatsEvery = 5 * time.Second
@@ -544,9 +554,14 @@ func (s *wardService) decode(f *vigilv1.Frame, pixels *vision.Frame) (vision.Fra
 	frameError := func(msg string) *vigilv1.WardEvent {
 		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameError{FrameError: &vigilv1.FrameError{Sequence: f.Sequence, Code: codes.InvalidArgument.String(), Message: msg}}}
 	}
+	if len(f.Data) > s.opts.MaxFrameBytes {
+		return vision.Frame{}, frameError(fmt.Sprintf("a frame of %d bytes is over the limit of %d (vigild --max-frame-bytes)", len(f.Data), s.opts.MaxFrameBytes))
+	}
 	switch f.Encoding {
 	case vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, vigilv1.FrameEncoding_FRAME_ENCODING_PNG:
-		if _, _, err := vision.CheckSize(f.Data, s.opts.MaxSide); err != nil {
+		if _, _, err := vision.CheckSize(f.Data, s.opts.MaxSide); errors.Is(err, vision.ErrTooLarge) {
+			return vision.Frame{}, frameError(err.Error() + " (vigild --max-frame-side)")
+		} else if err != nil {
 			return vision.Frame{}, frameError(err.Error())
 		}
 		if err := vision.DecodeInto(pixels, f.Data); err != nil {
@@ -556,7 +571,7 @@ func (s *wardService) decode(f *vigilv1.Frame, pixels *vision.Frame) (vision.Fra
 	case vigilv1.FrameEncoding_FRAME_ENCODING_BGR:
 		w, h := int(f.Width), int(f.Height)
 		if w <= 0 || h <= 0 || w > s.opts.MaxSide || h > s.opts.MaxSide {
-			return vision.Frame{}, frameError(fmt.Sprintf("a raw frame of %d x %d is not within 1..%d", w, h, s.opts.MaxSide))
+			return vision.Frame{}, frameError(fmt.Sprintf("a raw frame of %d x %d is not within 1..%d (vigild --max-frame-side)", w, h, s.opts.MaxSide))
 		}
 		if len(f.Data) != w*h*3 {
 			return vision.Frame{}, frameError(fmt.Sprintf("a raw %d x %d BGR frame needs %d bytes, got %d", w, h, w*h*3, len(f.Data)))

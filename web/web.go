@@ -9,10 +9,12 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -54,8 +56,15 @@ var (
 	unmarshal = protojson.UnmarshalOptions{DiscardUnknown: false}
 )
 
-// Handler serves the page at / and the API at /api/v1/review/.
-func Handler(conn grpc.ClientConnInterface, log *slog.Logger) http.Handler {
+// DefaultBodyIdle is how long a request body may send nothing before its request fails.
+const DefaultBodyIdle = 10 * time.Second
+
+// Handler serves the page at / and the API at /api/v1/review/. A request body that sends
+// nothing for bodyIdle (DefaultBodyIdle when zero) fails its request.
+func Handler(conn grpc.ClientConnInterface, log *slog.Logger, bodyIdle time.Duration) http.Handler {
+	if bodyIdle <= 0 {
+		bodyIdle = DefaultBodyIdle
+	}
 	mux := http.NewServeMux()
 	files, _ := fs.Sub(static, "static")
 	mux.Handle("GET /", http.FileServerFS(files))
@@ -65,7 +74,40 @@ func Handler(conn grpc.ClientConnInterface, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /api/v1/review/watch", func(w http.ResponseWriter, r *http.Request) {
 		serveWatch(w, r, conn, log)
 	})
-	return secure(mux)
+	return secure(idleBodies(mux, bodyIdle))
+}
+
+// errBodyIdle is a request body that stopped sending.
+var errBodyIdle = errors.New("web: request body idle")
+
+// idleBodies gives each read of a request body a deadline: a client that sends a byte now and
+// then cannot hold a connection and a handler for as long as it likes. (ReadTimeout would
+// bound the whole request, and with it the long-lived watch.)
+func idleBodies(h http.Handler, idle time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: idle}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return n, fmt.Errorf("%w: nothing for %s (vigild --http-body-idle-timeout)", errBodyIdle, b.idle)
+	case err != nil:
+		b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // secure adds headers that keep the page from being framed, sniffed or fed scripts from
@@ -109,8 +151,12 @@ func serveUnary(w http.ResponseWriter, r *http.Request, conn grpc.ClientConnInte
 	}
 	req, resp := newMsgs()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if errors.Is(err, errBodyIdle) {
+		writeError(w, status.Error(codes.ResourceExhausted, err.Error()))
+		return
+	}
 	if err != nil {
-		writeError(w, status.Error(codes.InvalidArgument, "request body too large or unreadable"))
+		writeError(w, status.Errorf(codes.InvalidArgument, "request body over %d bytes or unreadable", maxBody))
 		return
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {

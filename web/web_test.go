@@ -1,13 +1,17 @@
 package web
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 )
@@ -27,7 +31,7 @@ func (c noCalls) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.Ca
 
 // TestNonASCIIAuthorizationIs401: a header gRPC metadata cannot carry gets 401, not 500.
 func TestNonASCIIAuthorizationIs401(t *testing.T) {
-	h := Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0)
 	for _, req := range []*http.Request{
 		httptest.NewRequest("POST", "/api/v1/review/List", strings.NewReader("{}")),
 		httptest.NewRequest("GET", "/api/v1/review/watch", nil),
@@ -39,4 +43,31 @@ func TestNonASCIIAuthorizationIs401(t *testing.T) {
 			t.Errorf("%s %s: %d %s", req.Method, req.URL.Path, rec.Code, rec.Body)
 		}
 	}
+}
+
+// TestSlowBodyIsCut: a client that sends its body a byte now and then loses its request once
+// a read waits past the idle limit, with the limit named; the server serves the next request.
+func TestSlowBodyIsCut(t *testing.T) {
+	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 300*time.Millisecond))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/review/List HTTP/1.1\r\nHost: vigil\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "--http-body-idle-timeout") {
+		t.Errorf("a stalled body: %d %s, want 429 naming --http-body-idle-timeout", resp.StatusCode, body)
+	}
+	page, err := http.Get(srv.URL + "/")
+	if err != nil || page.StatusCode != http.StatusOK {
+		t.Fatalf("the page after a stalled body: %v %v", page, err)
+	}
+	page.Body.Close()
 }

@@ -18,6 +18,11 @@ import (
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/gait"
+	"github.com/vigil-health/vigil/pipelines/track"
+	"github.com/vigil-health/vigil/pipelines/triage"
+	"github.com/vigil-health/vigil/server"
+	"github.com/vigil-health/vigil/web"
 )
 
 // Config is everything vigild can be told. Each setting comes from, in rising precedence: the
@@ -37,6 +42,23 @@ type Config struct {
 	Models    ModelsConfig    `yaml:"models"`
 	Inference InferenceConfig `yaml:"inference"`
 	Imaging   ImagingConfig   `yaml:"imaging"`
+	Limits    LimitsConfig    `yaml:"limits"`
+}
+
+// LimitsConfig bounds what clients may make the server hold: each refusal names its flag.
+type LimitsConfig struct {
+	MaxStreams             int           `yaml:"max_streams"`
+	MaxStreamsPerPrincipal int           `yaml:"max_streams_per_principal"`
+	StreamIdleTimeout      time.Duration `yaml:"stream_idle_timeout"`
+	HTTPBodyIdleTimeout    time.Duration `yaml:"http_body_idle_timeout"`
+	MaxFrameBytes          int           `yaml:"max_frame_bytes"`
+	MaxFrameSide           int           `yaml:"max_frame_side"`
+	MaxTracksPerStream     int           `yaml:"max_tracks_per_stream"`
+	MaxTracksPerLoop       int           `yaml:"max_tracks_per_loop"`
+	MaxTrackHistory        int           `yaml:"max_track_history"`
+	MaxOverlayBytes        int           `yaml:"max_overlay_bytes"`
+	MaxCameraLabels        int           `yaml:"max_camera_labels"`
+	MaxRegions             int           `yaml:"max_regions"`
 }
 
 // ImagingConfig chooses the triage model and bounds what an instance may be.
@@ -79,6 +101,13 @@ func DefaultConfig() Config {
 		Inference:       InferenceConfig{Provider: "cpu", Workers: 2, QueueDepth: 64},
 		Imaging: ImagingConfig{Model: "", MaxFrames: dicomio.DefaultLimits.MaxFrames,
 			MaxRows: dicomio.DefaultLimits.MaxRows, MaxCols: dicomio.DefaultLimits.MaxCols, MaxBytes: int(dicomio.DefaultLimits.MaxBytes)},
+		Limits: LimitsConfig{
+			MaxStreams: server.DefaultStreamLimits.MaxStreams, MaxStreamsPerPrincipal: server.DefaultStreamLimits.MaxStreamsPerPrincipal,
+			StreamIdleTimeout: server.DefaultStreamLimits.IdleTimeout, HTTPBodyIdleTimeout: web.DefaultBodyIdle,
+			MaxFrameBytes: server.DefaultMaxFrameBytes, MaxFrameSide: server.DefaultMaxFrameSide,
+			MaxTracksPerStream: track.DefaultMaxTracks, MaxTracksPerLoop: triage.DefaultMaxTracks, MaxTrackHistory: gait.DefaultMaxSamples,
+			MaxOverlayBytes: server.DefaultMaxOverlayBytes, MaxCameraLabels: server.MaxCameraLabels, MaxRegions: dicomio.MaxRegions,
+		},
 	}
 }
 
@@ -113,6 +142,18 @@ func (c *Config) settings() []setting {
 		{"max-rows", "VIGIL_MAX_ROWS", "most rows an image may have", &c.Imaging.MaxRows},
 		{"max-cols", "VIGIL_MAX_COLS", "most columns an image may have", &c.Imaging.MaxCols},
 		{"max-bytes", "VIGIL_MAX_BYTES", "largest DICOM file accepted, in bytes", &c.Imaging.MaxBytes},
+		{"max-regions", "VIGIL_MAX_REGIONS", "most items in an image's Sequence of Ultrasound Regions", &c.Limits.MaxRegions},
+		{"max-tracks-per-loop", "VIGIL_MAX_TRACKS_PER_LOOP", "most lesions one ultrasound loop may follow at once (the weakest go)", &c.Limits.MaxTracksPerLoop},
+		{"max-overlay-bytes", "VIGIL_MAX_OVERLAY_BYTES", "overlay bytes stored per instance; the most urgent findings keep theirs", &c.Limits.MaxOverlayBytes},
+		{"max-streams", "VIGIL_MAX_STREAMS", "streams open at once on the server (uploads, cameras, watches)", &c.Limits.MaxStreams},
+		{"max-streams-per-principal", "VIGIL_MAX_STREAMS_PER_PRINCIPAL", "streams one principal may hold open", &c.Limits.MaxStreamsPerPrincipal},
+		{"stream-idle-timeout", "VIGIL_STREAM_IDLE_TIMEOUT", "a client stream (upload or camera) that sends nothing this long is closed", &c.Limits.StreamIdleTimeout},
+		{"http-body-idle-timeout", "VIGIL_HTTP_BODY_IDLE_TIMEOUT", "an HTTP request body that sends nothing this long fails", &c.Limits.HTTPBodyIdleTimeout},
+		{"max-frame-bytes", "VIGIL_MAX_FRAME_BYTES", "largest camera frame accepted, in bytes", &c.Limits.MaxFrameBytes},
+		{"max-frame-side", "VIGIL_MAX_FRAME_SIDE", "largest camera frame width or height accepted, in pixels", &c.Limits.MaxFrameSide},
+		{"max-tracks-per-stream", "VIGIL_MAX_TRACKS_PER_STREAM", "most people one camera stream follows at once", &c.Limits.MaxTracksPerStream},
+		{"max-track-history", "VIGIL_MAX_TRACK_HISTORY", "frames of gait kept per person, whatever the capture times (the fall rules keep 4 s, at most 480)", &c.Limits.MaxTrackHistory},
+		{"max-camera-labels", "VIGIL_MAX_CAMERA_LABELS", "cameras with their own /metrics label; the rest count under \"other\"", &c.Limits.MaxCameraLabels},
 	}
 }
 
@@ -275,9 +316,17 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: %d must not be negative", name(f), *f)
 		}
 	}
-	for _, f := range []*int{&c.Imaging.MaxFrames, &c.Imaging.MaxRows, &c.Imaging.MaxCols, &c.Imaging.MaxBytes} {
+	for _, f := range []*int{&c.Imaging.MaxFrames, &c.Imaging.MaxRows, &c.Imaging.MaxCols, &c.Imaging.MaxBytes,
+		&c.Limits.MaxStreams, &c.Limits.MaxStreamsPerPrincipal, &c.Limits.MaxFrameBytes, &c.Limits.MaxFrameSide,
+		&c.Limits.MaxTracksPerStream, &c.Limits.MaxTracksPerLoop, &c.Limits.MaxTrackHistory, &c.Limits.MaxOverlayBytes,
+		&c.Limits.MaxCameraLabels, &c.Limits.MaxRegions} {
 		if *f <= 0 {
 			return fmt.Errorf("%s: %d must be positive", name(f), *f)
+		}
+	}
+	for _, f := range []*time.Duration{&c.Limits.StreamIdleTimeout, &c.Limits.HTTPBodyIdleTimeout} {
+		if *f <= 0 {
+			return fmt.Errorf("%s: must be positive", name(f))
 		}
 	}
 	if c.Inference.Workers > 64 {

@@ -107,3 +107,34 @@ func TestConfigParseErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestHelpStatesEveryLimit: an operator reads the bounds, with their defaults, in --help.
+func TestHelpStatesEveryLimit(t *testing.T) {
+	var help strings.Builder
+	LoadConfig([]string{"--help"}, env(nil), &help)
+	for flag, def := range map[string]string{
+		"max-streams": "256", "max-streams-per-principal": "32", "stream-idle-timeout": "1m0s",
+		"http-body-idle-timeout": "10s", "max-frame-bytes": "8388608", "max-frame-side": "4096",
+		"max-tracks-per-stream": "32", "max-tracks-per-loop": "32", "max-track-history": "600",
+		"max-overlay-bytes": "33554432", "max-camera-labels": "64", "max-regions": "32",
+		"max-frames": "5000", "max-rows": "4096", "max-cols": "4096", "max-bytes": "2147483648",
+	} {
+		i := strings.Index(help.String(), "-"+flag+" value\n")
+		if i < 0 {
+			t.Errorf("--help does not list --%s", flag)
+			continue
+		}
+		line := help.String()[i:]
+		line = line[:strings.Index(line[len(flag)+8:], "\n  -")+len(flag)+8]
+		if !strings.Contains(line, "(default "+def+")") {
+			t.Errorf("--%s: %q, want its default %s", flag, line, def)
+		}
+	}
+	cfg, err := LoadConfig([]string{"--max-streams", "0"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--max-streams (VIGIL_MAX_STREAMS)") {
+		t.Errorf("--max-streams 0: %v, want an error naming the flag", err)
+	}
+}

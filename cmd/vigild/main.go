@@ -142,6 +142,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 	}
 
 	metrics := server.NewMetrics()
+	metrics.MaxCameraLabels = cfg.Limits.MaxCameraLabels
 	metrics.WatchModels(registry)
 	metrics.WatchReview(store)
 	srv := server.New(server.Options{
@@ -149,9 +150,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		Imaging: server.ImagingOptions{
 			Model: cfg.Imaging.Model,
 			Limits: dicomio.Limits{MaxFrames: cfg.Imaging.MaxFrames, MaxRows: cfg.Imaging.MaxRows,
-				MaxCols: cfg.Imaging.MaxCols, MaxBytes: int64(cfg.Imaging.MaxBytes)},
-			Decoders: dicomio.Decoders{JPEG2000: vision.DecodeJPEG2000},
+				MaxCols: cfg.Imaging.MaxCols, MaxBytes: int64(cfg.Imaging.MaxBytes), MaxRegions: cfg.Limits.MaxRegions},
+			Decoders:        dicomio.Decoders{JPEG2000: vision.DecodeJPEG2000},
+			MaxTracks:       cfg.Limits.MaxTracksPerLoop,
+			MaxOverlayBytes: cfg.Limits.MaxOverlayBytes,
 		},
+		Ward: server.WardOptions{MaxSide: cfg.Limits.MaxFrameSide, MaxFrameBytes: cfg.Limits.MaxFrameBytes,
+			MaxTracks: cfg.Limits.MaxTracksPerStream, MaxHistory: cfg.Limits.MaxTrackHistory},
+		Streams: server.StreamLimits{MaxStreams: cfg.Limits.MaxStreams, MaxStreamsPerPrincipal: cfg.Limits.MaxStreamsPerPrincipal,
+			IdleTimeout: cfg.Limits.StreamIdleTimeout},
 		RuntimeVersion: runtimeVersion, TLS: tlsConfig,
 	})
 
@@ -185,7 +192,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
-		mux.Handle("/", web.Handler(inprocConn, log))
+		mux.Handle("/", web.Handler(inprocConn, log, cfg.Limits.HTTPBodyIdleTimeout))
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		addrs.HTTP = httpLis.Addr().String()
 		go func() {
