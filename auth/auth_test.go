@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestAddAndLookup(t *testing.T) {
@@ -113,5 +114,63 @@ func TestPrincipalsAreUnique(t *testing.T) {
 	}
 	if p, err := f.Lookup(first); err != nil || f.Len() != 1 || p.Role != RoleReviewer {
 		t.Errorf("the first token: %+v %v (%d tokens)", p, err, f.Len())
+	}
+}
+
+func TestExpiryListAndRevoke(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	f, err := OpenTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	f.now = func() time.Time { return now }
+	day, err := AddTokenUntil(path, RolePACSWorker, "pacs-1", now.Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forever, err := AddToken(path, RoleReviewer, "dr.a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := f.Lookup(day); err != nil || p.Name != "pacs-1" {
+		t.Fatalf("before its expiry: %+v, %v", p, err)
+	}
+	now = now.Add(24 * time.Hour)
+	if p, err := f.Lookup(day); !errors.Is(err, ErrExpired) || p.Name != "pacs-1" {
+		t.Errorf("at its expiry: got %+v, %v; want ErrExpired with the principal", p, err)
+	}
+	list, err := ListTokens(path, now)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
+	if !list[0].Expired || list[0].Expires == nil || list[1].Expired || list[1].Expires != nil || list[1].Principal != "dr.a" {
+		t.Errorf("list %+v: want pacs-1 expired, dr.a without expiry", list)
+	}
+	data, _ := os.ReadFile(path)
+	if strings.Contains(string(data), forever) {
+		t.Error("the file holds a token")
+	}
+	if n, err := Revoke(path, "dr.a"); err != nil || n != 1 {
+		t.Fatalf("revoke: %d, %v", n, err)
+	}
+	if _, err := f.Lookup(forever); !errors.Is(err, ErrUnknownToken) {
+		t.Errorf("a revoked token: got %v, want ErrUnknownToken", err)
+	}
+	if err := f.CheckPrincipal("dr.a"); !errors.Is(err, ErrRevoked) {
+		t.Errorf("a revoked principal (for its certificates): got %v, want ErrRevoked", err)
+	}
+	if err := f.CheckPrincipal("pacs-1"); err != nil {
+		t.Errorf("a principal not revoked: %v", err)
+	}
+	if n, err := Revoke(path, "cert-only"); err != nil || n != 0 || !errors.Is(f.CheckPrincipal("cert-only"), ErrRevoked) {
+		t.Errorf("revoking a principal with no token (a certificate's): %d, %v", n, err)
+	}
+	// A new token for the name lifts the revocation.
+	if _, err := AddToken(path, RoleReviewer, "dr.a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CheckPrincipal("dr.a"); err != nil {
+		t.Errorf("after a new token: %v", err)
 	}
 }

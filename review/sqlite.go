@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,9 +65,24 @@ CREATE TABLE IF NOT EXISTS audit (
 	action     TEXT NOT NULL,
 	at         INTEGER NOT NULL,
 	before     TEXT,
-	after      TEXT NOT NULL
+	after      TEXT NOT NULL,
+	hash       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_finding ON audit (finding_id, seq);
+CREATE TABLE IF NOT EXISTS refusals (
+	seq       INTEGER PRIMARY KEY,
+	at        INTEGER NOT NULL,
+	principal TEXT NOT NULL,
+	role      TEXT NOT NULL,
+	method    TEXT NOT NULL,
+	code      TEXT NOT NULL,
+	reason    TEXT NOT NULL,
+	hash      TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS refusals_no_update BEFORE UPDATE ON refusals
+	BEGIN SELECT RAISE(ABORT, 'refusal records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS refusals_no_delete BEFORE DELETE ON refusals
+	BEGIN SELECT RAISE(ABORT, 'refusal records are append-only'); END;
 CREATE TABLE IF NOT EXISTS analyses (
 	sop_instance_uid TEXT PRIMARY KEY,
 	body             TEXT NOT NULL
@@ -76,6 +92,9 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 	BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 `
+
+// SQLiteFile is the store's file name in vigild's data folder.
+const SQLiteFile = "vigil.db"
 
 // OpenSQLite opens (creating if needed) the store at path.
 func OpenSQLite(path string) (*SQLite, error) {
@@ -92,6 +111,10 @@ func OpenSQLite(path string) (*SQLite, error) {
 		return nil, fmt.Errorf("review store: %w", err)
 	}
 	write.SetMaxOpenConns(1)
+	if err := migrate(write); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("review store %s: %w", path, err)
+	}
 	if _, err := write.Exec(schema); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("review store %s: %w", path, err)
@@ -105,11 +128,35 @@ func OpenSQLite(path string) (*SQLite, error) {
 	return &SQLite{write: write, read: read, now: time.Now, changed: make(chan struct{})}, nil
 }
 
+// OpenSQLiteReadOnly opens an existing store only to read it (to verify or back it up),
+// beside a server that writes it.
+func OpenSQLiteReadOnly(path string) (*SQLite, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("review store: %w", err)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Set("mode", "ro")
+	read, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("review store: %w", err)
+	}
+	read.SetMaxOpenConns(2)
+	if err := read.Ping(); err != nil {
+		read.Close()
+		return nil, fmt.Errorf("review store %s: %w", path, err)
+	}
+	return &SQLite{write: read, read: read, now: time.Now, changed: make(chan struct{})}, nil
+}
+
 // SetClock replaces the store's clock, for tests of leases.
 func (s *SQLite) SetClock(now func() time.Time) { s.now = now }
 
 // Close closes both pools.
 func (s *SQLite) Close() error {
+	if s.read == s.write {
+		return s.read.Close()
+	}
 	return errors.Join(s.read.Close(), s.write.Close())
 }
 
@@ -190,20 +237,25 @@ func put(ctx context.Context, tx *sql.Tx, f *Finding, insert bool) error {
 }
 
 func audit(ctx context.Context, tx *sql.Tx, actor, action string, at time.Time, before, after *Finding) error {
-	var b any
+	var b sql.NullString
 	if before != nil {
 		data, err := json.Marshal(before)
 		if err != nil {
 			return err
 		}
-		b = string(data)
+		b = sql.NullString{String: string(data), Valid: true}
 	}
 	a, err := json.Marshal(after)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO audit (finding_id, actor, action, at, before, after) VALUES (?, ?, ?, ?, ?, ?)`,
-		after.ID, actor, action, at.UnixNano(), b, string(a))
+	seq, prev, err := chainHead(ctx, tx, "audit")
+	if err != nil {
+		return err
+	}
+	r := auditRow{seq: seq + 1, findingID: after.ID, actor: actor, action: action, at: at.UnixNano(), before: b, after: string(a)}
+	_, err = tx.ExecContext(ctx, `INSERT INTO audit (seq, finding_id, actor, action, at, before, after, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.seq, r.findingID, r.actor, r.action, r.at, b, r.after, r.hash(prev))
 	if err != nil {
 		return fmt.Errorf("review store: write audit: %w", err)
 	}

@@ -41,6 +41,9 @@ type Store interface {
 	LastSequence(ctx context.Context) (int64, error)
 	// Changed returns a channel that is closed at the next committed change.
 	Changed() <-chan struct{}
+	// RecordRefusal appends a call refused to a known principal to the refusals, a hash
+	// chain like the audit's.
+	RecordRefusal(ctx context.Context, r Refusal) error
 	// Counts returns the number of findings per state, and acceptance per model version.
 	Counts(ctx context.Context, f Filter) (Counts, error)
 	// Close releases the store.

@@ -2,20 +2,26 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-health/vigil/auth"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
 )
 
 // anyRole lets every authenticated principal call a method.
@@ -60,48 +66,145 @@ func allowed(role auth.Role, method string) bool {
 	return slices.Contains(methodRoles[method], role)
 }
 
-// Authenticator looks a bearer token up.
+// Authenticator looks bearer tokens up, and says whether a principal known another way (a
+// client certificate) has been revoked.
 type Authenticator interface {
 	Lookup(token string) (auth.Principal, error)
+	CheckPrincipal(name string) error
 }
 
-// authorize authenticates the request's bearer token and checks the role table. It returns
-// the context carrying the principal.
-func authorize(ctx context.Context, tokens Authenticator, method string) (context.Context, error) {
-	if slices.Contains(openMethods, method) {
-		return ctx, nil
-	}
+// RefusalRecorder keeps the calls refused to known principals (the review store's refusals).
+type RefusalRecorder interface {
+	RecordRefusal(ctx context.Context, r review.Refusal) error
+}
+
+// gate authenticates and authorizes every call, keeps the refusals, and holds the streams
+// open, so that it can bound them and end those whose credentials are withdrawn.
+type gate struct {
+	tokens   Authenticator
+	refusals RefusalRecorder
+	log      *slog.Logger
+	streams  *openStreams
+}
+
+// credential is a call's proof of identity: recheck says whether it still holds (a token
+// revoked or expired since, a certificate's principal revoked).
+type credential struct {
+	principal auth.Principal
+	recheck   func() error
+}
+
+// authenticate finds who is calling: a bearer token, or else a client certificate that the
+// TLS handshake verified against --client-ca (subject CN the principal, OU the role). It
+// returns the principal known so far beside an error, so that the refusal can name it.
+func (g *gate) authenticate(ctx context.Context) (credential, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	values := md.Get("authorization")
 	if len(values) == 0 {
-		return nil, status.Error(codes.Unauthenticated, "missing authorization metadata: send 'authorization: Bearer <token>'")
+		if cert := verifiedCertificate(ctx); cert != nil {
+			return g.certificate(cert)
+		}
+		return credential{}, status.Error(codes.Unauthenticated, "missing authorization metadata: send 'authorization: Bearer <token>'")
 	}
 	token, ok := strings.CutPrefix(values[0], "Bearer ")
 	if !ok {
 		token, ok = strings.CutPrefix(values[0], "bearer ")
 	}
 	if !ok || token == "" {
-		return nil, status.Error(codes.Unauthenticated, "authorization metadata must be 'Bearer <token>'")
+		return credential{}, status.Error(codes.Unauthenticated, "authorization metadata must be 'Bearer <token>'")
 	}
-	p, err := tokens.Lookup(strings.TrimSpace(token))
-	if err != nil {
-		if errors.Is(err, auth.ErrUnknownToken) {
-			return nil, status.Error(codes.Unauthenticated, "unknown token")
+	token = strings.TrimSpace(token)
+	p, err := g.tokens.Lookup(token)
+	cred := credential{principal: p, recheck: func() error { _, err := g.tokens.Lookup(token); return err }}
+	switch {
+	case err == nil:
+		return cred, nil
+	case errors.Is(err, auth.ErrUnknownToken):
+		return credential{}, status.Error(codes.Unauthenticated, "unknown token")
+	case errors.Is(err, auth.ErrExpired):
+		return cred, status.Error(codes.Unauthenticated, "the token has expired: ask an admin for a new one")
+	}
+	g.log.Error("tokens file unreadable", slog.String("error", err.Error()))
+	return credential{}, status.Error(codes.Unavailable, "tokens file cannot be read; the server log has the detail")
+}
+
+// verifiedCertificate is the client's certificate when the handshake verified it.
+func verifiedCertificate(ctx context.Context) *x509.Certificate {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return info.State.VerifiedChains[0][0]
+}
+
+func (g *gate) certificate(cert *x509.Certificate) (credential, error) {
+	name := cert.Subject.CommonName
+	if !auth.ValidPrincipal(name) {
+		return credential{}, status.Error(codes.Unauthenticated, "the client certificate's subject CN is not a principal name (letters, digits, '.', '_', '@' or '-')")
+	}
+	cred := credential{principal: auth.Principal{Name: name}, recheck: func() error { return g.tokens.CheckPrincipal(name) }}
+	for _, ou := range cert.Subject.OrganizationalUnit {
+		if slices.Contains(auth.Roles, auth.Role(ou)) {
+			cred.principal.Role = auth.Role(ou)
+			break
 		}
-		return nil, status.Error(codes.Unavailable, "tokens file cannot be read; the server log has the detail")
 	}
-	if !allowed(p.Role, method) {
-		return nil, status.Errorf(codes.PermissionDenied, "role %s may not call %s", p.Role, method)
+	if cred.principal.Role == "" {
+		return cred, status.Errorf(codes.PermissionDenied, "the client certificate's subject OU names no role: want one of %v", auth.Roles)
 	}
+	switch err := cred.recheck(); {
+	case errors.Is(err, auth.ErrRevoked):
+		return cred, status.Errorf(codes.Unauthenticated, "principal %q was revoked", name)
+	case err != nil:
+		g.log.Error("tokens file unreadable", slog.String("error", err.Error()))
+		return credential{}, status.Error(codes.Unavailable, "tokens file cannot be read; the server log has the detail")
+	}
+	return cred, nil
+}
+
+// authorize authenticates the call and checks the role table. It returns the context
+// carrying the principal.
+func (g *gate) authorize(ctx context.Context, method string) (context.Context, credential, error) {
+	if slices.Contains(openMethods, method) {
+		return ctx, credential{}, nil
+	}
+	cred, err := g.authenticate(ctx)
+	if err == nil && !allowed(cred.principal.Role, method) {
+		err = status.Errorf(codes.PermissionDenied, "role %s may not call %s", cred.principal.Role, method)
+	}
+	if err != nil {
+		g.refuse(ctx, cred.principal, method, err)
+		return nil, cred, err
+	}
+	p := cred.principal
 	if call, ok := ctx.Value(callInfoKey{}).(*callInfo); ok {
 		call.principal = &p
 	}
-	return auth.WithPrincipal(ctx, p), nil
+	return auth.WithPrincipal(ctx, p), cred, nil
 }
 
-func unaryAuth(tokens Authenticator) grpc.UnaryServerInterceptor {
+// refuse keeps a refusal of a known principal. Calls with no principal (no token, an unknown
+// one) are only logged and counted: anyone could write those without end.
+func (g *gate) refuse(ctx context.Context, p auth.Principal, method string, err error) {
+	if p.Name == "" || g.refusals == nil {
+		return
+	}
+	st := status.Convert(err)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := g.refusals.RecordRefusal(ctx, review.Refusal{Time: time.Now(), Principal: p.Name, Role: string(p.Role),
+		Method: method, Code: st.Code().String(), Reason: st.Message()}); err != nil {
+		g.log.Error("refusal not recorded", slog.String("principal", p.Name), slog.String("method", method), slog.String("error", err.Error()))
+	}
+}
+
+func (g *gate) unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, err := authorize(ctx, tokens, info.FullMethod)
+		ctx, _, err := g.authorize(ctx, info.FullMethod)
 		if err != nil {
 			return nil, err
 		}
@@ -109,13 +212,40 @@ func unaryAuth(tokens Authenticator) grpc.UnaryServerInterceptor {
 	}
 }
 
-func streamAuth(tokens Authenticator) grpc.StreamServerInterceptor {
+// stream authorizes a stream, counts it against the limits, ends it when its credential is
+// withdrawn, and closes a client stream that goes idle.
+func (g *gate) stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, err := authorize(ss.Context(), tokens, info.FullMethod)
+		ctx, cred, err := g.authorize(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
 		}
-		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+		var p *auth.Principal
+		if cred.recheck != nil {
+			p = &cred.principal
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		release, err := g.streams.acquire(p, cred.recheck, cancel)
+		if err != nil {
+			if p != nil {
+				g.refuse(ctx, *p, info.FullMethod, err)
+			}
+			return err
+		}
+		defer release()
+		var s grpc.ServerStream = &contextStream{ServerStream: ss, ctx: ctx}
+		if info.IsClientStream {
+			is := newIdleStream(s, g.streams.limits.IdleTimeout)
+			defer is.stop()
+			s = is
+		}
+		err = handler(srv, s)
+		if cause := context.Cause(ctx); errors.Is(cause, errWithdrawn) {
+			g.refuse(ctx, *p, info.FullMethod, cause)
+			return cause
+		}
+		return err
 	}
 }
 

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -38,17 +40,70 @@ func (l StreamLimits) withDefaults() StreamLimits {
 	return l
 }
 
-// openStreams counts the streams open, on the server and per principal.
+// errWithdrawn ends a stream whose token was revoked or expired, or whose certificate's
+// principal was revoked, while it was open.
+var errWithdrawn = status.Error(codes.Unauthenticated, "the credential this stream was opened with was revoked or has expired: the stream is closed")
+
+// openStreams counts the streams open, on the server and per principal, and ends those whose
+// credential is withdrawn: a sweep rechecks every open stream's credential each second.
 type openStreams struct {
 	limits StreamLimits
 	mu     sync.Mutex
 	total  int
 	by     map[string]int
+	open   map[*openStream]bool
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
+}
+
+type openStream struct {
+	recheck func() error
+	cancel  context.CancelCauseFunc
+}
+
+// recheckEvery is how soon a revocation ends the streams of its principal.
+const recheckEvery = time.Second
+
+func newOpenStreams(limits StreamLimits) *openStreams {
+	o := &openStreams{limits: limits, by: map[string]int{}, open: map[*openStream]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go o.sweep()
+	return o
+}
+
+// close stops the sweep.
+func (o *openStreams) close() {
+	o.closed.Do(func() { close(o.stop) })
+	<-o.done
+}
+
+func (o *openStreams) sweep() {
+	defer close(o.done)
+	tick := time.NewTicker(recheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-tick.C:
+		}
+		o.mu.Lock()
+		streams := make([]*openStream, 0, len(o.open))
+		for s := range o.open {
+			streams = append(streams, s)
+		}
+		o.mu.Unlock()
+		for _, s := range streams {
+			if err := s.recheck(); errors.Is(err, auth.ErrUnknownToken) || errors.Is(err, auth.ErrExpired) || errors.Is(err, auth.ErrRevoked) {
+				s.cancel(errWithdrawn)
+			}
+		}
+	}
 }
 
 // acquire takes a slot for a stream of principal (nil for the open methods, such as health),
-// or says which limit is reached.
-func (o *openStreams) acquire(p *auth.Principal) (release func(), err error) {
+// or says which limit is reached. recheck and cancel, when set, let the sweep end the stream.
+func (o *openStreams) acquire(p *auth.Principal, recheck func() error, cancel context.CancelCauseFunc) (release func(), err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.total >= o.limits.MaxStreams {
@@ -63,10 +118,16 @@ func (o *openStreams) acquire(p *auth.Principal) (release func(), err error) {
 		o.by[key]++
 	}
 	o.total++
+	var s *openStream
+	if recheck != nil {
+		s = &openStream{recheck: recheck, cancel: cancel}
+		o.open[s] = true
+	}
 	return func() {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		o.total--
+		delete(o.open, s)
 		if key != "" {
 			if o.by[key]--; o.by[key] == 0 {
 				delete(o.by, key)
@@ -75,32 +136,10 @@ func (o *openStreams) acquire(p *auth.Principal) (release func(), err error) {
 	}, nil
 }
 
-// streamLimit runs after auth: it counts the stream against its principal and the server, and
-// ends a client stream that goes idle.
-func streamLimit(limits StreamLimits) grpc.StreamServerInterceptor {
-	open := &openStreams{limits: limits, by: map[string]int{}}
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		var p *auth.Principal
-		if pr, ok := auth.PrincipalFrom(ss.Context()); ok {
-			p = &pr
-		}
-		release, err := open.acquire(p)
-		if err != nil {
-			return err
-		}
-		defer release()
-		if !info.IsClientStream {
-			return handler(srv, ss)
-		}
-		is := &idleStream{ServerStream: ss, idle: limits.IdleTimeout, reqs: make(chan any), replies: make(chan error), done: make(chan struct{})}
-		defer close(is.done)
-		return handler(srv, is)
-	}
-}
-
 // idleStream ends a client stream that sends nothing for idle. A receive blocked in gRPC
-// cannot be interrupted, so one goroutine per stream receives, and RecvMsg waits for it or
-// for the timer; once the handler returns, gRPC ends the stream and that receive returns.
+// cannot be interrupted, so one goroutine per stream receives, and RecvMsg waits for it, for
+// the timer or for the stream's context; once the handler returns, gRPC ends the stream and
+// that receive returns.
 type idleStream struct {
 	grpc.ServerStream
 	idle    time.Duration
@@ -112,6 +151,13 @@ type idleStream struct {
 	failed  error
 }
 
+func newIdleStream(s grpc.ServerStream, idle time.Duration) *idleStream {
+	return &idleStream{ServerStream: s, idle: idle, reqs: make(chan any), replies: make(chan error), done: make(chan struct{})}
+}
+
+// stop ends the receiving goroutine once the handler has returned.
+func (s *idleStream) stop() { close(s.done) }
+
 func (s *idleStream) RecvMsg(m any) error {
 	if s.failed != nil {
 		return s.failed
@@ -121,17 +167,32 @@ func (s *idleStream) RecvMsg(m any) error {
 		go s.receive()
 	})
 	s.timer.Reset(s.idle)
-	s.reqs <- m
+	ctx := s.Context()
+	select {
+	case s.reqs <- m:
+	case <-ctx.Done():
+		s.failed = contextError(ctx)
+		return s.failed
+	}
 	select {
 	case err := <-s.replies:
 		return err
 	case <-s.timer.C:
 		s.failed = status.Errorf(codes.ResourceExhausted, "no message for %s, the idle limit (vigild --stream-idle-timeout): the stream is closed", s.idle)
 		return s.failed
-	case <-s.ServerStream.Context().Done():
-		s.failed = status.FromContextError(s.ServerStream.Context().Err()).Err()
+	case <-ctx.Done():
+		s.failed = contextError(ctx)
 		return s.failed
 	}
+}
+
+// contextError is the status a stream's ended context stands for: its cause when the gate
+// withdrew it.
+func contextError(ctx context.Context) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errWithdrawn) {
+		return cause
+	}
+	return status.FromContextError(ctx.Err()).Err()
 }
 
 func (s *idleStream) receive() {

@@ -8,6 +8,8 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,11 +44,15 @@ type Options struct {
 	Streams StreamLimits
 }
 
-// Server is the gRPC server with its health service.
+// Server is the gRPC server with its health service. It is two grpc.Servers with the same
+// services and interceptors: one for the network, with TLS when configured, and one for
+// in-process listeners (the web page's API), which never leave the process and need none.
 type Server struct {
 	grpc   *grpc.Server
+	inproc *grpc.Server
 	health *health.Server
 	log    *slog.Logger
+	gate   *gate
 }
 
 // serviceNames are the names health reports on, beside the overall "".
@@ -67,31 +73,41 @@ func New(o Options) *Server {
 	if m == nil {
 		m = NewMetrics()
 	}
+	var refusals RefusalRecorder
+	if o.Review != nil {
+		refusals = o.Review
+	}
+	g := &gate{tokens: o.Tokens, refusals: refusals, log: log, streams: newOpenStreams(o.Streams.withDefaults())}
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unaryRecover(log, m), unaryObserve(log, m), unaryAuth(o.Tokens)),
-		grpc.ChainStreamInterceptor(streamRecover(log, m), streamObserve(log, m), streamAuth(o.Tokens), streamLimit(o.Streams.withDefaults())),
+		grpc.ChainUnaryInterceptor(unaryRecover(log, m), unaryObserve(log, m), g.unary()),
+		grpc.ChainStreamInterceptor(streamRecover(log, m), streamObserve(log, m), g.stream()),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
+	network := opts
 	if o.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
+		network = append(slices.Clip(opts), grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
-	g := grpc.NewServer(opts...)
-
-	vigilv1.RegisterImagingServer(g, &imagingService{log: log, store: o.Review, registry: o.Registry, opts: o.Imaging})
-	vigilv1.RegisterWardServer(g, &wardService{log: log, registry: o.Registry, store: o.Review, opts: o.Ward.withDefaults(), metrics: m})
-	vigilv1.RegisterReviewServer(g, &reviewService{log: log, store: o.Review, metrics: m})
-	vigilv1.RegisterModelsServer(g, &modelsService{log: log, registry: o.Registry, runtime: o.RuntimeVersion})
-
+	imaging := &imagingService{log: log, store: o.Review, registry: o.Registry, opts: o.Imaging}
+	ward := &wardService{log: log, registry: o.Registry, store: o.Review, opts: o.Ward.withDefaults(), metrics: m}
+	rev := &reviewService{log: log, store: o.Review, metrics: m}
+	mod := &modelsService{log: log, registry: o.Registry, runtime: o.RuntimeVersion}
 	h := health.NewServer()
-	healthpb.RegisterHealthServer(g, h)
 	for _, name := range append([]string{""}, serviceNames...) {
 		h.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
-	reflection.Register(g)
-	return &Server{grpc: g, health: h, log: log}
+	s := &Server{grpc: grpc.NewServer(network...), inproc: grpc.NewServer(opts...), health: h, log: log, gate: g}
+	for _, gs := range []*grpc.Server{s.grpc, s.inproc} {
+		vigilv1.RegisterImagingServer(gs, imaging)
+		vigilv1.RegisterWardServer(gs, ward)
+		vigilv1.RegisterReviewServer(gs, rev)
+		vigilv1.RegisterModelsServer(gs, mod)
+		healthpb.RegisterHealthServer(gs, h)
+		reflection.Register(gs)
+	}
+	return s
 }
 
 // SetServing marks every service SERVING.
@@ -104,13 +120,22 @@ func (s *Server) SetServing() {
 // Serve accepts connections on lis until Shutdown.
 func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 
+// ServeInProcess accepts connections on an in-memory listener (such as bufconn) until
+// Shutdown: the same services, without TLS, for clients inside this process.
+func (s *Server) ServeInProcess(lis net.Listener) error { return s.inproc.Serve(lis) }
+
 // Shutdown stops in order: health says NOT_SERVING (so balancers stop sending), running calls
 // drain until ctx ends, and then whatever is left is cut off.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() {
-		s.grpc.GracefulStop()
+		var wg sync.WaitGroup
+		for _, g := range []*grpc.Server{s.grpc, s.inproc} {
+			wg.Add(1)
+			go func() { defer wg.Done(); g.GracefulStop() }()
+		}
+		wg.Wait()
 		close(done)
 	}()
 	select {
@@ -118,6 +143,8 @@ func (s *Server) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 		s.log.Warn("drain deadline passed, closing remaining calls")
 		s.grpc.Stop()
+		s.inproc.Stop()
 		<-done
 	}
+	s.gate.streams.close()
 }

@@ -52,6 +52,9 @@ func (s *syncBuffer) String() string {
 
 type testServer struct {
 	conn   *grpc.ClientConn
+	addr   string
+	// tokensPath is the tokens file the server reads.
+	tokensPath string
 	tokens map[auth.Role]string
 	logs   *syncBuffer
 	srv    *Server
@@ -63,7 +66,7 @@ type testServer struct {
 func startServer(t *testing.T, extra func(*grpc.Server), options ...func(*Options)) *testServer {
 	t.Helper()
 	tokensPath := filepath.Join(t.TempDir(), "tokens.json")
-	ts := &testServer{tokens: map[auth.Role]string{}, logs: &syncBuffer{}}
+	ts := &testServer{tokens: map[auth.Role]string{}, logs: &syncBuffer{}, tokensPath: tokensPath}
 	for _, role := range auth.Roles {
 		tok, err := auth.AddToken(tokensPath, role, "test-"+string(role))
 		if err != nil {
@@ -94,6 +97,7 @@ func startServer(t *testing.T, extra func(*grpc.Server), options ...func(*Option
 	if err != nil {
 		t.Fatal(err)
 	}
+	ts.addr = lis.Addr().String()
 	go ts.srv.Serve(lis)
 	ts.srv.SetServing()
 	ts.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -25,7 +25,8 @@ type webDriver struct {
 	session string
 }
 
-func startBrowser(t *testing.T) *webDriver {
+// startBrowser starts headless Chromium under chromedriver; args are more Chromium flags.
+func startBrowser(t *testing.T, args ...string) *webDriver {
 	t.Helper()
 	for _, bin := range []string{"chromedriver", "chromium"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -59,9 +60,9 @@ func startBrowser(t *testing.T) *webDriver {
 		"browserName": "chrome",
 		"goog:chromeOptions": map[string]any{
 			"binary": "/usr/bin/chromium",
-			"args": []string{"--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+			"args": append([]string{"--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 				"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-				"--no-first-run", "--window-size=1400,900", "--user-data-dir=" + t.TempDir()},
+				"--no-first-run", "--window-size=1400,900", "--user-data-dir=" + t.TempDir()}, args...),
 		},
 	}}}
 	var created struct {

@@ -20,6 +20,8 @@ type globals struct {
 	token   string
 	tls     bool
 	ca      string
+	cert    string
+	key     string
 	timeout time.Duration
 }
 
@@ -39,6 +41,8 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.token, "token", g.token, "bearer token (also VIGIL_TOKEN)")
 	fs.BoolVar(&g.tls, "tls", g.tls, "connect with TLS")
 	fs.StringVar(&g.ca, "ca", g.ca, "CA certificate (PEM) to verify the server with; implies --tls")
+	fs.StringVar(&g.cert, "cert", g.cert, "client certificate (PEM) for a server with --client-ca, instead of a token; implies --tls")
+	fs.StringVar(&g.key, "key", g.key, "the client certificate's private key (PEM)")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline for each call")
 }
 
@@ -55,10 +59,20 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
 func (g *globals) dial() (*grpc.ClientConn, error) {
-	secure := g.tls || g.ca != ""
+	secure := g.tls || g.ca != "" || g.cert != ""
 	creds := insecure.NewCredentials()
 	if secure {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if (g.cert == "") != (g.key == "") {
+			return nil, fmt.Errorf("--cert and --key: give both or neither")
+		}
+		if g.cert != "" {
+			pair, err := tls.LoadX509KeyPair(g.cert, g.key)
+			if err != nil {
+				return nil, fmt.Errorf("--cert/--key: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
 		if g.ca != "" {
 			pem, err := os.ReadFile(g.ca)
 			if err != nil {

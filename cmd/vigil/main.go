@@ -30,6 +30,8 @@ type command struct {
 
 var commands = []command{
 	{"analyze", "send DICOM files to Imaging and print their findings", runAnalyze},
+	{"audit", "`audit verify`: check the audit's hash chain in a data folder (exit 1 names the first bad record)", runAudit},
+	{"backup", "copy the store consistently while the server runs; the copy's chain is checked", runBackup},
 	{"bench", "measure Vigil beside the bare runtime, onnxruntime-node and dcmtk, in one run (in process)", runBench},
 	{"bridge", "stream a video file, RTSP feed or camera to Ward and print the events", runBridge},
 	{"eval", "`eval falls`: measure fall alerts against labelled clips, through the Ward service (in process)", runEval},
@@ -38,7 +40,7 @@ var commands = []command{
 	{"phantoms", "write synthetic ultrasound loops (DICOM and truth), or the demo model's training arrays", runPhantoms},
 	{"fetal-heads", "write shared fetal head images (HC18) as calibrated obstetric ultrasound DICOM", runFetalHeads},
 	{"review", "the worklist: list, show, claim, accept, reject, amend, release, counts, export", runReview},
-	{"token", "`token add`: create a bearer token for a principal and role", runToken},
+	{"token", "`token add`, `token list`, `token revoke`: manage bearer tokens in a data folder", runToken},
 }
 
 func main() {

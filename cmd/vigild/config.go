@@ -34,6 +34,14 @@ type Config struct {
 	TokensFile string `yaml:"tokens_file"`
 	TLSCert    string `yaml:"tls_cert"`
 	TLSKey     string `yaml:"tls_key"`
+	// HTTPTLSCert and HTTPTLSKey serve the page over TLS; without them the gRPC pair serves
+	// both listeners.
+	HTTPTLSCert string `yaml:"http_tls_cert"`
+	HTTPTLSKey  string `yaml:"http_tls_key"`
+	// ClientCA turns on client certificates for gRPC; ClientAuth says whether one is
+	// "optional" (a token serves instead) or "require"d.
+	ClientCA   string `yaml:"client_ca"`
+	ClientAuth string `yaml:"client_auth"`
 	LogLevel   string `yaml:"log_level"`
 	LogFormat  string `yaml:"log_format"`
 	// ShutdownTimeout is how long running calls may drain before they are cut off.
@@ -96,6 +104,7 @@ func DefaultConfig() Config {
 		HTTP:            "127.0.0.1:7480",
 		LogLevel:        "info",
 		LogFormat:       "text",
+		ClientAuth:      "optional",
 		ShutdownTimeout: 15 * time.Second,
 		Models:          ModelsConfig{CacheDir: models.DefaultCacheDir(), Mirrors: models.MirrorsFromEnv()},
 		Inference:       InferenceConfig{Provider: "cpu", Workers: 2, QueueDepth: 64},
@@ -125,6 +134,10 @@ func (c *Config) settings() []setting {
 		{"tokens-file", "VIGIL_TOKENS_FILE", "bearer tokens file (default <data-dir>/tokens.json)", &c.TokensFile},
 		{"tls-cert", "VIGIL_TLS_CERT", "TLS certificate (PEM); with --tls-key, gRPC serves TLS only", &c.TLSCert},
 		{"tls-key", "VIGIL_TLS_KEY", "TLS private key (PEM)", &c.TLSKey},
+		{"http-tls-cert", "VIGIL_HTTP_TLS_CERT", "TLS certificate (PEM) for the HTTP listener (default: the --tls-cert pair, when given)", &c.HTTPTLSCert},
+		{"http-tls-key", "VIGIL_HTTP_TLS_KEY", "TLS private key (PEM) for the HTTP listener", &c.HTTPTLSKey},
+		{"client-ca", "VIGIL_CLIENT_CA", "CA certificates (PEM) that sign gRPC client certificates: subject CN is the principal, OU the role (needs --tls-cert)", &c.ClientCA},
+		{"client-auth", "VIGIL_CLIENT_AUTH", "with --client-ca: optional (a bearer token serves instead) or require (no certificate, no connection)", &c.ClientAuth},
 		{"log-level", "VIGIL_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "VIGIL_LOG_FORMAT", "text or json", &c.LogFormat},
 		{"shutdown-timeout", "VIGIL_SHUTDOWN_TIMEOUT", "how long running calls may drain at shutdown", &c.ShutdownTimeout},
@@ -292,7 +305,16 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("%s and %s: give both or neither", name(&c.TLSCert), name(&c.TLSKey))
 	}
-	for _, f := range []*string{&c.TLSCert, &c.TLSKey} {
+	if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+		return fmt.Errorf("%s and %s: give both or neither", name(&c.HTTPTLSCert), name(&c.HTTPTLSKey))
+	}
+	if c.ClientCA != "" && c.TLSCert == "" {
+		return fmt.Errorf("%s: client certificates need TLS: give %s and %s too", name(&c.ClientCA), name(&c.TLSCert), name(&c.TLSKey))
+	}
+	if c.ClientAuth != "optional" && c.ClientAuth != "require" {
+		return fmt.Errorf("%s: %q is not optional or require", name(&c.ClientAuth), c.ClientAuth)
+	}
+	for _, f := range []*string{&c.TLSCert, &c.TLSKey, &c.HTTPTLSCert, &c.HTTPTLSKey, &c.ClientCA} {
 		if *f != "" {
 			if _, err := os.Stat(*f); err != nil {
 				return fmt.Errorf("%s: %v", name(f), err)

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -83,7 +84,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 			slog.String("tokens_file", cfg.TokensFile))
 	}
 
-	store, err := review.OpenSQLite(filepath.Join(cfg.DataDir, "vigil.db"))
+	store, err := review.OpenSQLite(filepath.Join(cfg.DataDir, review.SQLiteFile))
 	if err != nil {
 		return err
 	}
@@ -129,16 +130,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		}
 	}
 
-	var tlsConfig *tls.Config
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	} else if host, _, _ := net.SplitHostPort(cfg.Listen); !isLoopback(host) {
+	tlsConfig, httpTLS, err := loadTLS(cfg)
+	if err != nil {
+		return err
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen); tlsConfig == nil && !isLoopback(host) {
 		log.Warn("serving gRPC without TLS on a non-loopback address: tokens cross the network in clear",
 			slog.String("listen", cfg.Listen))
+	}
+	if host, _, _ := net.SplitHostPort(cfg.HTTP); cfg.HTTP != "" && httpTLS == nil && !isLoopback(host) {
+		log.Warn("serving HTTP (the review page, its API and /metrics) without TLS on a non-loopback address: tokens cross the network in clear; give --http-tls-cert/--http-tls-key or --tls-cert/--tls-key",
+			slog.String("http", cfg.HTTP))
 	}
 
 	metrics := server.NewMetrics()
@@ -172,7 +174,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 	// The web page's JSON API reaches the same gRPC server through an in-memory listener, so
 	// every call passes the same interceptors and handlers as a remote client's.
 	inproc := bufconn.Listen(1 << 20)
-	go srv.Serve(inproc)
+	go srv.ServeInProcess(inproc)
 	inprocConn, err := grpc.NewClient("passthrough:///vigild",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -193,7 +195,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
 		mux.Handle("/", web.Handler(inprocConn, log, cfg.Limits.HTTPBodyIdleTimeout))
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: httpTLS}
+		if httpTLS != nil {
+			httpLis = tls.NewListener(httpLis, httpTLS)
+		}
 		addrs.HTTP = httpLis.Addr().String()
 		go func() {
 			if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
@@ -208,7 +213,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 
 	srv.SetServing()
 	log.Info("vigild serving", slog.String("grpc", addrs.GRPC), slog.String("http", addrs.HTTP),
-		slog.String("data_dir", cfg.DataDir), slog.String("tokens_file", cfg.TokensFile), slog.Bool("tls", tlsConfig != nil))
+		slog.String("data_dir", cfg.DataDir), slog.String("tokens_file", cfg.TokensFile), slog.Bool("tls", tlsConfig != nil),
+		slog.Bool("http_tls", httpTLS != nil), slog.Bool("client_certificates", cfg.ClientCA != ""))
 	if ready != nil {
 		ready <- addrs
 	}
@@ -255,4 +261,39 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// loadTLS builds the gRPC listener's TLS (with client certificates when --client-ca is given)
+// and the HTTP listener's (its own pair, or else the gRPC pair). Either is nil without TLS.
+func loadTLS(cfg Config) (grpcTLS, httpTLS *tls.Config, err error) {
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		grpcTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		httpTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.HTTPTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.HTTPTLSCert, cfg.HTTPTLSKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--http-tls-cert/--http-tls-key: %w", err)
+		}
+		httpTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.ClientCA != "" {
+		pem, err := os.ReadFile(cfg.ClientCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("--client-ca: %s holds no PEM certificate", cfg.ClientCA)
+		}
+		grpcTLS.ClientCAs, grpcTLS.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		if cfg.ClientAuth == "require" {
+			grpcTLS.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return grpcTLS, httpTLS, nil
 }

@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/internal/testcerts"
+	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/review"
+)
+
+// refusals reads what the store kept of refused calls.
+func refusals(t *testing.T, ts *testServer) []review.Refusal {
+	t.Helper()
+	rs, err := ts.store.Refusals(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func refused(rs []review.Refusal, principal, method, code string) bool {
+	for _, r := range rs {
+		if r.Principal == principal && r.Method == method && r.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+// waitForEnd waits for a stream's end and returns its error (nil if it did not end).
+func waitForEnd(recv func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			if err := recv(); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(20 * time.Second):
+		return nil
+	}
+}
+
+// TestRevokedTokenEndsItsStreams: revoking a principal ends the Watch and camera streams it
+// holds open, with Unauthenticated, audits the ends, and refuses its next call.
+func TestRevokedTokenEndsItsStreams(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := vigilv1.NewReviewClient(ts.conn).Watch(metadata.NewOutgoingContext(ctx, metadata.Pairs("authorization", "Bearer "+ts.tokens[auth.RoleReviewer])), &vigilv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	camera, err := vigilv1.NewWardClient(ts.conn).StreamCamera(metadata.NewOutgoingContext(ctx, metadata.Pairs("authorization", "Bearer "+ts.tokens[auth.RoleWardBridge])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	camera.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "ward-5-bed-1", FrameRate: 10}}})
+	frame := walkersJPEGs(t, 1)[0]
+	camera.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: 1, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: frame}}})
+	if ev, err := camera.Recv(); err != nil || ev.GetFrameResult() == nil {
+		t.Fatalf("the camera stream before the revocation: %v %v", ev, err)
+	}
+	for _, who := range []string{"test-reviewer", "test-ward-bridge"} {
+		if _, err := auth.Revoke(ts.tokensPath, who); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, recv := range map[string]func() error{
+		"watch":  func() error { _, err := watch.Recv(); return err },
+		"camera": func() error { _, err := camera.Recv(); return err },
+	} {
+		err := waitForEnd(recv)
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked or has expired") {
+			t.Errorf("the %s stream after its token was revoked: got %v, want Unauthenticated saying why", name, err)
+		}
+	}
+	if _, err := vigilv1.NewReviewClient(ts.conn).Counts(ts.as(auth.RoleReviewer), &vigilv1.CountsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a call with the revoked token: got %v, want Unauthenticated", err)
+	}
+	rs := refusals(t, ts)
+	if !refused(rs, "test-reviewer", vigilv1.Review_Watch_FullMethodName, "Unauthenticated") ||
+		!refused(rs, "test-ward-bridge", vigilv1.Ward_StreamCamera_FullMethodName, "Unauthenticated") {
+		t.Errorf("the ended streams are not in the refusals: %+v", rs)
+	}
+}
+
+// TestExpiredTokenIsRefusedAndAudited: a token past its expiry is refused with a message
+// saying so, and the refusal names its principal; an open stream ends when its token expires.
+func TestExpiredTokenIsRefusedAndAudited(t *testing.T) {
+	ts := startServer(t, nil)
+	old, err := auth.AddTokenUntil(ts.tokensPath, auth.RoleReviewer, "dr.expired", time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon, err := auth.AddTokenUntil(ts.tokensPath, auth.RoleReviewer, "dr.soon", time.Now().Add(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearer := func(tok string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	}
+	_, err = vigilv1.NewReviewClient(ts.conn).Counts(bearer(old), &vigilv1.CountsRequest{})
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired token: got %v, want Unauthenticated saying it expired", err)
+	}
+	watch, err := vigilv1.NewReviewClient(ts.conn).Watch(bearer(soon), &vigilv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitForEnd(func() error { _, err := watch.Recv(); return err }); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a watch whose token expired while open: got %v, want Unauthenticated", err)
+	}
+	if !refused(refusals(t, ts), "dr.expired", vigilv1.Review_Counts_FullMethodName, "Unauthenticated") {
+		t.Errorf("the expired token's refusal is not kept: %+v", refusals(t, ts))
+	}
+}
+
+// TestRefusalsAreAudited: a call outside a principal's role is kept with the principal and
+// the method; a call with no valid token is not (anyone could fill the store so).
+func TestRefusalsAreAudited(t *testing.T) {
+	ts := startServer(t, nil)
+	if _, err := vigilv1.NewReviewClient(ts.conn).Counts(ts.as(auth.RolePACSWorker), &vigilv1.CountsRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a PACS worker counting the worklist: got %v, want PermissionDenied", err)
+	}
+	forged := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer vgl_forged")
+	if _, err := vigilv1.NewReviewClient(ts.conn).Counts(forged, &vigilv1.CountsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a forged token: got %v, want Unauthenticated", err)
+	}
+	rs := refusals(t, ts)
+	if len(rs) != 1 || !refused(rs, "test-pacs-worker", vigilv1.Review_Counts_FullMethodName, "PermissionDenied") || rs[0].Role != "pacs-worker" {
+		t.Errorf("refusals %+v, want the PACS worker's one alone", rs)
+	}
+}
+
+// TestMutualTLS: with --client-ca, a client certificate's CN is the principal and its OU the
+// role; a client with neither certificate nor token is refused; a revoked principal's
+// certificate is refused; with certificates required, the handshake itself refuses.
+func TestMutualTLS(t *testing.T) {
+	ca := testcerts.NewCA(t, "Vigil test CA")
+	serverPair := ca.Server()
+	for _, required := range []bool{false, true} {
+		clientAuth := tls.VerifyClientCertIfGiven
+		if required {
+			clientAuth = tls.RequireAndVerifyClientCert
+		}
+		ts := startServer(t, nil, func(o *Options) {
+			o.TLS = &tls.Config{Certificates: []tls.Certificate{serverPair.TLS}, ClientCAs: ca.Pool(), ClientAuth: clientAuth, MinVersion: tls.VersionTLS12}
+		})
+		dial := func(certs ...tls.Certificate) *grpc.ClientConn {
+			conn, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), Certificates: certs, ServerName: "localhost"})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			return conn
+		}
+		counts := func(conn *grpc.ClientConn) error {
+			_, err := vigilv1.NewReviewClient(conn).Counts(context.Background(), &vigilv1.CountsRequest{})
+			return err
+		}
+		if err := counts(dial(ca.Client("dr.cert", "reviewer").TLS)); err != nil {
+			t.Errorf("required=%v: a reviewer's certificate: %v", required, err)
+		}
+		if err := counts(dial(ca.Client("pacs-cert", "pacs-worker").TLS)); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("required=%v: a PACS worker's certificate on a reviewer's method: got %v, want PermissionDenied", required, err)
+		}
+		if err := counts(dial(ca.Client("nobody", "visitor").TLS)); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "OU") {
+			t.Errorf("required=%v: a certificate with no role: got %v, want PermissionDenied naming the OU", required, err)
+		}
+		// A client sends only a certificate the server's CA list accepts: one from another CA
+		// stays at home, and the client comes with no certificate at all.
+		want := codes.Unauthenticated
+		if required {
+			want = codes.Unavailable // the handshake itself refuses
+		}
+		other := testcerts.NewCA(t, "another CA")
+		if err := counts(dial(other.Client("dr.forged", "reviewer").TLS)); status.Code(err) != want {
+			t.Errorf("required=%v: a certificate from another CA: got %v, want %v", required, err, want)
+		}
+		if err := counts(dial()); status.Code(err) != want {
+			t.Errorf("required=%v: no certificate and no token: got %v, want %v", required, err, want)
+		}
+		if _, err := auth.Revoke(ts.tokensPath, "dr.cert"); err != nil {
+			t.Fatal(err)
+		}
+		if err := counts(dial(ca.Client("dr.cert", "reviewer").TLS)); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
+			t.Errorf("required=%v: a revoked principal's certificate: got %v, want Unauthenticated", required, err)
+		}
+		if !refused(refusals(t, ts), "pacs-cert", vigilv1.Review_Counts_FullMethodName, "PermissionDenied") {
+			t.Errorf("required=%v: the certificate's refusal is not kept in its principal's name", required)
+		}
+	}
+}
