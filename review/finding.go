@@ -177,6 +177,9 @@ type Finding struct {
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// SubmittedBy is the principal whose call created the finding (a PACS worker, a bridge):
+	// what a PACS worker may follow and export is what it sent.
+	SubmittedBy string `json:"submitted_by,omitempty"`
 
 	ClaimedBy      string    `json:"claimed_by,omitempty"`
 	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`

@@ -315,6 +315,7 @@ func (s *SQLite) prepare(findings []Finding) ([]Finding, error) {
 func insertFindings(ctx context.Context, tx *sql.Tx, actor string, fs []Finding) error {
 	for i := range fs {
 		f := &fs[i]
+		f.SubmittedBy = actor
 		if err := put(ctx, tx, f, true); err != nil {
 			return err
 		}

@@ -41,7 +41,8 @@ var methodRoles = map[string][]auth.Role{
 	vigilv1.Review_Decide_FullMethodName:    {auth.RoleReviewer},
 	vigilv1.Review_Release_FullMethodName:   {auth.RoleReviewer},
 	vigilv1.Review_Counts_FullMethodName:    {auth.RoleReviewer},
-	// PACS workers follow decisions and pull the report of a study they sent.
+	// PACS workers follow the state of the findings they sent, without who decided or why,
+	// and pull the report of a study they sent (server/review.go holds them to that).
 	vigilv1.Review_Watch_FullMethodName:        {auth.RoleReviewer, auth.RolePACSWorker},
 	vigilv1.Review_ExportReport_FullMethodName: {auth.RoleReviewer, auth.RolePACSWorker},
 

@@ -208,3 +208,61 @@ func TestMutualTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestPACSWorkerSeesOnlyWhatItSent: a PACS worker's Watch carries the findings it sent, their
+// state without who decided or why, and it exports only its own studies.
+func TestPACSWorkerSeesOnlyWhatItSent(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	other, err := auth.AddToken(ts.tokensPath, auth.RolePACSWorker, "pacs-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ts.as(auth.RolePACSWorker))
+	defer cancel()
+	// One record before everything, so that the watch replays all that follows it.
+	seed(t, ts.store, 1)
+	watch, err := vigilv1.NewReviewClient(ts.conn).Watch(ctx, &vigilv1.WatchRequest{AfterSequence: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imaging := vigilv1.NewImagingClient(ts.conn)
+	mine, truth := phantomFile(t, 900301, 1)
+	theirs, theirTruth := phantomFile(t, 900302, 1)
+	sent, err := send(ts.as(auth.RolePACSWorker), imaging, mine, 64<<10)
+	if err != nil || len(sent.Findings) == 0 {
+		t.Fatalf("my instance: %v", err)
+	}
+	theirsSent, err := send(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+other), imaging, theirs, 64<<10)
+	if err != nil || len(theirsSent.Findings) == 0 {
+		t.Fatalf("their instance: %v", err)
+	}
+	rc := vigilv1.NewReviewClient(ts.conn)
+	for _, f := range []*vigilv1.Finding{sent.Findings[0], theirsSent.Findings[0]} {
+		if _, err := rc.Decide(ts.as(auth.RoleAdmin), &vigilv1.DecideRequest{Id: f.Id, Version: f.Version, Outcome: vigilv1.Outcome_OUTCOME_ACCEPT,
+			ReasonCode: "confirmed", Comment: "a reviewer's private remark"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	decided := false
+	for !decided {
+		ev, err := watch.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := ev.Finding
+		if f.GetDicom().GetStudyInstanceUid() != truth.Study {
+			t.Fatalf("the watch carried a finding of study %s, sent by another worker", f.GetDicom().GetStudyInstanceUid())
+		}
+		if f.Decision != nil || f.ClaimedBy != "" || f.Overlay != nil {
+			t.Fatalf("the watch shows a PACS worker who decided or the overlay: %v", f)
+		}
+		decided = f.State == vigilv1.FindingState_FINDING_STATE_ACCEPTED
+	}
+	if _, err := rc.ExportReport(ts.as(auth.RolePACSWorker), &vigilv1.ExportReportRequest{StudyInstanceUid: truth.Study}); err != nil {
+		t.Errorf("exporting my own study: %v", err)
+	}
+	_, err = rc.ExportReport(ts.as(auth.RolePACSWorker), &vigilv1.ExportReportRequest{StudyInstanceUid: theirTruth.Study})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("exporting another worker's study: got %v, want PermissionDenied", err)
+	}
+}

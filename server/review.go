@@ -173,6 +173,12 @@ func (s *reviewService) Watch(req *vigilv1.WatchRequest, stream vigilv1.Review_W
 			return toStatus(ctx, s.log, err)
 		}
 	}
+	// A PACS worker follows the findings of what it sent, and sees their state, never who
+	// decided or why: List and Get are closed to it.
+	submitter := ""
+	if p, ok := auth.PrincipalFrom(ctx); ok && p.Role == auth.RolePACSWorker {
+		submitter = p.Name
+	}
 	for {
 		// Take the wake-up channel before reading, so a change committed in between is not missed.
 		changed := s.store.Changed()
@@ -186,6 +192,12 @@ func (s *reviewService) Watch(req *vigilv1.WatchRequest, stream vigilv1.Review_W
 				continue
 			}
 			ev := &vigilv1.WatchEvent{Sequence: r.Sequence, Action: r.Action, Finding: findingToProto(r.After), Time: timestamppb.New(r.Time)}
+			if submitter != "" {
+				if r.After.SubmittedBy != submitter {
+					continue
+				}
+				ev.Finding = submitterView(ev.Finding)
+			}
 			if err := stream.Send(ev); err != nil {
 				return err
 			}
@@ -224,15 +236,51 @@ func (s *reviewService) Counts(ctx context.Context, req *vigilv1.CountsRequest) 
 }
 
 // ExportReport writes the DICOM SR of a study's accepted and amended findings.
+// submitterView is what a PACS worker sees of a finding it sent: what it is and where it
+// stands, without the reviewers, their comments, or the overlay.
+func submitterView(f *vigilv1.Finding) *vigilv1.Finding {
+	return &vigilv1.Finding{Id: f.Id, Pipeline: f.Pipeline, Label: f.Label, State: f.State, Version: f.Version,
+		Model: f.Model, Source: f.Source, CreatedAt: f.CreatedAt, UpdatedAt: f.UpdatedAt}
+}
+
 func (s *reviewService) ExportReport(ctx context.Context, req *vigilv1.ExportReportRequest) (*vigilv1.ExportReportResponse, error) {
 	if !review.ValidUID(req.StudyInstanceUid) {
 		return nil, status.Error(codes.InvalidArgument, "study_instance_uid is not a DICOM UID (digits and dots, at most 64)")
+	}
+	if p, ok := auth.PrincipalFrom(ctx); ok && p.Role == auth.RolePACSWorker {
+		sent, err := s.sentStudy(ctx, p.Name, req.StudyInstanceUid)
+		if err != nil {
+			return nil, toStatus(ctx, s.log, err)
+		}
+		if !sent {
+			return nil, status.Errorf(codes.PermissionDenied, "principal %q sent no instance of this study: a PACS worker exports the studies it sent", p.Name)
+		}
 	}
 	r, err := review.ExportReport(ctx, s.store, req.StudyInstanceUid, dicomio.ImplementationClassUID, time.Now())
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
 	return &vigilv1.ExportReportResponse{Report: r.Data, SopInstanceUid: r.SOPInstanceUID, FindingsIncluded: int32(r.Findings)}, nil
+}
+
+// sentStudy says whether principal submitted any finding of the study.
+func (s *reviewService) sentStudy(ctx context.Context, principal, study string) (bool, error) {
+	q := review.Query{Filter: review.Filter{StudyUID: study}, PageSize: review.MaxPageSize}
+	for {
+		page, next, err := s.store.List(ctx, q)
+		if err != nil {
+			return false, err
+		}
+		for _, f := range page {
+			if f.SubmittedBy == principal {
+				return true, nil
+			}
+		}
+		if next == "" {
+			return false, nil
+		}
+		q.PageToken = next
+	}
 }
 
 // --- conversions between the API and the review package --------------------------------------

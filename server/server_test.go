@@ -51,14 +51,14 @@ func (s *syncBuffer) String() string {
 }
 
 type testServer struct {
-	conn   *grpc.ClientConn
-	addr   string
+	conn *grpc.ClientConn
+	addr string
 	// tokensPath is the tokens file the server reads.
 	tokensPath string
-	tokens map[auth.Role]string
-	logs   *syncBuffer
-	srv    *Server
-	store  *review.SQLite
+	tokens     map[auth.Role]string
+	logs       *syncBuffer
+	srv        *Server
+	store      *review.SQLite
 }
 
 // startServer runs a real server on a loopback port with one token per role. extra registers
