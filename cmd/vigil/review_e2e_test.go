@@ -48,7 +48,7 @@ func overlayPNG(t *testing.T) []byte {
 }
 
 // seedStore writes n pending triage findings into the store in dataDir, as the triage pipeline
-// will, and returns them.
+// does for the PACS worker pacs-1, and returns them.
 func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 	t.Helper()
 	s, err := review.OpenSQLite(filepath.Join(dataDir, "vigil.db"))
@@ -71,7 +71,7 @@ func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 			Overlay: &review.Image{MediaType: "image/png", Data: overlay, Width: 320, Height: 240},
 		}
 	}
-	out, err := s.Add(context.Background(), "seed", batch)
+	out, err := s.Add(context.Background(), "pacs-1", batch) // as the PACS worker the tests name pacs-1
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestReviewCLI(t *testing.T) {
 	}
 	overlay := filepath.Join(t.TempDir(), "overlay.png")
 	out, _, code = run("show", claimed.Finding.ID, "--overlay", overlay)
-	if data, _ := os.ReadFile(overlay); code != 0 || !bytes.Equal(data, overlayPNG(t)) || !strings.Contains(out, "dr.lee") || !strings.Contains(out, "seed") {
+	if data, _ := os.ReadFile(overlay); code != 0 || !bytes.Equal(data, overlayPNG(t)) || !strings.Contains(out, "dr.lee") || !strings.Contains(out, "pacs-1") {
 		t.Errorf("show: exit %d, overlay %q\n%s", code, data, out)
 	}
 	out, _, code = run("counts", "--json")
