@@ -27,7 +27,7 @@ import (
 )
 
 // builtinRegistry loads the builtin models on real ONNX Runtime; the named ones must be ready.
-func builtinRegistry(t *testing.T, names ...string) *inference.Registry {
+func builtinRegistry(t testing.TB, names ...string) *inference.Registry {
 	t.Helper()
 	engine, err := inference.Open(inference.Config{})
 	if err != nil {
@@ -47,7 +47,7 @@ func builtinRegistry(t *testing.T, names ...string) *inference.Registry {
 
 // withTriage gives the server real ONNX Runtime with the builtin models, and the demo lesion
 // model for every request that names none.
-func withTriage(t *testing.T) func(*Options) {
+func withTriage(t testing.TB) func(*Options) {
 	t.Helper()
 	registry := builtinRegistry(t, "us-lesion-demo")
 	return func(o *Options) {

@@ -63,7 +63,7 @@ type testServer struct {
 
 // startServer runs a real server on a loopback port with one token per role. extra registers
 // more services before serving. The registry has no models: these tests are about transport.
-func startServer(t *testing.T, extra func(*grpc.Server), options ...func(*Options)) *testServer {
+func startServer(t testing.TB, extra func(*grpc.Server), options ...func(*Options)) *testServer {
 	t.Helper()
 	tokensPath := filepath.Join(t.TempDir(), "tokens.json")
 	ts := &testServer{tokens: map[auth.Role]string{}, logs: &syncBuffer{}, tokensPath: tokensPath}

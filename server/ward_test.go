@@ -29,7 +29,7 @@ import (
 )
 
 // walkersJPEGs returns the first n frames of the walkers clip as JPEG.
-func walkersJPEGs(t *testing.T, n int) [][]byte { return clipJPEGs(t, "video/walkers-vtest.avi", n) }
+func walkersJPEGs(t testing.TB, n int) [][]byte { return clipJPEGs(t, "video/walkers-vtest.avi", n) }
 
 // hugePNG is a valid PNG header claiming 20000 x 20000 pixels, with no pixels behind it.
 func hugePNG(t *testing.T) []byte {
@@ -249,7 +249,7 @@ func TestBadFramesKeepMemoryBounded(t *testing.T) {
 }
 
 // clipJPEGs returns the first n frames of a shared clip (all when n is 0) as JPEG.
-func clipJPEGs(t *testing.T, rel string, n int) [][]byte {
+func clipJPEGs(t testing.TB, rel string, n int) [][]byte {
 	t.Helper()
 	v, err := vision.OpenVideo(testenv.Shared(t, rel))
 	if err != nil {
