@@ -13,6 +13,7 @@ import (
 	"image"
 	"io"
 	"math"
+	"strings"
 
 	"gocv.io/x/gocv"
 )
@@ -105,7 +106,15 @@ type Video struct {
 
 // OpenVideo opens a video file, an rtsp:// URL or a /dev/videoN device.
 func OpenVideo(source string) (*Video, error) {
-	vc, err := gocv.VideoCaptureFile(source)
+	open := gocv.VideoCaptureFile
+	if strings.HasPrefix(source, "rtsp://") {
+		// FFmpeg reads RTSP; without this, a camera that refuses is tried again with
+		// GStreamer, which only adds noise to the log.
+		open = func(uri string) (*gocv.VideoCapture, error) {
+			return gocv.VideoCaptureFileWithAPI(uri, gocv.VideoCaptureFFmpeg)
+		}
+	}
+	vc, err := open(source)
 	if err != nil {
 		return nil, fmt.Errorf("vision: open video: %w", err)
 	}

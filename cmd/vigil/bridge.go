@@ -23,7 +23,7 @@ import (
 
 // bridgeEvent is one line of `vigil bridge --json` (docs/cli.md): a type and its fields.
 type bridgeEvent struct {
-	Type     string         `json:"type"` // frame, gait, fall, error, dropped, stats
+	Type     string         `json:"type"` // frame, gait, fall, error, dropped, stats, gap
 	Sequence int64          `json:"sequence,omitempty"`
 	Tracks   []bridgeTrack  `json:"tracks,omitempty"`
 	Gait     *bridgeGait    `json:"gait,omitempty"`
@@ -31,6 +31,16 @@ type bridgeEvent struct {
 	Dropped  *bridgeDropped `json:"dropped,omitempty"`
 	Stats    *bridgeStats   `json:"stats,omitempty"`
 	Fall     *bridgeFall    `json:"fall,omitempty"`
+	Gap      *bridgeGap     `json:"gap,omitempty"`
+}
+
+// bridgeGap is a time a live camera gave no frames: it stalled or dropped, and the bridge
+// reopened it.
+type bridgeGap struct {
+	Seconds       float64 `json:"seconds"`
+	FramesMissed  int64   `json:"frames_missed"`
+	AfterSequence int64   `json:"after_sequence"`
+	Reopens       int     `json:"reopens"`
 }
 
 type bridgeFall struct {
@@ -109,23 +119,17 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 	if *source == "" || *camera == "" {
 		return usageError{"usage: vigil bridge --source FILE|rtsp://…|/dev/videoN --camera ID [--realtime] [--json]"}
 	}
-	video, err := vision.OpenVideo(*source)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	video, err := openSource(*source, *rate, stderr)
 	if err != nil {
 		return err
 	}
 	defer video.Close()
-	fps := video.FPS()
-	if *rate > 0 {
-		fps = *rate
-	}
-	if fps <= 0 || fps > 240 {
-		fps = 10
-	}
+	fps := video.fps
 	// A file's frames are stamped with their place in it, so that gait and falls are timed
 	// as filmed however fast the file is sent; a camera's with the time they arrive.
-	live := strings.HasPrefix(*source, "rtsp://") || strings.HasPrefix(*source, "/dev/")
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
+	live := video.live
 
 	conn, err := g.dial()
 	if err != nil {
@@ -134,13 +138,14 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 	defer conn.Close()
 	client := vigilv1.NewWardClient(conn)
 	print := eventPrinter(stdout, *asJSON)
+	video.onGap = func(g bridgeGap) { print(nil, &g) }
 
 	policy := vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME
 	if *realtime {
 		policy = vigilv1.FramePolicy_FRAME_POLICY_REALTIME
 	}
 	start := time.Now()
-	var seq int64
+	var seq, sent int64 // sequence numbers count a camera's missed frames too
 	ended := false
 	backoff := 500 * time.Millisecond
 	for !ended {
@@ -169,16 +174,16 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 					}
 					return
 				}
-				print(ev)
+				print(ev, nil)
 			}
 		}()
 		var sendErr error
 		for {
-			if *maxFrames > 0 && seq >= int64(*maxFrames) {
+			if *maxFrames > 0 && sent >= int64(*maxFrames) {
 				ended = true
 				break
 			}
-			f, err := video.Read()
+			f, missed, err := video.Read(ctx)
 			if errors.Is(err, io.EOF) {
 				ended = true
 				break
@@ -186,7 +191,7 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			seq++
+			seq += 1 + missed // a camera's gap shows in the sequence numbers
 			due := start.Add(time.Duration(float64(seq-1) / fps * float64(time.Second)))
 			if *realtime && !live {
 				time.Sleep(time.Until(due))
@@ -204,6 +209,7 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 			if sendErr != nil {
 				break
 			}
+			sent++
 		}
 		if ended {
 			// Everything is sent: wait for the server's last events.
@@ -251,14 +257,17 @@ func waitToReconnect(ctx context.Context, err error, backoff *time.Duration, std
 	return nil
 }
 
-func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
+// eventPrinter prints the server's events and the bridge's own (a camera's gaps).
+func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent, *bridgeGap) {
 	var mu sync.Mutex
 	enc := json.NewEncoder(w)
-	return func(ev *vigilv1.WardEvent) {
+	return func(ev *vigilv1.WardEvent, gap *bridgeGap) {
 		mu.Lock()
 		defer mu.Unlock()
 		out := bridgeEvent{}
 		switch {
+		case gap != nil:
+			out.Type, out.Gap = "gap", gap
 		case ev.GetFrameResult() != nil:
 			fr := ev.GetFrameResult()
 			out.Type, out.Sequence = "frame", fr.Sequence
@@ -324,10 +333,113 @@ func eventPrinter(w io.Writer, asJSON bool) func(*vigilv1.WardEvent) {
 			fmt.Fprintf(w, "frame %d: %s: %s\n", out.Sequence, out.Error.Code, out.Error.Message)
 		case "dropped":
 			fmt.Fprintf(w, "dropped %d stale frames (%d-%d)\n", out.Dropped.Count, out.Dropped.First, out.Dropped.Last)
+		case "gap":
+			g := out.Gap
+			fmt.Fprintf(w, "camera gap: %.1f s without frames (about %d missed) after frame %d; reopened %d time(s)\n",
+				g.Seconds, g.FramesMissed, g.AfterSequence, g.Reopens)
 		case "stats":
 			s := out.Stats
 			fmt.Fprintf(w, "stats: %d received, %d processed, %d dropped, %.1f frames/s; %d tracks now, %d so far, %d likely ID switches\n",
 				s.Received, s.Processed, s.Dropped, s.FPS, s.Active, s.Started, s.Switches)
 		}
 	}
+}
+
+// cameraSource is the bridge's video source. A file ends at its end; a live camera (rtsp://,
+// /dev/video) that stalls or drops is reopened with backoff, and the frames it missed in
+// the meantime are counted.
+type cameraSource struct {
+	url     string
+	live    bool
+	fps     float64
+	video   *vision.Video
+	stderr  io.Writer
+	last    time.Time // when the last frame was read
+	lastSeq int64     // how many frames were read, missed ones counted
+	onGap   func(bridgeGap)
+}
+
+// rtspOptions make FFmpeg (OpenCV's backend) take RTSP over TCP and give up on a read after
+// 5 s without data, instead of its default of 30 s: a stalled camera is noticed and reopened.
+const rtspOptions = "rtsp_transport;tcp|timeout;5000000"
+
+func openSource(url string, rate float64, stderr io.Writer) (*cameraSource, error) {
+	s := &cameraSource{url: url, stderr: stderr, live: strings.HasPrefix(url, "rtsp://") || strings.HasPrefix(url, "/dev/")}
+	if strings.HasPrefix(url, "rtsp://") && os.Getenv("OPENCV_FFMPEG_CAPTURE_OPTIONS") == "" {
+		os.Setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", rtspOptions)
+	}
+	v, err := vision.OpenVideo(url)
+	if err != nil {
+		return nil, err
+	}
+	s.video, s.fps, s.last = v, v.FPS(), time.Now()
+	if rate > 0 {
+		s.fps = rate
+	}
+	if s.fps <= 0 || s.fps > 240 {
+		s.fps = 10
+	}
+	return s, nil
+}
+
+// Read returns the next frame, and how many frames a live camera missed before it (0 for a
+// file). A file's end is io.EOF; a camera's is a gap.
+func (s *cameraSource) Read(ctx context.Context) (vision.Frame, int64, error) {
+	f, err := s.video.Read()
+	if err == nil || !s.live {
+		s.last = time.Now()
+		s.lastSeq++
+		return f, 0, err
+	}
+	// The camera stopped: reopen it until it answers, with backoff.
+	lost, reopens := s.last, 0
+	backoff := 500 * time.Millisecond
+	for {
+		if s.video != nil {
+			s.video.Close()
+			s.video = nil
+		}
+		fmt.Fprintf(s.stderr, "vigil bridge: camera %s gave no frame: reopening in %s\n", redactURL(s.url), backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return vision.Frame{}, 0, ctx.Err()
+		}
+		backoff = min(backoff*2, 10*time.Second)
+		reopens++
+		v, err := vision.OpenVideo(s.url)
+		if err != nil {
+			continue
+		}
+		s.video = v
+		if f, err = v.Read(); err == nil {
+			break
+		}
+	}
+	gap := time.Since(lost)
+	missed := max(int64(gap.Seconds()*s.fps+0.5)-1, 0)
+	if s.onGap != nil {
+		s.onGap(bridgeGap{Seconds: gap.Seconds(), FramesMissed: missed, AfterSequence: s.lastSeq, Reopens: reopens})
+	}
+	s.last = time.Now()
+	s.lastSeq += 1 + missed
+	return f, missed, nil
+}
+
+// Close releases the source.
+func (s *cameraSource) Close() error {
+	if s.video == nil {
+		return nil
+	}
+	return s.video.Close()
+}
+
+// redactURL keeps a camera's credentials out of the output.
+func redactURL(u string) string {
+	if at := strings.Index(u, "@"); at > 0 {
+		if scheme := strings.Index(u, "://"); scheme > 0 && scheme < at {
+			return u[:scheme+3] + "…@" + u[at+1:]
+		}
+	}
+	return u
 }
