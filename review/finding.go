@@ -199,6 +199,11 @@ var (
 	ErrClaimed = errors.New("review: claimed by another reviewer")
 	// ErrDecided means the finding already has a decision, which is final.
 	ErrDecided = errors.New("review: already decided")
+	// ErrStoreFull means the store's disk is full: the write was refused and nothing changed.
+	ErrStoreFull = errors.New("review store: the disk is full, writes are refused until space is freed (reads go on)")
+	// ErrStoreUnwritable means the store's file cannot be written (read-only, or an I/O
+	// error): the write was refused and nothing changed.
+	ErrStoreUnwritable = errors.New("review store: the store cannot be written (read-only or failing disk); reads go on")
 	// ErrNotClaimed means Release was called on a finding the caller does not hold.
 	ErrNotClaimed = errors.New("review: not claimed by you")
 	// ErrInvalid means a finding, decision or query that cannot be accepted as given.

@@ -178,17 +178,41 @@ func (s *SQLite) notify() {
 func (s *SQLite) update(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("review store: %w", err)
+		return storage(fmt.Errorf("review store: %w", err))
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return storage(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("review store: commit: %w", err)
+		return storage(fmt.Errorf("review store: commit: %w", err))
 	}
 	s.notify()
 	return nil
+}
+
+// SQLite's primary result codes for a disk that is full, a file that cannot be written, and
+// an I/O error (what a file system remounted read-only gives a write).
+const (
+	sqliteReadOnly = 8
+	sqliteIOErr    = 10
+	sqliteFull     = 13
+)
+
+// storage names an error of the disk under the store, so that callers can say what an
+// operator must do: the write is refused, nothing changed, and reads go on.
+func storage(err error) error {
+	var se interface{ Code() int }
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqliteFull:
+		return fmt.Errorf("%w: %w", ErrStoreFull, err)
+	case sqliteReadOnly, sqliteIOErr:
+		return fmt.Errorf("%w: %w", ErrStoreUnwritable, err)
+	}
+	return err
 }
 
 // ValidID says whether id has the form this store gives (f- and 20 hex digits). Callers check

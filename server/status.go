@@ -45,6 +45,8 @@ var errorCodes = []struct {
 	{review.ErrNotClaimed, codes.FailedPrecondition},
 	{review.ErrInvalid, codes.InvalidArgument},
 	{review.ErrNothingToReport, codes.FailedPrecondition},
+	{review.ErrStoreFull, codes.ResourceExhausted},
+	{review.ErrStoreUnwritable, codes.Unavailable},
 	{dicomio.ErrNotDICOM, codes.InvalidArgument},
 	{dicomio.ErrTruncated, codes.InvalidArgument},
 	{dicomio.ErrMalformed, codes.InvalidArgument},
