@@ -18,7 +18,7 @@ export VIGIL_ORT_LIB ?= $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1
 # Two cores: run test binaries one package at a time beside the compiler.
 TEST_FLAGS ?= -race -count=1 -p 2 -timeout 20m
 
-.PHONY: all deps build proto proto-check fmt-check vet test demo bench clean demo-model fetal-head-model
+.PHONY: all deps build proto proto-check fmt-check vet test demo bench soak hostile fuzz clean demo-model fetal-head-model
 
 all: build
 
@@ -63,6 +63,27 @@ test: deps fmt-check vet
 
 demo: build
 	@bash scripts/demo.sh
+
+# soak holds vigild under steady load (ghz at concurrency 16 on AnalyzeInstance, eight camera
+# bridges at once) for SOAK_MINUTES, sampling its memory; not part of make test.
+GHZ_VERSION := v0.120.0
+SOAK_MINUTES ?= 5
+soak: build
+	@test -x $(BIN)/ghz && [ "$$(cat $(BIN)/.ghz.version 2>/dev/null)" = "$(GHZ_VERSION)" ] || \
+		{ GOBIN=$(BIN) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION) && echo $(GHZ_VERSION) > $(BIN)/.ghz.version; }
+	$(GO) run ./scripts/soak --bin $(BIN) --minutes $(SOAK_MINUTES)
+
+# hostile sends docs/RELIABILITY.md's hostile inputs to a real vigild and prints its table.
+hostile: build
+	$(GO) run ./scripts/hostile $(BIN)
+
+# fuzz runs each fuzz target for FUZZ_TIME on one core (not part of make test).
+FUZZ_TIME ?= 10m
+fuzz: deps
+	$(GO) test ./dicomio -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZ_TIME) -parallel 1
+	$(GO) test ./vision -run '^$$' -fuzz '^FuzzJPEG2000Instance$$' -fuzztime $(FUZZ_TIME) -parallel 1
+	$(GO) test ./vision -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZ_TIME) -parallel 1
+	$(GO) test ./server -run '^$$' -fuzz '^FuzzWardStream$$' -fuzztime $(FUZZ_TIME) -parallel 1
 
 # bench: the Go benchmarks with their allocations, then `vigil bench` (every path side by side
 # in one run, with the onnxruntime-node peer and dcmtk; docs/PERFORMANCE.md reads it).
