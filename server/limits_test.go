@@ -143,3 +143,29 @@ func TestFrameOverTheByteLimit(t *testing.T) {
 		t.Errorf("%d frame results, want 1: the frame within the limit", results)
 	}
 }
+
+// TestMisconfiguredWardModels: a server told to use a model of the wrong kind for detection
+// or pose answers each stream with FailedPrecondition naming the model, not Internal.
+func TestMisconfiguredWardModels(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		ward WardOptions
+		want string
+	}{
+		{"a lesion model as the detector", WardOptions{DetectorModel: "us-lesion-demo"}, "us-lesion-demo"},
+		{"a detector as the pose model", WardOptions{PoseModel: "fastestdet"}, "fastestdet"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, nil, withTriage(t), func(o *Options) { o.Ward = tt.ward })
+			stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "ward-9", FrameRate: 10}}})
+			_, err = stream.Recv()
+			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want FailedPrecondition naming %s", err, tt.want)
+			}
+		})
+	}
+}

@@ -162,3 +162,20 @@ func TestAuditVerifyAndBackup(t *testing.T) {
 		t.Errorf("audit verify after an edit: exit %d: %s %s; want exit 1 naming audit record 4", code, out, errOut)
 	}
 }
+
+// TestWarnsOfClearTextOffLoopback: gRPC and HTTP on every address without TLS each get a
+// warning at start; with the TLS pair, neither does.
+func TestWarnsOfClearTextOffLoopback(t *testing.T) {
+	vigild, _ := binaries(t)
+	d := startDaemon(t, vigild, "--listen", "0.0.0.0:0", "--http", "0.0.0.0:0")
+	for _, want := range []string{"serving gRPC without TLS on a non-loopback address", "serving HTTP (the review page, its API and /metrics) without TLS on a non-loopback address"} {
+		if !strings.Contains(d.logs(), want) {
+			t.Errorf("no warning %q in:\n%s", want, d.logs())
+		}
+	}
+	pair := testcerts.NewCA(t, "Vigil test CA").Server()
+	d2 := startDaemon(t, vigild, "--listen", "0.0.0.0:0", "--http", "0.0.0.0:0", "--tls-cert", pair.CertFile, "--tls-key", pair.KeyFile)
+	if strings.Contains(d2.logs(), "without TLS") {
+		t.Errorf("a warning with TLS on both listeners:\n%s", d2.logs())
+	}
+}

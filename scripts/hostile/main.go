@@ -297,7 +297,7 @@ func main() {
 			}
 			return fmt.Sprintf("ward frame series %d before, %d after (64 cameras and \"other\", 3 outcomes each)", before, s.series("vigil_ward_frames_total{"))
 		}},
-		{"A camera sending 3000 frames with one capture time", func(s *server) string {
+		{"A camera sending 1500 frames with one capture time", func(s *server) string {
 			stream, err := vigilv1.NewWardClient(s.conn).StreamCamera(as(bridgeTok))
 			if err != nil {
 				return err.Error()
@@ -305,7 +305,7 @@ func main() {
 			stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "frozen-clock", FrameRate: 10,
 				Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
 			go func() {
-				for i := range 3000 {
+				for i := range 1500 {
 					stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: int64(i + 1),
 						CaptureTime: nil, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: frameJPEG}}})
 				}
