@@ -1,12 +1,8 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"hash/crc32"
 	"image"
-	"image/png"
 	"io"
 	"log/slog"
 	"runtime"
@@ -20,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/internal/hostile"
 	"github.com/vigil-health/vigil/internal/testenv"
 	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/ward"
@@ -32,16 +29,7 @@ import (
 func walkersJPEGs(t testing.TB, n int) [][]byte { return clipJPEGs(t, "video/walkers-vtest.avi", n) }
 
 // hugePNG is a valid PNG header claiming 20000 x 20000 pixels, with no pixels behind it.
-func hugePNG(t *testing.T) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	png.Encode(&buf, image.NewGray(image.Rect(0, 0, 1, 1)))
-	data := buf.Bytes()
-	binary.BigEndian.PutUint32(data[16:], 20000)
-	binary.BigEndian.PutUint32(data[20:], 20000)
-	binary.BigEndian.PutUint32(data[29:], crc32.ChecksumIEEE(data[12:29]))
-	return data
-}
+func hugePNG(t *testing.T) []byte { return hostile.HugePNG(20000) }
 
 type wardEvents struct {
 	results, errors, dropped int

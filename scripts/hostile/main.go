@@ -10,10 +10,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"image"
 	"image/jpeg"
-	"image/png"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -35,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-health/vigil/dicomio"
+	"github.com/vigil-health/vigil/internal/hostile"
 	"github.com/vigil-health/vigil/internal/testenv"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 )
@@ -332,7 +331,7 @@ func main() {
 			}
 			stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{CameraId: "huge", FrameRate: 10,
 				Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
-			stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: 1, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_PNG, Data: hugePNG()}}})
+			stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: 1, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_PNG, Data: hostile.HugePNG(20000)}}})
 			stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: 2, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: make([]byte, 8<<20+1)}}})
 			stream.CloseSend()
 			var out []string
@@ -405,17 +404,6 @@ func main() {
 		time.Sleep(time.Second)
 		fmt.Printf("| %s | %s | %v | %d → %d |\n", p.name, got, s.serving(), before, s.rssMB())
 	}
-}
-
-// hugePNG is a valid PNG header claiming 20000 x 20000 pixels, with no pixels behind it.
-func hugePNG() []byte {
-	var buf bytes.Buffer
-	png.Encode(&buf, image.NewGray(image.Rect(0, 0, 1, 1)))
-	data := buf.Bytes()
-	binary.BigEndian.PutUint32(data[16:], 20000)
-	binary.BigEndian.PutUint32(data[20:], 20000)
-	binary.BigEndian.PutUint32(data[29:], crc32.ChecksumIEEE(data[12:29]))
-	return data
 }
 
 // jpegOf is a plain grey JPEG frame, with a gradient.
