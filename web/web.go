@@ -56,14 +56,23 @@ var (
 	unmarshal = protojson.UnmarshalOptions{DiscardUnknown: false}
 )
 
-// DefaultBodyIdle is how long a request body may send nothing before its request fails.
-const DefaultBodyIdle = 10 * time.Second
+// DefaultBodyIdle is how long a request body may send nothing before its request fails, and
+// DefaultBodyTimeout how long the whole body may take (a client trickling a byte now and then
+// is never idle for long).
+const (
+	DefaultBodyIdle    = 10 * time.Second
+	DefaultBodyTimeout = 30 * time.Second
+)
 
 // Handler serves the page at / and the API at /api/v1/review/. A request body that sends
-// nothing for bodyIdle (DefaultBodyIdle when zero) fails its request.
-func Handler(conn grpc.ClientConnInterface, log *slog.Logger, bodyIdle time.Duration) http.Handler {
+// nothing for bodyIdle, or is not whole after bodyTimeout, fails its request (the defaults
+// when zero).
+func Handler(conn grpc.ClientConnInterface, log *slog.Logger, bodyIdle, bodyTimeout time.Duration) http.Handler {
 	if bodyIdle <= 0 {
 		bodyIdle = DefaultBodyIdle
+	}
+	if bodyTimeout <= 0 {
+		bodyTimeout = DefaultBodyTimeout
 	}
 	mux := http.NewServeMux()
 	files, _ := fs.Sub(static, "static")
@@ -74,36 +83,46 @@ func Handler(conn grpc.ClientConnInterface, log *slog.Logger, bodyIdle time.Dura
 	mux.HandleFunc("GET /api/v1/review/watch", func(w http.ResponseWriter, r *http.Request) {
 		serveWatch(w, r, conn, log)
 	})
-	return secure(idleBodies(mux, bodyIdle))
+	return secure(slowBodies(mux, bodyIdle, bodyTimeout))
 }
 
-// errBodyIdle is a request body that stopped sending.
-var errBodyIdle = errors.New("web: request body idle")
+// errBodySlow is a request body that stopped sending, or takes too long.
+var errBodySlow = errors.New("web: request body too slow")
 
-// idleBodies gives each read of a request body a deadline: a client that sends a byte now and
-// then cannot hold a connection and a handler for as long as it likes. (ReadTimeout would
-// bound the whole request, and with it the long-lived watch.)
-func idleBodies(h http.Handler, idle time.Duration) http.Handler {
+// slowBodies gives each read of a request body a deadline: idle after the read before, and
+// never past timeout after the first, so that a client sending a byte now and then cannot hold
+// a connection and a handler for as long as it likes. (The server's ReadTimeout would bound the
+// whole request, and with it the long-lived watch.)
+func slowBodies(h http.Handler, idle, timeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: idle}
+			r.Body = &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: idle, timeout: timeout}
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-type idleBody struct {
+type slowBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
-	idle time.Duration
+	rc            *http.ResponseController
+	idle, timeout time.Duration
+	end           time.Time // the whole body's deadline, set at the first read
 }
 
-func (b *idleBody) Read(p []byte) (int, error) {
-	b.rc.SetReadDeadline(time.Now().Add(b.idle))
+func (b *slowBody) Read(p []byte) (int, error) {
+	now := time.Now()
+	if b.end.IsZero() {
+		b.end = now.Add(b.timeout)
+	}
+	deadline := now.Add(b.idle)
+	if b.end.Before(deadline) {
+		deadline = b.end
+	}
+	b.rc.SetReadDeadline(deadline)
 	n, err := b.ReadCloser.Read(p)
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return n, fmt.Errorf("%w: nothing for %s (vigild --http-body-idle-timeout)", errBodyIdle, b.idle)
+		return n, fmt.Errorf("%w: nothing for %s, or not whole after %s (vigild --http-body-idle-timeout, --http-body-timeout)", errBodySlow, b.idle, b.timeout)
 	case err != nil:
 		b.rc.SetReadDeadline(time.Time{})
 	}
@@ -151,7 +170,7 @@ func serveUnary(w http.ResponseWriter, r *http.Request, conn grpc.ClientConnInte
 	}
 	req, resp := newMsgs()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if errors.Is(err, errBodyIdle) {
+	if errors.Is(err, errBodySlow) {
 		writeError(w, status.Error(codes.ResourceExhausted, err.Error()))
 		return
 	}

@@ -31,7 +31,7 @@ func (c noCalls) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.Ca
 
 // TestNonASCIIAuthorizationIs401: a header gRPC metadata cannot carry gets 401, not 500.
 func TestNonASCIIAuthorizationIs401(t *testing.T) {
-	h := Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0)
+	h := Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, 0)
 	for _, req := range []*http.Request{
 		httptest.NewRequest("POST", "/api/v1/review/List", strings.NewReader("{}")),
 		httptest.NewRequest("GET", "/api/v1/review/watch", nil),
@@ -48,7 +48,7 @@ func TestNonASCIIAuthorizationIs401(t *testing.T) {
 // TestSlowBodyIsCut: a client that sends its body a byte now and then loses its request once
 // a read waits past the idle limit, with the limit named; the server serves the next request.
 func TestSlowBodyIsCut(t *testing.T) {
-	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 300*time.Millisecond))
+	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 300*time.Millisecond, 0))
 	defer srv.Close()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -70,4 +70,40 @@ func TestSlowBodyIsCut(t *testing.T) {
 		t.Fatalf("the page after a stalled body: %v %v", page, err)
 	}
 	page.Body.Close()
+}
+
+// TestTricklingBodyIsCut: a client that sends a byte every 100 ms is never idle for the
+// 300 ms idle limit, and is cut when the whole body is not there after a second.
+func TestTricklingBodyIsCut(t *testing.T) {
+	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 300*time.Millisecond, time.Second))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/review/List HTTP/1.1\r\nHost: vigil\r\nContent-Length: 1000\r\n\r\n{")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, err := conn.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a trickling body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "--http-body-timeout") {
+		t.Errorf("a trickling body: %d %s, want 429 naming --http-body-timeout", resp.StatusCode, body)
+	}
 }

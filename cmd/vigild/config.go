@@ -59,6 +59,7 @@ type LimitsConfig struct {
 	MaxStreamsPerPrincipal int           `yaml:"max_streams_per_principal"`
 	StreamIdleTimeout      time.Duration `yaml:"stream_idle_timeout"`
 	HTTPBodyIdleTimeout    time.Duration `yaml:"http_body_idle_timeout"`
+	HTTPBodyTimeout        time.Duration `yaml:"http_body_timeout"`
 	MaxFrameBytes          int           `yaml:"max_frame_bytes"`
 	MaxFrameSide           int           `yaml:"max_frame_side"`
 	MaxTracksPerStream     int           `yaml:"max_tracks_per_stream"`
@@ -112,7 +113,7 @@ func DefaultConfig() Config {
 			MaxRows: dicomio.DefaultLimits.MaxRows, MaxCols: dicomio.DefaultLimits.MaxCols, MaxBytes: int(dicomio.DefaultLimits.MaxBytes)},
 		Limits: LimitsConfig{
 			MaxStreams: server.DefaultStreamLimits.MaxStreams, MaxStreamsPerPrincipal: server.DefaultStreamLimits.MaxStreamsPerPrincipal,
-			StreamIdleTimeout: server.DefaultStreamLimits.IdleTimeout, HTTPBodyIdleTimeout: web.DefaultBodyIdle,
+			StreamIdleTimeout: server.DefaultStreamLimits.IdleTimeout, HTTPBodyIdleTimeout: web.DefaultBodyIdle, HTTPBodyTimeout: web.DefaultBodyTimeout,
 			MaxFrameBytes: server.DefaultMaxFrameBytes, MaxFrameSide: server.DefaultMaxFrameSide,
 			MaxTracksPerStream: track.DefaultMaxTracks, MaxTracksPerLoop: triage.DefaultMaxTracks, MaxTrackHistory: gait.DefaultMaxSamples,
 			MaxOverlayBytes: server.DefaultMaxOverlayBytes, MaxCameraLabels: server.MaxCameraLabels, MaxRegions: dicomio.MaxRegions,
@@ -162,6 +163,7 @@ func (c *Config) settings() []setting {
 		{"max-streams-per-principal", "VIGIL_MAX_STREAMS_PER_PRINCIPAL", "streams one principal may hold open", &c.Limits.MaxStreamsPerPrincipal},
 		{"stream-idle-timeout", "VIGIL_STREAM_IDLE_TIMEOUT", "a client stream (upload or camera) that sends nothing this long is closed", &c.Limits.StreamIdleTimeout},
 		{"http-body-idle-timeout", "VIGIL_HTTP_BODY_IDLE_TIMEOUT", "an HTTP request body that sends nothing this long fails", &c.Limits.HTTPBodyIdleTimeout},
+		{"http-body-timeout", "VIGIL_HTTP_BODY_TIMEOUT", "an HTTP request body not whole this long after it starts fails", &c.Limits.HTTPBodyTimeout},
 		{"max-frame-bytes", "VIGIL_MAX_FRAME_BYTES", "largest camera frame accepted, in bytes", &c.Limits.MaxFrameBytes},
 		{"max-frame-side", "VIGIL_MAX_FRAME_SIDE", "largest camera frame width or height accepted, in pixels", &c.Limits.MaxFrameSide},
 		{"max-tracks-per-stream", "VIGIL_MAX_TRACKS_PER_STREAM", "most people one camera stream follows at once", &c.Limits.MaxTracksPerStream},
@@ -346,7 +348,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: %d must be positive", name(f), *f)
 		}
 	}
-	for _, f := range []*time.Duration{&c.Limits.StreamIdleTimeout, &c.Limits.HTTPBodyIdleTimeout} {
+	for _, f := range []*time.Duration{&c.Limits.StreamIdleTimeout, &c.Limits.HTTPBodyIdleTimeout, &c.Limits.HTTPBodyTimeout} {
 		if *f <= 0 {
 			return fmt.Errorf("%s: must be positive", name(f))
 		}

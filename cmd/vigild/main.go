@@ -194,7 +194,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
-		mux.Handle("/", web.Handler(inprocConn, log, cfg.Limits.HTTPBodyIdleTimeout))
+		mux.Handle("/", web.Handler(inprocConn, log, cfg.Limits.HTTPBodyIdleTimeout, cfg.Limits.HTTPBodyTimeout))
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: httpTLS}
 		if httpTLS != nil {
 			httpLis = tls.NewListener(httpLis, httpTLS)

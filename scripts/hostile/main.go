@@ -122,13 +122,19 @@ func (s *server) series(prefix string) int {
 
 func code(err error) string { return status.Code(err).String() }
 
+// upload sends a file to Imaging, naming the lesion model (a file no route takes is answered
+// without its pixels being read).
 func upload(ctx context.Context, conn *grpc.ClientConn, data []byte) (*vigilv1.AnalyzeInstanceResponse, error) {
 	stream, err := vigilv1.NewImagingClient(conn).AnalyzeInstance(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for i := 0; i < len(data); i += 64 << 10 {
-		if err := stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: data[i:min(i+64<<10, len(data))]}); err != nil {
+		req := &vigilv1.AnalyzeInstanceRequest{Chunk: data[i:min(i+64<<10, len(data))]}
+		if i == 0 {
+			req.Options = &vigilv1.AnalyzeOptions{Model: "us-lesion-demo"}
+		}
+		if err := stream.Send(req); err != nil {
 			break
 		}
 	}
