@@ -83,9 +83,9 @@ func (r *Reader) checkImage() error {
 	case in.Rows <= 0 || in.Columns <= 0:
 		return fmt.Errorf("%w: image of %d x %d pixels", ErrMalformed, in.Columns, in.Rows)
 	case in.Rows > lim.MaxRows || in.Columns > lim.MaxCols:
-		return fmt.Errorf("%w: image of %d x %d pixels is over %d x %d", ErrTooLarge, in.Columns, in.Rows, lim.MaxCols, lim.MaxRows)
+		return overLimit("MaxRows", "image of %d x %d pixels is over %d x %d", in.Columns, in.Rows, lim.MaxCols, lim.MaxRows)
 	case in.Frames > lim.MaxFrames:
-		return fmt.Errorf("%w: %d frames is over %d", ErrTooLarge, in.Frames, lim.MaxFrames)
+		return overLimit("MaxFrames", "%d frames is over %d", in.Frames, lim.MaxFrames)
 	case in.SamplesPerPixel != 1 && in.SamplesPerPixel != 3:
 		return fmt.Errorf("%w: %d samples per pixel", ErrUnsupportedPixels, in.SamplesPerPixel)
 	case in.BitsAllocated != 8 && in.BitsAllocated != 16:
@@ -111,7 +111,7 @@ func (r *Reader) checkImage() error {
 	}
 	if !r.encapsulated() {
 		if int64(r.pixelLength) > r.in.remaining() {
-			return fmt.Errorf("%w: pixel data of %d bytes is over the limit of %d bytes", ErrTooLarge, r.pixelLength, r.opts.Limits.MaxBytes)
+			return overLimit("MaxBytes", "pixel data of %d bytes is over the limit of %d bytes", r.pixelLength, r.opts.Limits.MaxBytes)
 		}
 		need := int64(r.frameBytes()) * int64(in.Frames)
 		if int64(r.pixelLength) < need {

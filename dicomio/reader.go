@@ -20,6 +20,7 @@ var (
 	// ErrMalformed means the input breaks the DICOM encoding rules.
 	ErrMalformed = errors.New("dicomio: malformed DICOM")
 	// ErrTooLarge means the input is over a configured limit; nothing was allocated for it.
+	// The error is an *OverLimit when the limit is one of Limits.
 	ErrTooLarge = errors.New("dicomio: over a limit")
 	// ErrUnsupportedTransferSyntax means a transfer syntax Vigil does not decode.
 	ErrUnsupportedTransferSyntax = errors.New("dicomio: unsupported transfer syntax")
@@ -80,6 +81,21 @@ type Limits struct {
 	// Zero means MaxRegions.
 	MaxRegions int
 }
+
+// OverLimit is an input over one of Limits: Limit names the field (MaxFrames, MaxRows,
+// MaxCols, MaxBytes or MaxRegions), so that a server can name its own setting.
+type OverLimit struct {
+	Limit  string
+	detail string
+}
+
+func overLimit(limit, format string, args ...any) error {
+	return &OverLimit{Limit: limit, detail: fmt.Sprintf(format, args...)}
+}
+
+func (e *OverLimit) Error() string { return ErrTooLarge.Error() + ": " + e.detail }
+
+func (e *OverLimit) Unwrap() error { return ErrTooLarge }
 
 // DefaultLimits fit ultrasound: cine loops of a few thousand frames, up to 4096 x 4096 pixels,
 // 2 GiB in all.
@@ -212,7 +228,7 @@ type countingReader struct {
 func (c *countingReader) Read(p []byte) (int, error) {
 	if c.limit > 0 {
 		if c.n >= c.limit {
-			return 0, fmt.Errorf("%w: the file is over %d bytes", ErrTooLarge, c.limit)
+			return 0, overLimit("MaxBytes", "the file is over %d bytes", c.limit)
 		}
 		if rest := c.limit - c.n; int64(len(p)) > rest {
 			p = p[:rest]
@@ -241,7 +257,7 @@ func (c *countingReader) remaining() int64 {
 
 func (c *countingReader) skip(n int64) error {
 	if c.limit > 0 && c.n+n > c.limit {
-		return fmt.Errorf("%w: the file is over %d bytes", ErrTooLarge, c.limit)
+		return overLimit("MaxBytes", "the file is over %d bytes", c.limit)
 	}
 	got, err := io.CopyN(io.Discard, c, n)
 	if got < n {
@@ -465,7 +481,7 @@ func (r *Reader) element(h header, inst *Instance, depth int) error {
 					return nil
 				}
 				if limit := cmp.Or(r.opts.Limits.MaxRegions, MaxRegions); len(inst.Regions) >= limit {
-					return fmt.Errorf("%w: the Sequence of Ultrasound Regions has more than %d items", ErrTooLarge, limit)
+					return overLimit("MaxRegions", "the Sequence of Ultrasound Regions has more than %d items", limit)
 				}
 				inst.Regions = append(inst.Regions, item.Regions[0])
 				return nil

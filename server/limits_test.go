@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/dicomio"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 )
 
@@ -167,5 +168,18 @@ func TestMisconfiguredWardModels(t *testing.T) {
 				t.Errorf("got %v, want FailedPrecondition naming %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDICOMLimitsNameTheirFlags: an instance over one of the reader's limits is refused with
+// InvalidArgument naming the vigild setting that would let it in.
+func TestDICOMLimitsNameTheirFlags(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t), func(o *Options) {
+		o.Imaging.Limits = dicomio.Limits{MaxFrames: 2, MaxRows: 4096, MaxCols: 4096, MaxBytes: 1 << 30}
+	})
+	data, _ := phantomFile(t, 900411, 1)
+	_, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), data, 64<<10)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "6 frames is over 2 (vigild --max-frames)") {
+		t.Errorf("a 6-frame loop over a limit of 2: got %v, want InvalidArgument naming --max-frames", err)
 	}
 }

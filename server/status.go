@@ -76,6 +76,12 @@ func (p panicStatus) GRPCStatus() *status.Status {
 
 func (p panicStatus) Unwrap() error { return p.panic }
 
+// limitFlags name the vigild setting behind each of dicomio's limits.
+var limitFlags = map[string]string{
+	"MaxFrames": "--max-frames", "MaxRows": "--max-rows, --max-cols", "MaxCols": "--max-rows, --max-cols",
+	"MaxBytes": "--max-bytes", "MaxRegions": "--max-regions",
+}
+
 // toStatus converts a domain error into a status error. An error the table does not know is
 // an internal fault: the client gets a generic message and the log gets the detail.
 func toStatus(ctx context.Context, log *slog.Logger, err error) error {
@@ -101,9 +107,14 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 			return st.Err()
 		}
 	}
+	msg := err.Error()
+	var over *dicomio.OverLimit
+	if errors.As(err, &over) && limitFlags[over.Limit] != "" {
+		msg += " (vigild " + limitFlags[over.Limit] + ")"
+	}
 	for _, e := range errorCodes {
 		if errors.Is(err, e.err) {
-			return status.Error(e.code, err.Error())
+			return status.Error(e.code, msg)
 		}
 	}
 	log.ErrorContext(ctx, "internal error", slog.String("error", err.Error()))
