@@ -161,7 +161,12 @@ function renderDetail() {
   const d = state.detail;
   $("#empty").hidden = !!d;
   $("#finding").hidden = !d;
-  $("#decide-error").textContent = "";
+  // A message for the reviewer stays while the same version of the same finding is shown: a
+  // live update about other findings redraws this one and must not wipe the prompt.
+  const shown = $("#finding").dataset;
+  if (!d || shown.id !== d.finding.id || shown.version !== String(d.finding.version)) {
+    $("#decide-error").textContent = "";
+  }
   if (!d) return;
   const f = d.finding;
   $("#finding").dataset.id = f.id;
