@@ -205,11 +205,16 @@ func (g *gate) refuse(ctx context.Context, p auth.Principal, method string, err 
 
 func (g *gate) unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, _, err := g.authorize(ctx, info.FullMethod)
+		ctx, cred, err := g.authorize(ctx, info.FullMethod)
 		if err != nil {
 			return nil, err
 		}
-		return handler(ctx, req)
+		resp, err := handler(ctx, req)
+		if status.Code(err) == codes.PermissionDenied {
+			// A handler's own refusal (a PACS worker asking for a study it did not send).
+			g.refuse(ctx, cred.principal, info.FullMethod, err)
+		}
+		return resp, err
 	}
 }
 

@@ -265,4 +265,7 @@ func TestPACSWorkerSeesOnlyWhatItSent(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("exporting another worker's study: got %v, want PermissionDenied", err)
 	}
+	if !refused(refusals(t, ts), "test-pacs-worker", vigilv1.Review_ExportReport_FullMethodName, "PermissionDenied") {
+		t.Errorf("the refused export is not kept: %+v", refusals(t, ts))
+	}
 }
