@@ -150,6 +150,17 @@ func (r Region) MillimetresPerPixel() (x, y float64, ok bool) {
 	return x, y, true
 }
 
+// Patient is the Patient module, as text in UTF-8 (names in DICOM's form: FAMILY^GIVEN).
+type Patient struct {
+	Name, ID, BirthDate, Sex string
+}
+
+// Study is the General Study module's attributes that identify a study to people:
+// StudyInstanceUID and StudyDescription sit in Instance itself.
+type Study struct {
+	AccessionNumber, Date, Time, ReferringPhysician, ID string
+}
+
 // Instance is what an instance says about itself before its pixels.
 type Instance struct {
 	TransferSyntax    string
@@ -165,6 +176,12 @@ type Instance struct {
 	BodyPartExamined  string
 	// PixelSpacing is (0028,0030) in mm, row spacing then column spacing; zero when absent.
 	PixelSpacing [2]float64
+	// Patient and Study are who and what the images are of, for reviewers and for the report
+	// that goes back into the same study. They are patient data: never logged.
+	Patient Patient
+	Study   Study
+	// CharacterSet is (0008,0005), the Specific Character Set the text is in.
+	CharacterSet string
 
 	Rows, Columns       int
 	Frames              int
@@ -288,6 +305,8 @@ var (
 var implicitVRs = map[Tag]string{
 	{0x0008, 0x0016}: "UI", {0x0008, 0x0018}: "UI", {0x0008, 0x0060}: "CS",
 	{0x0008, 0x1030}: "LO", {0x0008, 0x103E}: "LO", {0x0018, 0x0015}: "CS", {0x0028, 0x0030}: "DS",
+	{0x0008, 0x0005}: "CS", {0x0010, 0x0010}: "PN", {0x0010, 0x0020}: "LO", {0x0010, 0x0030}: "DA", {0x0010, 0x0040}: "CS",
+	{0x0008, 0x0050}: "SH", {0x0008, 0x0020}: "DA", {0x0008, 0x0030}: "TM", {0x0008, 0x0090}: "PN", {0x0020, 0x0010}: "SH",
 	{0x0020, 0x000D}: "UI", {0x0020, 0x000E}: "UI", {0x0018, 0x1063}: "DS",
 	{0x0028, 0x0002}: "US", {0x0028, 0x0004}: "CS", {0x0028, 0x0006}: "US", {0x0028, 0x0008}: "IS",
 	{0x0028, 0x0010}: "US", {0x0028, 0x0011}: "US", {0x0028, 0x0100}: "US", {0x0028, 0x0101}: "US",
@@ -442,6 +461,22 @@ func (r *Reader) readMeta() error {
 
 func text(v []byte) string {
 	return strings.TrimRight(string(v), " \x00")
+}
+
+// decode is a text value in UTF-8: Latin-1 (ISO_IR 100) is converted, UTF-8 (ISO_IR 192)
+// and ASCII are kept, and any byte that is not valid UTF-8 becomes '?', so that a value
+// always fits a protobuf string. (Other character sets, with escape sequences, come out with
+// their non-ASCII bytes as '?'.)
+func (inst *Instance) decode(v []byte) string {
+	s := text(v)
+	if strings.Contains(inst.CharacterSet, "ISO_IR 100") {
+		runes := make([]rune, 0, len(s))
+		for i := 0; i < len(s); i++ {
+			runes = append(runes, rune(s[i]))
+		}
+		return string(runes)
+	}
+	return strings.ToValidUTF8(s, "?")
 }
 
 // readDataset reads top-level elements up to the pixel data; it reports whether it found it.
@@ -599,9 +634,29 @@ func (inst *Instance) set(h header, v []byte) error {
 	case Tag{0x0008, 0x0060}:
 		inst.Modality = text(v)
 	case Tag{0x0008, 0x1030}:
-		inst.StudyDescription = text(v)
+		inst.StudyDescription = inst.decode(v)
 	case Tag{0x0008, 0x103E}:
-		inst.SeriesDescription = text(v)
+		inst.SeriesDescription = inst.decode(v)
+	case Tag{0x0008, 0x0005}:
+		inst.CharacterSet = text(v)
+	case Tag{0x0010, 0x0010}:
+		inst.Patient.Name = inst.decode(v)
+	case Tag{0x0010, 0x0020}:
+		inst.Patient.ID = inst.decode(v)
+	case Tag{0x0010, 0x0030}:
+		inst.Patient.BirthDate = inst.decode(v)
+	case Tag{0x0010, 0x0040}:
+		inst.Patient.Sex = inst.decode(v)
+	case Tag{0x0008, 0x0050}:
+		inst.Study.AccessionNumber = inst.decode(v)
+	case Tag{0x0008, 0x0020}:
+		inst.Study.Date = inst.decode(v)
+	case Tag{0x0008, 0x0030}:
+		inst.Study.Time = inst.decode(v)
+	case Tag{0x0008, 0x0090}:
+		inst.Study.ReferringPhysician = inst.decode(v)
+	case Tag{0x0020, 0x0010}:
+		inst.Study.ID = inst.decode(v)
 	case Tag{0x0018, 0x0015}:
 		inst.BodyPartExamined = text(v)
 	case Tag{0x0028, 0x0030}:

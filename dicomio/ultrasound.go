@@ -24,6 +24,10 @@ type GreyUltrasound struct {
 	Region [4]int
 
 	StudyDescription, SeriesDescription, Manufacturer string
+	// Patient and Study are written as given (empty: the type 2 attributes stay empty), in
+	// UTF-8 with Specific Character Set ISO_IR 192 when any is not ASCII.
+	Patient Patient
+	Study   Study
 	// The UIDs are made when empty.
 	StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID string
 }
@@ -52,11 +56,14 @@ func UltrasoundDICOM(u *GreyUltrasound) ([]byte, error) {
 	ds.add(0x0008, 0x0016, "UI", sopClass)
 	ds.add(0x0008, 0x0018, "UI", u.SOPInstanceUID)
 	ds.add(0x0008, 0x0060, "CS", "US")
-	ds.add(0x0008, 0x0020, "DA", "")
-	ds.add(0x0008, 0x0030, "TM", "")
-	ds.add(0x0008, 0x0050, "SH", "")
+	ds.add(0x0008, 0x0020, "DA", u.Study.Date)
+	ds.add(0x0008, 0x0030, "TM", u.Study.Time)
+	ds.add(0x0008, 0x0050, "SH", u.Study.AccessionNumber)
 	ds.add(0x0008, 0x0070, "LO", u.Manufacturer)
-	ds.add(0x0008, 0x0090, "PN", "")
+	ds.add(0x0008, 0x0090, "PN", u.Study.ReferringPhysician)
+	if !ascii(u.Patient.Name, u.Patient.ID, u.Study.ReferringPhysician, u.StudyDescription, u.SeriesDescription) {
+		ds.add(0x0008, 0x0005, "CS", "ISO_IR 192")
+	}
 	ds.add(0x0008, 0x0008, "CS", []string{"DERIVED", "SECONDARY"})
 	if u.StudyDescription != "" {
 		ds.add(0x0008, 0x1030, "LO", u.StudyDescription)
@@ -64,13 +71,13 @@ func UltrasoundDICOM(u *GreyUltrasound) ([]byte, error) {
 	if u.SeriesDescription != "" {
 		ds.add(0x0008, 0x103E, "LO", u.SeriesDescription)
 	}
-	ds.add(0x0010, 0x0010, "PN", "")
-	ds.add(0x0010, 0x0020, "LO", "")
-	ds.add(0x0010, 0x0030, "DA", "")
-	ds.add(0x0010, 0x0040, "CS", "")
+	ds.add(0x0010, 0x0010, "PN", u.Patient.Name)
+	ds.add(0x0010, 0x0020, "LO", u.Patient.ID)
+	ds.add(0x0010, 0x0030, "DA", u.Patient.BirthDate)
+	ds.add(0x0010, 0x0040, "CS", u.Patient.Sex)
 	ds.add(0x0020, 0x000D, "UI", u.StudyInstanceUID)
 	ds.add(0x0020, 0x000E, "UI", u.SeriesInstanceUID)
-	ds.add(0x0020, 0x0010, "SH", "")
+	ds.add(0x0020, 0x0010, "SH", u.Study.ID)
 	ds.add(0x0020, 0x0011, "IS", "1")
 	ds.add(0x0020, 0x0013, "IS", "1")
 	ds.add(0x0020, 0x0020, "CS", "")
@@ -117,4 +124,16 @@ func UltrasoundDICOM(u *GreyUltrasound) ([]byte, error) {
 	}
 	ds.add(0x7FE0, 0x0010, "OB", pixels)
 	return part10(sopClass, u.SOPInstanceUID, ds)
+}
+
+// ascii says whether every string is plain ASCII (DICOM's default character set).
+func ascii(ss ...string) bool {
+	for _, s := range ss {
+		for i := 0; i < len(s); i++ {
+			if s[i] >= 0x80 {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -183,3 +183,58 @@ func TestRegionsAreBounded(t *testing.T) {
 		t.Errorf("5000 regions: %v", err)
 	}
 }
+
+// TestPatientAndStudyModules: the reader keeps who and what the images are of, in UTF-8
+// whatever the file's character set.
+func TestPatientAndStudyModules(t *testing.T) {
+	file := func(charset, name string) []byte {
+		var ds dataset
+		if charset != "" {
+			ds.add(0x0008, 0x0005, "CS", charset)
+		}
+		ds.add(0x0008, 0x0016, "UI", UltrasoundImageStorage)
+		ds.add(0x0008, 0x0018, "UI", "1.2.3.4")
+		ds.add(0x0008, 0x0020, "DA", "20261201")
+		ds.add(0x0008, 0x0030, "TM", "101500")
+		ds.add(0x0008, 0x0050, "SH", "ACC-778")
+		ds.add(0x0008, 0x0060, "CS", "US")
+		ds.add(0x0008, 0x0090, "PN", "HOUSE^GREGORY")
+		ds.add(0x0008, 0x1030, "LO", "OB second trimester")
+		ds.add(0x0010, 0x0010, "PN", name)
+		ds.add(0x0010, 0x0020, "LO", "MRN-1234")
+		ds.add(0x0010, 0x0030, "DA", "19900214")
+		ds.add(0x0010, 0x0040, "CS", "F")
+		ds.add(0x0020, 0x0010, "SH", "S77")
+		ds.add(0x0028, 0x0002, "US", u16s(1))
+		ds.add(0x0028, 0x0004, "CS", "MONOCHROME2")
+		ds.add(0x0028, 0x0010, "US", u16s(2))
+		ds.add(0x0028, 0x0011, "US", u16s(2))
+		ds.add(0x0028, 0x0100, "US", u16s(8))
+		ds.add(0x0028, 0x0101, "US", u16s(8))
+		ds.add(0x0028, 0x0102, "US", u16s(7))
+		ds.add(0x0028, 0x0103, "US", u16s(0))
+		ds.add(0x7FE0, 0x0010, "OB", []byte{1, 2, 3, 4})
+		data, err := part10(UltrasoundImageStorage, "1.2.3.4", ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	for _, tt := range []struct{ charset, raw, want string }{
+		{"ISO_IR 100", "M\xdcLLER^J\xd6RG", "MÜLLER^JÖRG"},
+		{"ISO_IR 192", "MÜLLER^JÖRG", "MÜLLER^JÖRG"},
+		{"", "DOE^JANE", "DOE^JANE"},
+		{"", "BAD\xff^BYTE", "BAD?^BYTE"},
+	} {
+		r, err := Open(bytes.NewReader(file(tt.charset, tt.raw)), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst := r.Instance()
+		wantPatient := Patient{Name: tt.want, ID: "MRN-1234", BirthDate: "19900214", Sex: "F"}
+		wantStudy := Study{AccessionNumber: "ACC-778", Date: "20261201", Time: "101500", ReferringPhysician: "HOUSE^GREGORY", ID: "S77"}
+		if inst.Patient != wantPatient || inst.Study != wantStudy || inst.StudyDescription != "OB second trimester" {
+			t.Errorf("%q: got %+v %+v, want %+v %+v", tt.charset, inst.Patient, inst.Study, wantPatient, wantStudy)
+		}
+	}
+}

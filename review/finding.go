@@ -109,6 +109,37 @@ type Source struct {
 	LastSequence  int64     `json:"last_sequence,omitempty"`
 }
 
+// Context is who and what a DICOM finding's images are of, copied from the instance: for the
+// reviewers deciding on it, and for the report filed back into the same patient's study. It is
+// patient data: only reviewers and admins are shown it, and it is never logged.
+type Context struct {
+	PatientName      string `json:"patient_name,omitempty"` // DICOM's form: FAMILY^GIVEN
+	PatientID        string `json:"patient_id,omitempty"`
+	PatientBirthDate string `json:"patient_birth_date,omitempty"` // YYYYMMDD
+	PatientSex       string `json:"patient_sex,omitempty"`
+
+	AccessionNumber    string `json:"accession_number,omitempty"`
+	StudyDate          string `json:"study_date,omitempty"` // YYYYMMDD
+	StudyTime          string `json:"study_time,omitempty"`
+	StudyDescription   string `json:"study_description,omitempty"`
+	ReferringPhysician string `json:"referring_physician,omitempty"`
+	StudyID            string `json:"study_id,omitempty"`
+
+	SeriesDescription string `json:"series_description,omitempty"`
+}
+
+// ContextOf copies who and what an instance is of; nil when it names nobody and nothing.
+func ContextOf(inst dicomio.Instance) *Context {
+	c := &Context{PatientName: inst.Patient.Name, PatientID: inst.Patient.ID, PatientBirthDate: inst.Patient.BirthDate,
+		PatientSex: inst.Patient.Sex, AccessionNumber: inst.Study.AccessionNumber, StudyDate: inst.Study.Date,
+		StudyTime: inst.Study.Time, StudyDescription: inst.StudyDescription, ReferringPhysician: inst.Study.ReferringPhysician,
+		StudyID: inst.Study.ID, SeriesDescription: inst.SeriesDescription}
+	if *c == (Context{}) {
+		return nil
+	}
+	return c
+}
+
 // Image is an encoded picture, such as the annotated overlay.
 type Image struct {
 	MediaType string `json:"media_type"`
@@ -177,6 +208,8 @@ type Finding struct {
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Context is who and what a DICOM finding's images are of, for reviewers.
+	Context *Context `json:"context,omitempty"`
 	// SubmittedBy is the principal whose call created the finding (a PACS worker, a bridge):
 	// what a PACS worker may follow and export is what it sent.
 	SubmittedBy string `json:"submitted_by,omitempty"`

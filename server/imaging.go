@@ -194,6 +194,9 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if err != nil {
 		return fail(err)
 	}
+	for i := range findings {
+		findings[i].Context = review.ContextOf(reader.Instance())
+	}
 	// Every frame is read; what may follow (trailing padding) is not needed. Closing the
 	// pipe releases the pump, which may be waiting for the reader to take the rest.
 	pr.Close()
@@ -309,7 +312,9 @@ func (s *imagingService) response(ctx context.Context, a review.Analysis, existe
 		if !overlays {
 			f.Overlay = nil
 		}
-		resp.Findings = append(resp.Findings, findingToProto(&f))
+		p := findingToProto(&f)
+		p.Context = nil // the worker sent the file; the patient is for reviewers
+		resp.Findings = append(resp.Findings, p)
 	}
 	return resp, nil
 }

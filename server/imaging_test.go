@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -384,5 +385,52 @@ func TestOverlayBudgetPerInstance(t *testing.T) {
 	want := fmt.Sprintf("%d of %d findings are stored without an overlay", len(resp.Findings), len(resp.Findings))
 	if len(resp.Notes) != 1 || !strings.Contains(resp.Notes[0], want) || !strings.Contains(resp.Notes[0], "--max-overlay-bytes") {
 		t.Errorf("notes %q, want one saying %q and naming the limit", resp.Notes, want)
+	}
+}
+
+// TestPatientContextForReviewersOnly: the patient and study an instance is of are stored with
+// its findings and shown to a reviewer; the PACS worker's answer and watch leave them out, and
+// no log line or metric carries them.
+func TestPatientContextForReviewersOnly(t *testing.T) {
+	metrics := NewMetrics()
+	ts := startServer(t, nil, withTriage(t), func(o *Options) { o.Metrics = metrics })
+	seed(t, ts.store, 1) // so that a watch from sequence 1 replays all that follows
+	ctx, cancel := context.WithCancel(ts.as(auth.RolePACSWorker))
+	defer cancel()
+	watch, err := vigilv1.NewReviewClient(ts.conn).Watch(ctx, &vigilv1.WatchRequest{AfterSequence: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := phantomFile(t, 900501, 1)
+	resp, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), withPatient(t, data), 64<<10)
+	if err != nil || len(resp.Findings) == 0 {
+		t.Fatalf("analyse: %v", err)
+	}
+	if resp.Findings[0].Context != nil {
+		t.Errorf("the PACS worker's answer carries the patient: %v", resp.Findings[0].Context)
+	}
+	got, err := vigilv1.NewReviewClient(ts.conn).Get(ts.as(auth.RoleReviewer), &vigilv1.GetRequest{Id: resp.Findings[0].Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := got.Finding.Context; c == nil || c.PatientName != "DOE^JANE" || c.PatientId != "MRN-55501" || c.PatientBirthDate != "19471103" ||
+		c.SeriesDescription != dicomio.PhantomSeriesDescription {
+		t.Errorf("the reviewer sees context %v, want the patient and the series", c)
+	}
+	ev, err := watch.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Finding.Context != nil {
+		t.Errorf("the PACS worker's watch carries the patient: %v", ev.Finding.Context)
+	}
+	var scrape strings.Builder
+	rec := httptest.NewRecorder()
+	metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	scrape.WriteString(rec.Body.String())
+	for _, secret := range []string{"DOE", "JANE", "MRN-55501", "19471103"} {
+		if strings.Contains(ts.logs.String(), secret) || strings.Contains(scrape.String(), secret) {
+			t.Errorf("%q is in the log or /metrics", secret)
+		}
 	}
 }

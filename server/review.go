@@ -394,6 +394,12 @@ func findingToProto(f *review.Finding) *vigilv1.Finding {
 		CreatedAt: ts(f.CreatedAt), UpdatedAt: ts(f.UpdatedAt),
 		ClaimedBy: f.ClaimedBy, LeaseExpiresAt: ts(f.LeaseExpiresAt), Evidence: f.Evidence,
 	}
+	if c := f.Context; c != nil {
+		p.Context = &vigilv1.PatientContext{PatientName: c.PatientName, PatientId: c.PatientID, PatientBirthDate: c.PatientBirthDate,
+			PatientSex: c.PatientSex, AccessionNumber: c.AccessionNumber, StudyDate: c.StudyDate, StudyTime: c.StudyTime,
+			StudyDescription: c.StudyDescription, ReferringPhysician: c.ReferringPhysician, StudyId: c.StudyID,
+			SeriesDescription: c.SeriesDescription}
+	}
 	for _, pt := range f.Outline {
 		p.Outline = append(p.Outline, &vigilv1.Point{X: float32(pt.X), Y: float32(pt.Y)})
 	}

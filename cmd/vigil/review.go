@@ -36,6 +36,26 @@ type findingJSON struct {
 	LeaseExpiresAt string            `json:"lease_expires_at"`
 	Decision       *decisionJSON     `json:"decision"`
 	Evidence       []string          `json:"evidence,omitempty"`
+	// Patient and Study are shown to reviewers and admins only (docs/cli.md).
+	Patient *patientJSON `json:"patient,omitempty"`
+	Study   *studyJSON   `json:"study,omitempty"`
+}
+
+type patientJSON struct {
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	BirthDate string `json:"birth_date,omitempty"`
+	Sex       string `json:"sex,omitempty"`
+}
+
+type studyJSON struct {
+	AccessionNumber    string `json:"accession_number"`
+	Description        string `json:"description"`
+	Date               string `json:"date"`
+	Time               string `json:"time,omitempty"`
+	ReferringPhysician string `json:"referring_physician,omitempty"`
+	ID                 string `json:"id,omitempty"`
+	SeriesDescription  string `json:"series_description,omitempty"`
 }
 
 type boxJSON struct {
@@ -149,6 +169,11 @@ func findingOf(f *vigilv1.Finding) findingJSON {
 	if c := f.GetCamera(); c != nil {
 		out.Source = sourceJSON{CameraID: c.CameraId, TrackID: c.TrackId, FirstSequence: c.FirstSequence, LastSequence: c.LastSequence,
 			StartTime: timeText(c.StartTime, c.StartTime != nil), EndTime: timeText(c.EndTime, c.EndTime != nil)}
+	}
+	if c := f.Context; c != nil {
+		out.Patient = &patientJSON{Name: c.PatientName, ID: c.PatientId, BirthDate: c.PatientBirthDate, Sex: c.PatientSex}
+		out.Study = &studyJSON{AccessionNumber: c.AccessionNumber, Description: c.StudyDescription, Date: c.StudyDate, Time: c.StudyTime,
+			ReferringPhysician: c.ReferringPhysician, ID: c.StudyId, SeriesDescription: c.SeriesDescription}
 	}
 	if d := f.Decision; d != nil {
 		out.Decision = &decisionJSON{Outcome: enumName(d.Outcome, "OUTCOME_"), ReasonCode: d.ReasonCode, Comment: d.Comment,
@@ -517,6 +542,10 @@ func printFinding(w io.Writer, f findingJSON) {
 		kind = "heuristic score"
 	}
 	fmt.Fprintf(w, "  %s %.2f by %s %s\n  source %s\n", kind, f.Score, f.Model.Name, f.Model.Version, sourceText(f.Source))
+	if p, st := f.Patient, f.Study; p != nil {
+		fmt.Fprintf(w, "  patient %s (ID %s, born %s, sex %s)\n  study %s, accession %s, %s\n", p.Name, p.ID, p.BirthDate, p.Sex,
+			st.Date, st.AccessionNumber, st.Description)
+	}
 	if f.Box != nil {
 		fmt.Fprintf(w, "  box x=%.0f y=%.0f w=%.0f h=%.0f\n", f.Box.X, f.Box.Y, f.Box.Width, f.Box.Height)
 	}

@@ -733,7 +733,10 @@ type Finding struct {
 	Overlay *Image `protobuf:"bytes,22,opt,name=overlay,proto3" json:"overlay,omitempty"`
 	// evidence is why the finding was put forward, in plain words: the fall rules that fired,
 	// or the fall-risk indicators with the reasons they count.
-	Evidence      []string `protobuf:"bytes,23,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Evidence []string `protobuf:"bytes,23,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// context is who and what a DICOM finding's images are of. Only reviewers and admins get
+	// it; a PACS worker's answers and watch leave it out.
+	Context       *PatientContext `protobuf:"bytes,24,opt,name=context,proto3" json:"context,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -940,6 +943,13 @@ func (x *Finding) GetEvidence() []string {
 	return nil
 }
 
+func (x *Finding) GetContext() *PatientContext {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
 type isFinding_Source interface {
 	isFinding_Source()
 }
@@ -1105,6 +1115,132 @@ func (x *Amendment) GetMeasurements() []*Measurement {
 	return nil
 }
 
+// PatientContext is who and what a finding's images are of, copied from the DICOM instance.
+// Patient data: Vigil never logs it.
+type PatientContext struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	PatientName        string                 `protobuf:"bytes,1,opt,name=patient_name,json=patientName,proto3" json:"patient_name,omitempty"` // DICOM's form: FAMILY^GIVEN
+	PatientId          string                 `protobuf:"bytes,2,opt,name=patient_id,json=patientId,proto3" json:"patient_id,omitempty"`
+	PatientBirthDate   string                 `protobuf:"bytes,3,opt,name=patient_birth_date,json=patientBirthDate,proto3" json:"patient_birth_date,omitempty"` // YYYYMMDD
+	PatientSex         string                 `protobuf:"bytes,4,opt,name=patient_sex,json=patientSex,proto3" json:"patient_sex,omitempty"`
+	AccessionNumber    string                 `protobuf:"bytes,5,opt,name=accession_number,json=accessionNumber,proto3" json:"accession_number,omitempty"`
+	StudyDate          string                 `protobuf:"bytes,6,opt,name=study_date,json=studyDate,proto3" json:"study_date,omitempty"` // YYYYMMDD
+	StudyTime          string                 `protobuf:"bytes,7,opt,name=study_time,json=studyTime,proto3" json:"study_time,omitempty"`
+	StudyDescription   string                 `protobuf:"bytes,8,opt,name=study_description,json=studyDescription,proto3" json:"study_description,omitempty"`
+	ReferringPhysician string                 `protobuf:"bytes,9,opt,name=referring_physician,json=referringPhysician,proto3" json:"referring_physician,omitempty"`
+	StudyId            string                 `protobuf:"bytes,10,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	SeriesDescription  string                 `protobuf:"bytes,11,opt,name=series_description,json=seriesDescription,proto3" json:"series_description,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *PatientContext) Reset() {
+	*x = PatientContext{}
+	mi := &file_vigil_v1_common_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatientContext) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatientContext) ProtoMessage() {}
+
+func (x *PatientContext) ProtoReflect() protoreflect.Message {
+	mi := &file_vigil_v1_common_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatientContext.ProtoReflect.Descriptor instead.
+func (*PatientContext) Descriptor() ([]byte, []int) {
+	return file_vigil_v1_common_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PatientContext) GetPatientName() string {
+	if x != nil {
+		return x.PatientName
+	}
+	return ""
+}
+
+func (x *PatientContext) GetPatientId() string {
+	if x != nil {
+		return x.PatientId
+	}
+	return ""
+}
+
+func (x *PatientContext) GetPatientBirthDate() string {
+	if x != nil {
+		return x.PatientBirthDate
+	}
+	return ""
+}
+
+func (x *PatientContext) GetPatientSex() string {
+	if x != nil {
+		return x.PatientSex
+	}
+	return ""
+}
+
+func (x *PatientContext) GetAccessionNumber() string {
+	if x != nil {
+		return x.AccessionNumber
+	}
+	return ""
+}
+
+func (x *PatientContext) GetStudyDate() string {
+	if x != nil {
+		return x.StudyDate
+	}
+	return ""
+}
+
+func (x *PatientContext) GetStudyTime() string {
+	if x != nil {
+		return x.StudyTime
+	}
+	return ""
+}
+
+func (x *PatientContext) GetStudyDescription() string {
+	if x != nil {
+		return x.StudyDescription
+	}
+	return ""
+}
+
+func (x *PatientContext) GetReferringPhysician() string {
+	if x != nil {
+		return x.ReferringPhysician
+	}
+	return ""
+}
+
+func (x *PatientContext) GetStudyId() string {
+	if x != nil {
+		return x.StudyId
+	}
+	return ""
+}
+
+func (x *PatientContext) GetSeriesDescription() string {
+	if x != nil {
+		return x.SeriesDescription
+	}
+	return ""
+}
+
 var File_vigil_v1_common_proto protoreflect.FileDescriptor
 
 const file_vigil_v1_common_proto_rawDesc = "" +
@@ -1149,7 +1285,7 @@ const file_vigil_v1_common_proto_rawDesc = "" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12%\n" +
 	"\x0efirst_sequence\x18\x05 \x01(\x03R\rfirstSequence\x12#\n" +
-	"\rlast_sequence\x18\x06 \x01(\x03R\flastSequence\"\xa6\a\n" +
+	"\rlast_sequence\x18\x06 \x01(\x03R\flastSequence\"\xda\a\n" +
 	"\aFinding\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\bpipeline\x18\x02 \x01(\x0e2\x12.vigil.v1.PipelineR\bpipeline\x12\x14\n" +
@@ -1180,7 +1316,8 @@ const file_vigil_v1_common_proto_rawDesc = "" +
 	"\x10lease_expires_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12.\n" +
 	"\bdecision\x18\x15 \x01(\v2\x12.vigil.v1.DecisionR\bdecision\x12)\n" +
 	"\aoverlay\x18\x16 \x01(\v2\x0f.vigil.v1.ImageR\aoverlay\x12\x1a\n" +
-	"\bevidence\x18\x17 \x03(\tR\bevidenceB\b\n" +
+	"\bevidence\x18\x17 \x03(\tR\bevidence\x122\n" +
+	"\acontext\x18\x18 \x01(\v2\x18.vigil.v1.PatientContextR\acontextB\b\n" +
 	"\x06source\"\xfc\x01\n" +
 	"\bDecision\x12+\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x11.vigil.v1.OutcomeR\aoutcome\x12\x1f\n" +
@@ -1194,7 +1331,24 @@ const file_vigil_v1_common_proto_rawDesc = "" +
 	"\tAmendment\x12\x14\n" +
 	"\x05label\x18\x01 \x01(\tR\x05label\x12\x1f\n" +
 	"\x03box\x18\x02 \x01(\v2\r.vigil.v1.BoxR\x03box\x129\n" +
-	"\fmeasurements\x18\x03 \x03(\v2\x15.vigil.v1.MeasurementR\fmeasurements*w\n" +
+	"\fmeasurements\x18\x03 \x03(\v2\x15.vigil.v1.MeasurementR\fmeasurements\"\xb2\x03\n" +
+	"\x0ePatientContext\x12!\n" +
+	"\fpatient_name\x18\x01 \x01(\tR\vpatientName\x12\x1d\n" +
+	"\n" +
+	"patient_id\x18\x02 \x01(\tR\tpatientId\x12,\n" +
+	"\x12patient_birth_date\x18\x03 \x01(\tR\x10patientBirthDate\x12\x1f\n" +
+	"\vpatient_sex\x18\x04 \x01(\tR\n" +
+	"patientSex\x12)\n" +
+	"\x10accession_number\x18\x05 \x01(\tR\x0faccessionNumber\x12\x1d\n" +
+	"\n" +
+	"study_date\x18\x06 \x01(\tR\tstudyDate\x12\x1d\n" +
+	"\n" +
+	"study_time\x18\a \x01(\tR\tstudyTime\x12+\n" +
+	"\x11study_description\x18\b \x01(\tR\x10studyDescription\x12/\n" +
+	"\x13referring_physician\x18\t \x01(\tR\x12referringPhysician\x12\x19\n" +
+	"\bstudy_id\x18\n" +
+	" \x01(\tR\astudyId\x12-\n" +
+	"\x12series_description\x18\v \x01(\tR\x11seriesDescription*w\n" +
 	"\bPipeline\x12\x18\n" +
 	"\x14PIPELINE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPIPELINE_TRIAGE\x10\x01\x12\x11\n" +
@@ -1227,7 +1381,7 @@ func file_vigil_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_vigil_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_vigil_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_vigil_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_vigil_v1_common_proto_goTypes = []any{
 	(Pipeline)(0),                 // 0: vigil.v1.Pipeline
 	(FindingState)(0),             // 1: vigil.v1.FindingState
@@ -1242,11 +1396,12 @@ var file_vigil_v1_common_proto_goTypes = []any{
 	(*Finding)(nil),               // 10: vigil.v1.Finding
 	(*Decision)(nil),              // 11: vigil.v1.Decision
 	(*Amendment)(nil),             // 12: vigil.v1.Amendment
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*PatientContext)(nil),        // 13: vigil.v1.PatientContext
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_vigil_v1_common_proto_depIdxs = []int32{
-	13, // 0: vigil.v1.CameraSource.start_time:type_name -> google.protobuf.Timestamp
-	13, // 1: vigil.v1.CameraSource.end_time:type_name -> google.protobuf.Timestamp
+	14, // 0: vigil.v1.CameraSource.start_time:type_name -> google.protobuf.Timestamp
+	14, // 1: vigil.v1.CameraSource.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: vigil.v1.Finding.pipeline:type_name -> vigil.v1.Pipeline
 	1,  // 3: vigil.v1.Finding.state:type_name -> vigil.v1.FindingState
 	3,  // 4: vigil.v1.Finding.box:type_name -> vigil.v1.Box
@@ -1255,21 +1410,22 @@ var file_vigil_v1_common_proto_depIdxs = []int32{
 	7,  // 7: vigil.v1.Finding.model:type_name -> vigil.v1.ModelRef
 	8,  // 8: vigil.v1.Finding.dicom:type_name -> vigil.v1.DicomSource
 	9,  // 9: vigil.v1.Finding.camera:type_name -> vigil.v1.CameraSource
-	13, // 10: vigil.v1.Finding.created_at:type_name -> google.protobuf.Timestamp
-	13, // 11: vigil.v1.Finding.updated_at:type_name -> google.protobuf.Timestamp
-	13, // 12: vigil.v1.Finding.lease_expires_at:type_name -> google.protobuf.Timestamp
+	14, // 10: vigil.v1.Finding.created_at:type_name -> google.protobuf.Timestamp
+	14, // 11: vigil.v1.Finding.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 12: vigil.v1.Finding.lease_expires_at:type_name -> google.protobuf.Timestamp
 	11, // 13: vigil.v1.Finding.decision:type_name -> vigil.v1.Decision
 	6,  // 14: vigil.v1.Finding.overlay:type_name -> vigil.v1.Image
-	2,  // 15: vigil.v1.Decision.outcome:type_name -> vigil.v1.Outcome
-	13, // 16: vigil.v1.Decision.decided_at:type_name -> google.protobuf.Timestamp
-	12, // 17: vigil.v1.Decision.amendment:type_name -> vigil.v1.Amendment
-	3,  // 18: vigil.v1.Amendment.box:type_name -> vigil.v1.Box
-	5,  // 19: vigil.v1.Amendment.measurements:type_name -> vigil.v1.Measurement
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	13, // 15: vigil.v1.Finding.context:type_name -> vigil.v1.PatientContext
+	2,  // 16: vigil.v1.Decision.outcome:type_name -> vigil.v1.Outcome
+	14, // 17: vigil.v1.Decision.decided_at:type_name -> google.protobuf.Timestamp
+	12, // 18: vigil.v1.Decision.amendment:type_name -> vigil.v1.Amendment
+	3,  // 19: vigil.v1.Amendment.box:type_name -> vigil.v1.Box
+	5,  // 20: vigil.v1.Amendment.measurements:type_name -> vigil.v1.Measurement
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_vigil_v1_common_proto_init() }
@@ -1287,7 +1443,7 @@ func file_vigil_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vigil_v1_common_proto_rawDesc), len(file_vigil_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
