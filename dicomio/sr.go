@@ -129,6 +129,11 @@ type MeasurementGroup struct {
 // Report is what goes into a measurement report for one study.
 type Report struct {
 	StudyInstanceUID string
+	// Patient and Study are copied from the source images, so that a PACS files the report
+	// with them, in the same patient's study (empty: the type 2 attributes stay empty).
+	Patient          Patient
+	Study            Study
+	StudyDescription string
 	Groups           []MeasurementGroup
 	Time             time.Time
 	// DeviceName and DeviceUID identify the system that made the report.
@@ -306,17 +311,20 @@ func WriteSR(r Report) ([]byte, string, error) {
 	ds.add(0x0008, 0x0018, "UI", sopInstance)
 	ds.add(0x0008, 0x0012, "DA", when.Format("20060102"))
 	ds.add(0x0008, 0x0013, "TM", when.Format("150405"))
-	// Patient (type 2, empty) and General Study.
-	ds.add(0x0010, 0x0010, "PN", "")
-	ds.add(0x0010, 0x0020, "LO", "")
-	ds.add(0x0010, 0x0030, "DA", "")
-	ds.add(0x0010, 0x0040, "CS", "")
+	// Patient and General Study, as the source images have them.
+	ds.add(0x0010, 0x0010, "PN", r.Patient.Name)
+	ds.add(0x0010, 0x0020, "LO", r.Patient.ID)
+	ds.add(0x0010, 0x0030, "DA", r.Patient.BirthDate)
+	ds.add(0x0010, 0x0040, "CS", r.Patient.Sex)
 	ds.add(0x0020, 0x000D, "UI", r.StudyInstanceUID)
-	ds.add(0x0008, 0x0020, "DA", "")
-	ds.add(0x0008, 0x0030, "TM", "")
-	ds.add(0x0008, 0x0090, "PN", "")
-	ds.add(0x0020, 0x0010, "SH", "")
-	ds.add(0x0008, 0x0050, "SH", "")
+	ds.add(0x0008, 0x0020, "DA", r.Study.Date)
+	ds.add(0x0008, 0x0030, "TM", r.Study.Time)
+	ds.add(0x0008, 0x0090, "PN", r.Study.ReferringPhysician)
+	ds.add(0x0020, 0x0010, "SH", r.Study.ID)
+	ds.add(0x0008, 0x0050, "SH", r.Study.AccessionNumber)
+	if r.StudyDescription != "" {
+		ds.add(0x0008, 0x1030, "LO", r.StudyDescription)
+	}
 	// SR Document Series and General Equipment.
 	ds.add(0x0008, 0x0060, "CS", "SR")
 	ds.add(0x0020, 0x000E, "UI", NewUID())
@@ -332,6 +340,20 @@ func WriteSR(r Report) ([]byte, string, error) {
 	ds.add(0x0008, 0x0023, "DA", when.Format("20060102"))
 	ds.add(0x0008, 0x0033, "TM", when.Format("150405"))
 	ds.add(0x0040, 0xA372, "SQ", []dataset{})
+	if r.Study.AccessionNumber != "" {
+		// The request the images were made for, known by its accession number: a RIS ties
+		// the report to its order through it.
+		var req dataset
+		req.add(0x0020, 0x000D, "UI", r.StudyInstanceUID)
+		req.add(0x0008, 0x1110, "SQ", []dataset{})
+		req.add(0x0008, 0x0050, "SH", r.Study.AccessionNumber)
+		req.add(0x0040, 0x2016, "LO", "")
+		req.add(0x0040, 0x2017, "LO", "")
+		req.add(0x0040, 0x1001, "SH", "")
+		req.add(0x0032, 0x1060, "LO", r.StudyDescription)
+		req.add(0x0032, 0x1064, "SQ", []dataset{})
+		ds.add(0x0040, 0xA370, "SQ", []dataset{req})
+	}
 	var seriesItems []dataset
 	for series, instances := range evidence {
 		var sops []dataset

@@ -34,6 +34,7 @@ func ExportReport(ctx context.Context, s Store, studyUID, deviceUID string, now 
 		return Report{}, invalid("study_instance_uid is not a DICOM UID")
 	}
 	var groups []dicomio.MeasurementGroup
+	var context *Context // the study's patient, from its findings
 	q := Query{Filter: Filter{StudyUID: studyUID, States: []State{StateAccepted, StateAmended}}, PageSize: MaxPageSize}
 	for {
 		page, next, err := s.List(ctx, q)
@@ -42,6 +43,9 @@ func ExportReport(ctx context.Context, s Store, studyUID, deviceUID string, now 
 		}
 		for i := range page {
 			groups = append(groups, measurementGroup(&page[i]))
+			if context == nil {
+				context = page[i].Context
+			}
 		}
 		if next == "" {
 			break
@@ -51,9 +55,14 @@ func ExportReport(ctx context.Context, s Store, studyUID, deviceUID string, now 
 	if len(groups) == 0 {
 		return Report{}, fmt.Errorf("%w: %s", ErrNothingToReport, studyUID)
 	}
-	data, uid, err := dicomio.WriteSR(dicomio.Report{
-		StudyInstanceUID: studyUID, Groups: groups, Time: now, DeviceName: "Vigil", DeviceUID: deviceUID,
-	})
+	report := dicomio.Report{StudyInstanceUID: studyUID, Groups: groups, Time: now, DeviceName: "Vigil", DeviceUID: deviceUID}
+	if c := context; c != nil {
+		report.Patient = dicomio.Patient{Name: c.PatientName, ID: c.PatientID, BirthDate: c.PatientBirthDate, Sex: c.PatientSex}
+		report.Study = dicomio.Study{AccessionNumber: c.AccessionNumber, Date: c.StudyDate, Time: c.StudyTime,
+			ReferringPhysician: c.ReferringPhysician, ID: c.StudyID}
+		report.StudyDescription = c.StudyDescription
+	}
+	data, uid, err := dicomio.WriteSR(report)
 	if err != nil {
 		return Report{}, err
 	}

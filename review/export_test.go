@@ -3,6 +3,7 @@ package review
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +22,9 @@ func TestExportReport(t *testing.T) {
 		f.Source.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
 		f.Source.NumberOfFrames = frames
 		f.BestFrame = 4
+		f.Context = &Context{PatientName: "MÜLLER^JÖRG", PatientID: "MRN-0042", PatientBirthDate: "19580302", PatientSex: "M",
+			AccessionNumber: "ACC-9001", StudyDate: "20261202", StudyTime: "083000", StudyDescription: "Abdomen, liver",
+			ReferringPhysician: "HOUSE^GREGORY", StudyID: "S1"}
 		return f
 	}
 	fs := add(t, s, mk("accepted lesion", 8), mk("amended lesion", 1), mk("rejected lesion", 1), mk("pending lesion", 1))
@@ -56,6 +60,19 @@ func TestExportReport(t *testing.T) {
 		`"simple cyst"`, "amended by dr.kim (wrong-size)", "accepted by dr.lee (confirmed): well defined", fs[0].Source.SOPInstanceUID} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the report lacks %q:\n%s", want, text)
+		}
+	}
+	// The patient and study modules are the source's, so that a PACS files the report in the
+	// same patient's study, with the request it answers.
+	dump, err := exec.Command("dcmdump", "+U8", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dcmdump: %v: %s", err, dump)
+	}
+	for _, want := range []string{"(0010,0010) PN [MÜLLER^JÖRG]", "(0010,0020) LO [MRN-0042]", "(0010,0030) DA [19580302]",
+		"(0010,0040) CS [M]", "(0008,0050) SH [ACC-9001]", "(0008,0020) DA [20261202]", "(0008,0090) PN [HOUSE^GREGORY]",
+		"(0020,0010) SH [S1]", "(0008,1030) LO [Abdomen, liver]", "(0040,a370) SQ", "(0020,000d) UI [" + study + "]"} {
+		if !strings.Contains(string(dump), want) {
+			t.Errorf("the report lacks %s:\n%s", want, dump)
 		}
 	}
 	// The amended finding's model value is replaced, not repeated; rejected, pending and other
