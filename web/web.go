@@ -5,6 +5,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -64,21 +65,29 @@ const (
 	DefaultBodyTimeout = 30 * time.Second
 )
 
-// Handler serves the page at / and the API at /api/v1/review/. A request body that sends
-// nothing for bodyIdle, or is not whole after bodyTimeout, fails its request (the defaults
-// when zero).
-func Handler(conn grpc.ClientConnInterface, log *slog.Logger, bodyIdle, bodyTimeout time.Duration) http.Handler {
-	if bodyIdle <= 0 {
-		bodyIdle = DefaultBodyIdle
-	}
-	if bodyTimeout <= 0 {
-		bodyTimeout = DefaultBodyTimeout
-	}
+// Options shape the page and its API.
+type Options struct {
+	// BodyIdle fails a request body that sends nothing this long, BodyTimeout one not whole
+	// this long after it starts (the defaults when zero).
+	BodyIdle, BodyTimeout time.Duration
+	// ViewerURL, when set, is a DICOMweb viewer's URL template (such as OHIF's) with {study}
+	// for the Study Instance UID: the page links each study to it.
+	ViewerURL string
+}
+
+// Handler serves the page at / and the API at /api/v1/review/.
+func Handler(conn grpc.ClientConnInterface, log *slog.Logger, o Options) http.Handler {
+	bodyIdle, bodyTimeout := cmp.Or(o.BodyIdle, DefaultBodyIdle), cmp.Or(o.BodyTimeout, DefaultBodyTimeout)
 	mux := http.NewServeMux()
 	files, _ := fs.Sub(static, "static")
 	mux.Handle("GET /", http.FileServerFS(files))
 	mux.HandleFunc("POST /api/v1/review/{method}", func(w http.ResponseWriter, r *http.Request) {
 		serveUnary(w, r, conn)
+	})
+	// The page's settings: nothing secret, so no token.
+	mux.HandleFunc("GET /api/v1/config", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"viewer_url": o.ViewerURL})
 	})
 	mux.HandleFunc("GET /api/v1/review/watch", func(w http.ResponseWriter, r *http.Request) {
 		serveWatch(w, r, conn, log)

@@ -31,7 +31,7 @@ func (c noCalls) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.Ca
 
 // TestNonASCIIAuthorizationIs401: a header gRPC metadata cannot carry gets 401, not 500.
 func TestNonASCIIAuthorizationIs401(t *testing.T) {
-	h := Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, 0)
+	h := Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	for _, req := range []*http.Request{
 		httptest.NewRequest("POST", "/api/v1/review/List", strings.NewReader("{}")),
 		httptest.NewRequest("GET", "/api/v1/review/watch", nil),
@@ -48,7 +48,7 @@ func TestNonASCIIAuthorizationIs401(t *testing.T) {
 // TestSlowBodyIsCut: a client that sends its body a byte now and then loses its request once
 // a read waits past the idle limit, with the limit named; the server serves the next request.
 func TestSlowBodyIsCut(t *testing.T) {
-	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 300*time.Millisecond, 0))
+	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{BodyIdle: 300 * time.Millisecond}))
 	defer srv.Close()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -75,7 +75,7 @@ func TestSlowBodyIsCut(t *testing.T) {
 // TestTricklingBodyIsCut: a client that sends a byte every 100 ms is never idle for the
 // 300 ms idle limit, and is cut when the whole body is not there after a second.
 func TestTricklingBodyIsCut(t *testing.T) {
-	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), 300*time.Millisecond, time.Second))
+	srv := httptest.NewServer(Handler(noCalls{t}, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{BodyIdle: 300 * time.Millisecond, BodyTimeout: time.Second}))
 	defer srv.Close()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {

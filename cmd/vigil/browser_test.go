@@ -265,3 +265,45 @@ func TestReviewerPageRefusesAPACSToken(t *testing.T) {
 		t.Error("the worklist is shown to a PACS worker")
 	}
 }
+
+// TestWorklistByStudyInChromium: the page shows the patient and study of the finding open,
+// links the study to the configured viewer, and groups the worklist by study with the patient,
+// accession, date, description and number of findings.
+func TestWorklistByStudyInChromium(t *testing.T) {
+	vigild, _ := binaries(t)
+	dataDir := t.TempDir()
+	s, err := review.OpenSQLite(filepath.Join(dataDir, review.SQLiteFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := overlayPNG(t)
+	var batch []review.Finding
+	for i, p := range []struct{ study, name, accession string }{
+		{"1.2.826.0.1.3680043.2.7", "MÜLLER^JÖRG", "ACC-1"}, {"1.2.826.0.1.3680043.2.8", "DOE^JANE", "ACC-2"}, {"1.2.826.0.1.3680043.2.7", "MÜLLER^JÖRG", "ACC-1"},
+	} {
+		batch = append(batch, review.Finding{Pipeline: review.PipelineTriage, Label: "hypoechoic lesion", Score: 0.8, Priority: 3 - i,
+			Model: review.ModelRef{Name: "us-lesion-demo", Version: "1", SHA256: "cafe"},
+			Source: review.Source{StudyInstanceUID: p.study, SeriesInstanceUID: p.study + ".1", SOPInstanceUID: fmt.Sprintf("%s.1.%d", p.study, i),
+				SOPClassUID: "1.2.840.10008.5.1.4.1.1.6.1", Modality: "US", NumberOfFrames: 1},
+			Context: &review.Context{PatientName: p.name, PatientID: "MRN-" + p.accession, AccessionNumber: p.accession, StudyDate: "20261202",
+				StudyDescription: "Abdomen"},
+			Overlay: &review.Image{MediaType: "image/png", Data: overlay, Width: 320, Height: 240}})
+	}
+	if _, err := s.Add(t.Context(), "pacs-1", batch); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	d := startDaemonIn(t, dataDir, vigild, "--viewer-url", "https://viewer.example/ohif/viewer?StudyInstanceUIDs={study}")
+	token := addToken(t, dataDir, "reviewer", "dr.study")
+	wd := startBrowser(t)
+	wd.open("http://" + d.http + "/")
+	wd.typeInto("#token", token)
+	wd.click("#signin-button")
+	wd.waitFor("the first finding with its patient and a viewer link", rowsJS+`.length === 3 && document.querySelector('#f-patient').textContent.includes('MÜLLER, JÖRG · ID MRN-ACC-1 · accession ACC-1 · 2026-12-02 · Abdomen') && `+
+		`document.querySelector('#f-patient a').href === 'https://viewer.example/ohif/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.2.7'`)
+	wd.click("#group-by-study")
+	wd.waitFor("two studies, the first with two findings", `document.querySelectorAll('#worklist tr.study').length === 2 && `+
+		`document.querySelectorAll('#worklist tr.study')[0].textContent.includes('MÜLLER, JÖRG · ID MRN-ACC-1 · accession ACC-1 · 2026-12-02 · Abdomen · 2 findings') && `+
+		`document.querySelectorAll('#worklist tr.study')[1].textContent.includes('DOE, JANE') && `+
+		`document.querySelectorAll('#worklist tbody tr')[2].dataset.id !== undefined && document.querySelectorAll('#worklist tbody tr')[3].className === 'study'`)
+}

@@ -42,6 +42,8 @@ type Config struct {
 	// "optional" (a token serves instead) or "require"d.
 	ClientCA   string `yaml:"client_ca"`
 	ClientAuth string `yaml:"client_auth"`
+	// ViewerURL is a DICOMweb viewer's URL template with {study}; the page links studies to it.
+	ViewerURL string `yaml:"viewer_url"`
 	LogLevel   string `yaml:"log_level"`
 	LogFormat  string `yaml:"log_format"`
 	// ShutdownTimeout is how long running calls may drain before they are cut off.
@@ -139,6 +141,7 @@ func (c *Config) settings() []setting {
 		{"http-tls-key", "VIGIL_HTTP_TLS_KEY", "TLS private key (PEM) for the HTTP listener", &c.HTTPTLSKey},
 		{"client-ca", "VIGIL_CLIENT_CA", "CA certificates (PEM) that sign gRPC client certificates: subject CN is the principal, OU the role (needs --tls-cert)", &c.ClientCA},
 		{"client-auth", "VIGIL_CLIENT_AUTH", "with --client-ca: optional (a bearer token serves instead) or require (no certificate, no connection)", &c.ClientAuth},
+		{"viewer-url", "VIGIL_VIEWER_URL", "a DICOMweb viewer's URL with {study} for the Study Instance UID, such as https://ohif.example/viewer?StudyInstanceUIDs={study}; the review page links each study to it", &c.ViewerURL},
 		{"log-level", "VIGIL_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "VIGIL_LOG_FORMAT", "text or json", &c.LogFormat},
 		{"shutdown-timeout", "VIGIL_SHUTDOWN_TIMEOUT", "how long running calls may drain at shutdown", &c.ShutdownTimeout},
@@ -312,6 +315,9 @@ func (c Config) Validate() error {
 	}
 	if c.ClientCA != "" && c.TLSCert == "" {
 		return fmt.Errorf("%s: client certificates need TLS: give %s and %s too", name(&c.ClientCA), name(&c.TLSCert), name(&c.TLSKey))
+	}
+	if c.ViewerURL != "" && (!strings.Contains(c.ViewerURL, "{study}") || !strings.HasPrefix(c.ViewerURL, "https://") && !strings.HasPrefix(c.ViewerURL, "http://")) {
+		return fmt.Errorf("%s: %q must be an http(s) URL with {study} in it", name(&c.ViewerURL), c.ViewerURL)
 	}
 	if c.ClientAuth != "optional" && c.ClientAuth != "require" {
 		return fmt.Errorf("%s: %q is not optional or require", name(&c.ClientAuth), c.ClientAuth)

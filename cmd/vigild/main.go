@@ -194,7 +194,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics.Handler())
-		mux.Handle("/", web.Handler(inprocConn, log, cfg.Limits.HTTPBodyIdleTimeout, cfg.Limits.HTTPBodyTimeout))
+		mux.Handle("/", web.Handler(inprocConn, log, web.Options{BodyIdle: cfg.Limits.HTTPBodyIdleTimeout,
+			BodyTimeout: cfg.Limits.HTTPBodyTimeout, ViewerURL: cfg.ViewerURL}))
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: httpTLS}
 		if httpTLS != nil {
 			httpLis = tls.NewListener(httpLis, httpTLS)

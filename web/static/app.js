@@ -10,6 +10,7 @@ const state = {
   detail: null,
   lastSeq: 0,
   watching: null,
+  viewerURL: "", // a DICOMweb viewer's URL template, {study} the Study Instance UID (vigild --viewer-url)
 };
 
 class APIError extends Error {
@@ -87,10 +88,29 @@ function listFilter() {
   return {};
 }
 
+// studyKey groups findings: a DICOM study, or a camera.
+function studyKey(f) {
+  if (f.dicom) return "study " + (f.dicom.study_instance_uid || "");
+  if (f.camera) return "camera " + f.camera.camera_id;
+  return "";
+}
+
+// byStudy orders findings study by study, each study where its most urgent finding stands.
+function byStudy(findings) {
+  const groups = new Map();
+  for (const f of findings) {
+    const k = studyKey(f);
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(f);
+  }
+  return [].concat(...groups.values());
+}
+
 async function loadList() {
   const keep = state.findings[state.selected] ? state.findings[state.selected].id : null;
   const resp = await api("List", { filter: listFilter(), page_size: 200 });
   state.findings = resp.findings || [];
+  if ($("#group-by-study").checked) state.findings = byStudy(state.findings);
   let idx = keep ? state.findings.findIndex((f) => f.id === keep) : -1;
   if (idx < 0) idx = Math.min(Math.max(state.selected, 0), state.findings.length - 1);
   renderList();
@@ -112,10 +132,54 @@ function scoreText(f) {
   return f.pipeline === "triage" ? s : s + " heuristic";
 }
 
+// studyText is a study's header in the grouped worklist: who, which study, how many findings.
+function studyText(f, count) {
+  const n = count + (count === 1 ? " finding" : " findings");
+  if (f.camera) return "Camera " + f.camera.camera_id + " · " + n;
+  const c = f.context || {};
+  return [c.patient_name ? personName(c.patient_name) : "unnamed patient", c.patient_id ? "ID " + c.patient_id : "",
+    c.accession_number ? "accession " + c.accession_number : "", dicomDate(c.study_date), c.study_description || "", n]
+    .filter((x) => x).join(" · ");
+}
+
+// personName shows DICOM's FAMILY^GIVEN as "FAMILY, GIVEN".
+const personName = (pn) => pn.split("^").filter((x) => x).join(", ");
+
+// dicomDate shows YYYYMMDD as YYYY-MM-DD.
+const dicomDate = (d) => d && d.length === 8 ? d.slice(0, 4) + "-" + d.slice(4, 6) + "-" + d.slice(6) : (d || "");
+
+// viewerLink is a link that opens the study in the configured DICOMweb viewer, or null.
+function viewerLink(f) {
+  if (!state.viewerURL || !f.dicom || !f.dicom.study_instance_uid) return null;
+  const a = document.createElement("a");
+  a.href = state.viewerURL.replace("{study}", encodeURIComponent(f.dicom.study_instance_uid));
+  a.target = "_blank";
+  a.rel = "noopener noreferrer";
+  a.textContent = "open in viewer";
+  a.className = "viewer-link";
+  return a;
+}
+
 function renderList() {
   const body = $("#worklist tbody");
   body.replaceChildren();
+  const grouped = $("#group-by-study").checked;
+  const counts = new Map();
+  for (const f of state.findings) counts.set(studyKey(f), (counts.get(studyKey(f)) || 0) + 1);
+  let lastKey = null;
   state.findings.forEach((f, i) => {
+    if (grouped && studyKey(f) !== lastKey) {
+      lastKey = studyKey(f);
+      const head = document.createElement("tr");
+      head.className = "study";
+      const td = document.createElement("td");
+      td.colSpan = 6;
+      td.textContent = studyText(f, counts.get(lastKey));
+      const link = viewerLink(f);
+      if (link) { td.append(" · "); td.appendChild(link); }
+      head.appendChild(td);
+      body.appendChild(head);
+    }
     const tr = document.createElement("tr");
     tr.dataset.id = f.id;
     tr.dataset.state = stateOf(f);
@@ -172,6 +236,17 @@ function renderDetail() {
   $("#finding").dataset.id = f.id;
   $("#finding").dataset.version = f.version;
   $("#f-title").textContent = f.label + " — " + stateOf(f);
+  const patient = $("#f-patient");
+  patient.replaceChildren();
+  if (f.context) {
+    const c = f.context;
+    patient.textContent = [c.patient_name ? personName(c.patient_name) : "unnamed patient", c.patient_id ? "ID " + c.patient_id : "",
+      c.patient_birth_date ? "born " + dicomDate(c.patient_birth_date) : "", c.patient_sex ? "sex " + c.patient_sex : "",
+      c.accession_number ? "accession " + c.accession_number : "", dicomDate(c.study_date), c.study_description || ""]
+      .filter((x) => x).join(" · ");
+  }
+  const link = viewerLink(f);
+  if (link) { patient.append(" · "); patient.appendChild(link); }
   $("#f-meta").textContent = (f.pipeline === "triage" ? "model score " : "heuristic score ") + (f.score || 0).toFixed(2) + " · priority " + (f.priority || 0) +
     " · " + (f.model ? f.model.name + " " + f.model.version : "") + " · " + sourceText(f) +
     (f.first_frame ? " · frames " + f.first_frame + "–" + f.last_frame : "") + " · version " + f.version;
@@ -377,6 +452,8 @@ document.addEventListener("DOMContentLoaded", () => {
     signIn($("#token").value.trim());
   });
   $("#state-filter").addEventListener("change", () => { state.selected = 0; loadList(); });
+  $("#group-by-study").addEventListener("change", () => loadList());
+  fetch("/api/v1/config").then((r) => r.json()).then((c) => { state.viewerURL = c.viewer_url || ""; }).catch(() => {});
   $("#accept").addEventListener("click", () => decide("OUTCOME_ACCEPT"));
   $("#reject").addEventListener("click", () => decide("OUTCOME_REJECT"));
   $("#amend").addEventListener("click", () => decide("OUTCOME_AMEND"));
