@@ -28,8 +28,10 @@ var (
 
 // ModelStatus is what the registry knows of one model.
 type ModelStatus struct {
-	// Routes are the manifest's routes, one line each (models.Route.String).
-	Routes  []string
+	// Routes are the manifest's routes, one line each (models.Route.String), and RouteRules
+	// the same as data, for clients that choose what to send.
+	Routes     []string
+	RouteRules []models.Route
 	Name    string
 	Version string
 	Task    string
@@ -73,6 +75,7 @@ func LoadRegistry(ctx context.Context, engine *Engine, runtimeErr error, entries
 		}
 		m := e.Manifest
 		st.Version, st.Task, st.SHA256 = m.Version, string(m.Task), m.Weights.SHA256
+		st.RouteRules = m.Routes
 		for i := range m.Routes {
 			st.Routes = append(st.Routes, m.Routes[i].String())
 		}

@@ -40,7 +40,7 @@ fi
 say "go $gov: ok"
 
 # --- Debian packages -------------------------------------------------------
-packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk dicom3tools chromium chromium-driver ca-certificates sqlite3)
+packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk dicom3tools chromium chromium-driver ca-certificates sqlite3 orthanc orthanc-dicomweb)
 missing=()
 for p in "${packages[@]}"; do
   # A machine may already have npm from elsewhere (nodesource, nvm): do not fight it.

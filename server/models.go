@@ -43,6 +43,7 @@ func (s *modelsService) ListModels(ctx context.Context, _ *vigilv1.ListModelsReq
 			MaxBatch:          int32(st.MaxBatch),
 			Batching:          st.Batching,
 			Routes:            st.Routes,
+			RouteRules:        routeRules(st.RouteRules),
 		})
 	}
 	return resp, nil
@@ -64,6 +65,14 @@ func tensorSpecs(specs []models.TensorSpec) []*vigilv1.TensorSpec {
 	out := make([]*vigilv1.TensorSpec, len(specs))
 	for i, s := range specs {
 		out[i] = &vigilv1.TensorSpec{Name: s.Name, Dtype: string(s.DType), Shape: s.Shape}
+	}
+	return out
+}
+
+func routeRules(routes []models.Route) []*vigilv1.Route {
+	var out []*vigilv1.Route
+	for _, r := range routes {
+		out = append(out, &vigilv1.Route{Modality: r.Modality, SopClass: r.SOPClass, BodyPart: r.BodyPart, Description: r.Description})
 	}
 	return out
 }

@@ -44,8 +44,8 @@ type Config struct {
 	ClientAuth string `yaml:"client_auth"`
 	// ViewerURL is a DICOMweb viewer's URL template with {study}; the page links studies to it.
 	ViewerURL string `yaml:"viewer_url"`
-	LogLevel   string `yaml:"log_level"`
-	LogFormat  string `yaml:"log_format"`
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
 	// ShutdownTimeout is how long running calls may drain before they are cut off.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 

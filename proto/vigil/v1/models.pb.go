@@ -198,7 +198,9 @@ type ModelInfo struct {
 	Batching string `protobuf:"bytes,14,opt,name=batching,proto3" json:"batching,omitempty"`
 	// routes say which DICOM instances the model runs on when a request names no model, one
 	// line each; empty when it runs only when named.
-	Routes        []string `protobuf:"bytes,15,rep,name=routes,proto3" json:"routes,omitempty"`
+	Routes []string `protobuf:"bytes,15,rep,name=routes,proto3" json:"routes,omitempty"`
+	// route_rules are the same routes as data: a PACS worker sends only what some route takes.
+	RouteRules    []*Route `protobuf:"bytes,16,rep,name=route_rules,json=routeRules,proto3" json:"route_rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +340,84 @@ func (x *ModelInfo) GetRoutes() []string {
 	return nil
 }
 
+func (x *ModelInfo) GetRouteRules() []*Route {
+	if x != nil {
+		return x.RouteRules
+	}
+	return nil
+}
+
+// Route is a rule that picks DICOM instances for a model: every field it sets must match.
+type Route struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Modality []string               `protobuf:"bytes,1,rep,name=modality,proto3" json:"modality,omitempty"`
+	SopClass []string               `protobuf:"bytes,2,rep,name=sop_class,json=sopClass,proto3" json:"sop_class,omitempty"`
+	BodyPart []string               `protobuf:"bytes,3,rep,name=body_part,json=bodyPart,proto3" json:"body_part,omitempty"`
+	// description is a regular expression (RE2, case-insensitive) that the study or the series
+	// description must contain.
+	Description   string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_vigil_v1_models_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_vigil_v1_models_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_vigil_v1_models_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Route) GetModality() []string {
+	if x != nil {
+		return x.Modality
+	}
+	return nil
+}
+
+func (x *Route) GetSopClass() []string {
+	if x != nil {
+		return x.SopClass
+	}
+	return nil
+}
+
+func (x *Route) GetBodyPart() []string {
+	if x != nil {
+		return x.BodyPart
+	}
+	return nil
+}
+
+func (x *Route) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
 type ListModelsResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Models         []*ModelInfo           `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
@@ -348,7 +428,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_vigil_v1_models_proto_msgTypes[3]
+	mi := &file_vigil_v1_models_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +440,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vigil_v1_models_proto_msgTypes[3]
+	mi := &file_vigil_v1_models_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +453,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_vigil_v1_models_proto_rawDescGZIP(), []int{3}
+	return file_vigil_v1_models_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -400,7 +480,7 @@ const file_vigil_v1_models_proto_rawDesc = "" +
 	"TensorSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05dtype\x18\x02 \x01(\tR\x05dtype\x12\x14\n" +
-	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\xe0\x03\n" +
+	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\x92\x04\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -417,7 +497,14 @@ const file_vigil_v1_models_proto_rawDesc = "" +
 	"\aworkers\x18\f \x01(\x05R\aworkers\x12\x1b\n" +
 	"\tmax_batch\x18\r \x01(\x05R\bmaxBatch\x12\x1a\n" +
 	"\bbatching\x18\x0e \x01(\tR\bbatching\x12\x16\n" +
-	"\x06routes\x18\x0f \x03(\tR\x06routes\"j\n" +
+	"\x06routes\x18\x0f \x03(\tR\x06routes\x120\n" +
+	"\vroute_rules\x18\x10 \x03(\v2\x0f.vigil.v1.RouteR\n" +
+	"routeRules\"\x7f\n" +
+	"\x05Route\x12\x1a\n" +
+	"\bmodality\x18\x01 \x03(\tR\bmodality\x12\x1b\n" +
+	"\tsop_class\x18\x02 \x03(\tR\bsopClass\x12\x1b\n" +
+	"\tbody_part\x18\x03 \x03(\tR\bbodyPart\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"j\n" +
 	"\x12ListModelsResponse\x12+\n" +
 	"\x06models\x18\x01 \x03(\v2\x13.vigil.v1.ModelInfoR\x06models\x12'\n" +
 	"\x0fruntime_version\x18\x02 \x01(\tR\x0eruntimeVersion*r\n" +
@@ -444,26 +531,28 @@ func file_vigil_v1_models_proto_rawDescGZIP() []byte {
 }
 
 var file_vigil_v1_models_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_vigil_v1_models_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_vigil_v1_models_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_vigil_v1_models_proto_goTypes = []any{
 	(ModelState)(0),            // 0: vigil.v1.ModelState
 	(*ListModelsRequest)(nil),  // 1: vigil.v1.ListModelsRequest
 	(*TensorSpec)(nil),         // 2: vigil.v1.TensorSpec
 	(*ModelInfo)(nil),          // 3: vigil.v1.ModelInfo
-	(*ListModelsResponse)(nil), // 4: vigil.v1.ListModelsResponse
+	(*Route)(nil),              // 4: vigil.v1.Route
+	(*ListModelsResponse)(nil), // 5: vigil.v1.ListModelsResponse
 }
 var file_vigil_v1_models_proto_depIdxs = []int32{
 	0, // 0: vigil.v1.ModelInfo.state:type_name -> vigil.v1.ModelState
 	2, // 1: vigil.v1.ModelInfo.inputs:type_name -> vigil.v1.TensorSpec
 	2, // 2: vigil.v1.ModelInfo.outputs:type_name -> vigil.v1.TensorSpec
-	3, // 3: vigil.v1.ListModelsResponse.models:type_name -> vigil.v1.ModelInfo
-	1, // 4: vigil.v1.Models.ListModels:input_type -> vigil.v1.ListModelsRequest
-	4, // 5: vigil.v1.Models.ListModels:output_type -> vigil.v1.ListModelsResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 3: vigil.v1.ModelInfo.route_rules:type_name -> vigil.v1.Route
+	3, // 4: vigil.v1.ListModelsResponse.models:type_name -> vigil.v1.ModelInfo
+	1, // 5: vigil.v1.Models.ListModels:input_type -> vigil.v1.ListModelsRequest
+	5, // 6: vigil.v1.Models.ListModels:output_type -> vigil.v1.ListModelsResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_vigil_v1_models_proto_init() }
@@ -477,7 +566,7 @@ func file_vigil_v1_models_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vigil_v1_models_proto_rawDesc), len(file_vigil_v1_models_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
