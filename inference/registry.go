@@ -32,10 +32,10 @@ type ModelStatus struct {
 	// the same as data, for clients that choose what to send.
 	Routes     []string
 	RouteRules []models.Route
-	Name    string
-	Version string
-	Task    string
-	State   State
+	Name       string
+	Version    string
+	Task       string
+	State      State
 	// Reason says why a model is missing or invalid.
 	Reason string
 	// Provider is where the model runs; RequestedProvider is what the config asked for.
