@@ -36,6 +36,7 @@ var commands = []command{
 	{"bridge", "stream a video file, RTSP feed or camera to Ward and print the events", runBridge},
 	{"eval", "`eval falls`: measure fall alerts against labelled clips, through the Ward service (in process)", runEval},
 	{"health", "check that the server is SERVING (exit 0) or not (exit 1)", runHealth},
+	{"pacs", "connect a PACS (Orthanc or DICOMweb) to Vigil until stopped; `pacs status` shows what it has done", runPACS},
 	{"models", "list the models, their state and provider; `models resolve` fetches weights", runModels},
 	{"phantoms", "write synthetic ultrasound loops (DICOM and truth), or the demo model's training arrays", runPhantoms},
 	{"fetal-heads", "write shared fetal head images (HC18) as calibrated obstetric ultrasound DICOM", runFetalHeads},
