@@ -159,20 +159,7 @@ func TestRegionsAreBounded(t *testing.T) {
 			items = append(items, region)
 		}
 		ds.add(0x0018, 0x6011, "SQ", items)
-		ds.add(0x0028, 0x0002, "US", u16s(1))
-		ds.add(0x0028, 0x0004, "CS", "MONOCHROME2")
-		ds.add(0x0028, 0x0010, "US", u16s(2))
-		ds.add(0x0028, 0x0011, "US", u16s(2))
-		ds.add(0x0028, 0x0100, "US", u16s(8))
-		ds.add(0x0028, 0x0101, "US", u16s(8))
-		ds.add(0x0028, 0x0102, "US", u16s(7))
-		ds.add(0x0028, 0x0103, "US", u16s(0))
-		ds.add(0x7FE0, 0x0010, "OB", []byte{1, 2, 3, 4})
-		data, err := part10(UltrasoundImageStorage, "1.2.3.4", ds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
+		return tinyImage(t, ds)
 	}
 	r, err := Open(bytes.NewReader(withRegions(MaxRegions)), Options{})
 	if err != nil || len(r.Instance().Regions) != MaxRegions {
@@ -205,20 +192,7 @@ func TestPatientAndStudyModules(t *testing.T) {
 		ds.add(0x0010, 0x0030, "DA", "19900214")
 		ds.add(0x0010, 0x0040, "CS", "F")
 		ds.add(0x0020, 0x0010, "SH", "S77")
-		ds.add(0x0028, 0x0002, "US", u16s(1))
-		ds.add(0x0028, 0x0004, "CS", "MONOCHROME2")
-		ds.add(0x0028, 0x0010, "US", u16s(2))
-		ds.add(0x0028, 0x0011, "US", u16s(2))
-		ds.add(0x0028, 0x0100, "US", u16s(8))
-		ds.add(0x0028, 0x0101, "US", u16s(8))
-		ds.add(0x0028, 0x0102, "US", u16s(7))
-		ds.add(0x0028, 0x0103, "US", u16s(0))
-		ds.add(0x7FE0, 0x0010, "OB", []byte{1, 2, 3, 4})
-		data, err := part10(UltrasoundImageStorage, "1.2.3.4", ds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
+		return tinyImage(t, ds)
 	}
 	for _, tt := range []struct{ charset, raw, want string }{
 		{"ISO_IR 100", "M\xdcLLER^J\xd6RG", "MÜLLER^JÖRG"},
@@ -237,4 +211,23 @@ func TestPatientAndStudyModules(t *testing.T) {
 			t.Errorf("%q: got %+v %+v, want %+v %+v", tt.charset, inst.Patient, inst.Study, wantPatient, wantStudy)
 		}
 	}
+}
+
+// tinyImage adds a 2 x 2 grey image to ds and writes it as an ultrasound file.
+func tinyImage(t *testing.T, ds dataset) []byte {
+	t.Helper()
+	ds.add(0x0028, 0x0002, "US", u16s(1))
+	ds.add(0x0028, 0x0004, "CS", "MONOCHROME2")
+	ds.add(0x0028, 0x0010, "US", u16s(2))
+	ds.add(0x0028, 0x0011, "US", u16s(2))
+	ds.add(0x0028, 0x0100, "US", u16s(8))
+	ds.add(0x0028, 0x0101, "US", u16s(8))
+	ds.add(0x0028, 0x0102, "US", u16s(7))
+	ds.add(0x0028, 0x0103, "US", u16s(0))
+	ds.add(0x7FE0, 0x0010, "OB", []byte{1, 2, 3, 4})
+	data, err := part10(UltrasoundImageStorage, "1.2.3.4", ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
