@@ -256,6 +256,12 @@ func (w *Worker) watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		w.mu.Lock()
 		after := w.state.WatchAfter
+		if after == 0 && len(w.state.Studies) > 0 {
+			// Findings were sent but no change seen yet (a crash before the first event, or a
+			// watch that never connected): replay everything, rather than start from now and
+			// miss a decision made meanwhile. A PACS worker's watch carries only its own.
+			after = 1
+		}
 		w.mu.Unlock()
 		stream, err := w.Review.Watch(ctx, &vigilv1.WatchRequest{AfterSequence: after})
 		for err == nil {
