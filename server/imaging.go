@@ -194,8 +194,9 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if err != nil {
 		return fail(err)
 	}
+	context := review.ContextOf(inst)
 	for i := range findings {
-		findings[i].Context = review.ContextOf(reader.Instance())
+		findings[i].Context = context
 	}
 	// Every frame is read; what may follow (trailing padding) is not needed. Closing the
 	// pipe releases the pump, which may be waiting for the reader to take the rest.

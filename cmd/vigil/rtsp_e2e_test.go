@@ -196,7 +196,7 @@ func TestBridgeRidesOutACameraThatStallsAndDrops(t *testing.T) {
 	var gaps []bridgeGap
 	results, dropped, lastSeq := 0, int64(0), int64(0)
 	var stats *bridgeStats
-	stage := 0
+	stage, resumedAt := 0, 0
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		var ev bridgeEvent
@@ -215,16 +215,17 @@ func TestBridgeRidesOutACameraThatStallsAndDrops(t *testing.T) {
 		case "stats":
 			stats = ev.Stats
 		}
-		// Twenty frames in, the camera stalls for 8 s; two seconds after it is back, it drops
+		// Twenty frames in, the camera stalls for 8 s; ten frames after it is back, it drops
 		// for 3 s.
 		switch {
 		case stage == 0 && results >= 20:
 			stage++
 			go func() { cam.stall(true); time.Sleep(8 * time.Second); cam.stall(false) }()
 		case stage == 1 && len(gaps) == 1:
+			stage, resumedAt = stage+1, results
+		case stage == 2 && results >= resumedAt+10:
 			stage++
 			go func() {
-				time.Sleep(2 * time.Second)
 				t.Logf("drop at %s", time.Now().Format("15:04:05.000"))
 				cam.down()
 				time.Sleep(3 * time.Second)
