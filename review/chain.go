@@ -120,8 +120,11 @@ func chainHead(ctx context.Context, q execQuerier, table string) (int64, string,
 }
 
 // RecordRefusal appends a refused call to the refusals chain.
-func (s *SQLite) RecordRefusal(ctx context.Context, r Refusal) error {
-	return s.update(ctx, func(tx *sql.Tx) error {
+func (s *sqlStore) RecordRefusal(ctx context.Context, r Refusal) error {
+	return s.update(ctx, func(tx txn) error {
+		if err := tx.d.lockChain(ctx, tx, "refusals"); err != nil {
+			return fmt.Errorf("review store: %w", err)
+		}
 		seq, prev, err := chainHead(ctx, tx, "refusals")
 		if err != nil {
 			return err
@@ -137,7 +140,7 @@ func (s *SQLite) RecordRefusal(ctx context.Context, r Refusal) error {
 }
 
 // Refusals returns up to limit refusals after sequence, oldest first.
-func (s *SQLite) Refusals(ctx context.Context, after int64, limit int) ([]Refusal, error) {
+func (s *sqlStore) Refusals(ctx context.Context, after int64, limit int) ([]Refusal, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT at, principal, role, method, code, reason FROM refusals WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("review store: %w", err)
@@ -159,13 +162,13 @@ func (s *SQLite) Refusals(ctx context.Context, after int64, limit int) ([]Refusa
 // VerifyChains walks both chains from their first record in one read transaction (a
 // consistent snapshot while the server writes) and returns a *ChainError at the first record
 // that does not follow.
-func (s *SQLite) VerifyChains(ctx context.Context) (ChainReport, error) {
+func (s *sqlStore) VerifyChains(ctx context.Context) (ChainReport, error) {
 	var rep ChainReport
-	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: s.d.snapshot})
 	if err != nil {
 		return rep, fmt.Errorf("review store: %w", err)
 	}
-	defer tx.Rollback()
+	defer tx.tx.Rollback()
 	rows, err := tx.QueryContext(ctx, `SELECT seq, finding_id, actor, action, at, before, after, hash FROM audit ORDER BY seq`)
 	if err != nil {
 		return rep, fmt.Errorf("review store: %w", err)

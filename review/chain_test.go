@@ -10,11 +10,10 @@ import (
 	"time"
 )
 
-// chainedStore is a store with six audit records (three creates, a claim and two
-// decisions) and two refusals.
-func chainedStore(t *testing.T) (*SQLite, string) {
+// fillChains gives a store six audit records (three creates, a claim and two decisions) and
+// two refusals.
+func fillChains(t *testing.T, s Store) {
 	t.Helper()
-	s, path := openStore(t)
 	fs := add(t, s, finding("1.2.3", 3), finding("1.2.3", 2), finding("1.2.4", 1))
 	if _, ok, err := s.ClaimNext(ctx, "dr.a", Filter{}, time.Minute); err != nil || !ok {
 		t.Fatal(err)
@@ -30,32 +29,32 @@ func chainedStore(t *testing.T) (*SQLite, string) {
 			t.Fatal(err)
 		}
 	}
-	return s, path
 }
 
-// tamper changes the file as an intruder with the sqlite3 library would: the append-only
-// triggers dropped first.
-func tamper(t *testing.T, path string, stmts ...string) {
+// tamper changes the records as an intruder with the database's owner rights would: the
+// append-only guards lifted first.
+func tamper(t *testing.T, s testStore, stmts ...string) {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
+	lift := []string{`DROP TRIGGER audit_no_update`, `DROP TRIGGER audit_no_delete`,
+		`DROP TRIGGER refusals_no_update`, `DROP TRIGGER refusals_no_delete`}
+	if _, ok := s.(*Postgres); ok {
+		lift = []string{`ALTER TABLE audit DISABLE TRIGGER audit_append_only`, `ALTER TABLE refusals DISABLE TRIGGER refusals_append_only`}
 	}
-	defer db.Close()
-	for _, q := range append([]string{`DROP TRIGGER audit_no_update`, `DROP TRIGGER audit_no_delete`,
-		`DROP TRIGGER refusals_no_update`, `DROP TRIGGER refusals_no_delete`}, stmts...) {
-		if _, err := db.Exec(q); err != nil {
+	for _, q := range append(lift, stmts...) {
+		if err := s.raw(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
 }
 
 func TestAuditChainHoldsAndNamesTheFirstBadRecord(t *testing.T) {
-	s, _ := chainedStore(t)
-	rep, err := s.VerifyChains(ctx)
-	if err != nil || rep.AuditRecords != 6 || rep.Refusals != 2 || len(rep.AuditHead) != 64 {
-		t.Fatalf("an untouched store: %+v, %v; want 6 audit records and 2 refusals, chained", rep, err)
-	}
+	forEachStore(t, func(t *testing.T, s testStore, _ func() testStore) {
+		fillChains(t, s)
+		rep, err := s.VerifyChains(ctx)
+		if err != nil || rep.AuditRecords != 6 || rep.Refusals != 2 || len(rep.AuditHead) != 64 {
+			t.Fatalf("an untouched store: %+v, %v; want 6 audit records and 2 refusals, chained", rep, err)
+		}
+	})
 	tests := []struct {
 		name  string
 		stmts []string
@@ -71,18 +70,15 @@ func TestAuditChainHoldsAndNamesTheFirstBadRecord(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, path := chainedStore(t)
-			tamper(t, path, tt.stmts...)
-			s, err := OpenSQLiteReadOnly(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			_, err = s.VerifyChains(ctx)
-			var ce *ChainError
-			if !errors.As(err, &ce) || ce.Table != tt.table || ce.Seq != tt.seq || !errors.Is(err, ErrChainBroken) {
-				t.Errorf("got %v, want the %s chain broken at %d", err, tt.table, tt.seq)
-			}
+			forEachStore(t, func(t *testing.T, s testStore, reopen func() testStore) {
+				fillChains(t, s)
+				tamper(t, s, tt.stmts...)
+				_, err := reopen().VerifyChains(ctx)
+				var ce *ChainError
+				if !errors.As(err, &ce) || ce.Table != tt.table || ce.Seq != tt.seq || !errors.Is(err, ErrChainBroken) {
+					t.Errorf("got %v, want the %s chain broken at %d", err, tt.table, tt.seq)
+				}
+			})
 		})
 	}
 }
@@ -114,7 +110,7 @@ func TestOldStoreIsChainedOnOpen(t *testing.T) {
 	if rep, err := s.VerifyChains(ctx); err != nil || rep.AuditRecords != 2 {
 		t.Fatalf("after the migration: %+v, %v; want 2 chained records", rep, err)
 	}
-	if _, err := s.write.Exec(`UPDATE audit SET actor = 'x' WHERE seq = 1`); err == nil {
+	if err := s.raw(`UPDATE audit SET actor = 'x' WHERE seq = 1`); err == nil {
 		t.Error("the migrated audit accepts UPDATE, want append-only")
 	}
 }

@@ -5,7 +5,8 @@
 #   Debian packages   OpenCV 4.6 (for gocv), protoc with the well-known types, pkg-config, npm (to fetch
 #                     ONNX Runtime), dcmtk and dicom3tools (to cross-check DICOM), Chromium and
 #                     ChromeDriver (for the reviewer page's browser test), sqlite3 (the audit test edits
-#                     a record with it, as an intruder would)
+#                     a record with it, as an intruder would), Orthanc with its DICOMweb plugin (the
+#                     PACS tests), PostgreSQL 15 (the second review store; tests start their own server)
 #   ONNX Runtime      libonnxruntime.so.1 from npm onnxruntime-node@1.30.0 into .deps/onnxruntime/
 #   Benchmark peer    onnxruntime-node@1.30.0 in scripts/peer-node (npm ci --ignore-scripts: its
 #                     native binding ships in the package; the lock file pins the rest)
@@ -40,7 +41,7 @@ fi
 say "go $gov: ok"
 
 # --- Debian packages -------------------------------------------------------
-packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk dicom3tools chromium chromium-driver ca-certificates sqlite3 orthanc orthanc-dicomweb)
+packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk dicom3tools chromium chromium-driver ca-certificates sqlite3 orthanc orthanc-dicomweb postgresql-15)
 missing=()
 for p in "${packages[@]}"; do
   # A machine may already have npm from elsewhere (nodesource, nvm): do not fight it.

@@ -1,0 +1,156 @@
+package review
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestReplicasStartingTogetherMigrateOnce opens eight stores on one empty database at once,
+// as replicas starting together would: each opens without error, and each schema version is
+// applied once.
+func TestReplicasStartingTogetherMigrateOnce(t *testing.T) {
+	url := postgresURL(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := OpenPostgres(ctx, url)
+			if err == nil {
+				err = s.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var versions, max int
+	if err := c.QueryRow(ctx, `SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&versions, &max); err != nil {
+		t.Fatal(err)
+	}
+	if versions != SchemaVersion || max != SchemaVersion {
+		t.Errorf("schema_migrations has %d rows up to %d, want each of %d versions once", versions, max, SchemaVersion)
+	}
+	// A database newer than this build is refused, not written.
+	if _, err := c.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, SchemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenPostgres(ctx, url); err == nil {
+		t.Error("a store opened a database with a newer schema, want an error naming the versions")
+	}
+}
+
+// TestTwoReplicasShareOneQueue: two stores on one database (two replicas) claim from one queue,
+// each finding exactly once, and a change committed through one wakes the other's watchers.
+func TestTwoReplicasShareOneQueue(t *testing.T) {
+	url := postgresURL(t)
+	var replicas [2]*Postgres
+	for i := range replicas {
+		s, err := OpenPostgres(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		replicas[i] = s
+	}
+	batch := make([]Finding, 60)
+	for i := range batch {
+		batch[i] = finding("s", i%5)
+	}
+	add(t, replicas[0], batch...)
+
+	// Give the second replica's listener a moment to be connected; then one change through
+	// the first must wake it.
+	deadline := time.Now().Add(10 * time.Second)
+	woke := false
+	for !woke && time.Now().Before(deadline) {
+		changed := replicas[1].Changed()
+		if err := replicas[0].RecordRefusal(ctx, Refusal{Time: time.Now(), Principal: "p", Role: "r", Method: "m", Code: "c", Reason: "wake"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-changed:
+			woke = true
+		case <-time.After(time.Second):
+		}
+	}
+	if !woke {
+		t.Fatal("a change committed on one replica never woke the other's watchers")
+	}
+
+	var mu sync.Mutex
+	claimedBy := map[string]string{}
+	var wg sync.WaitGroup
+	for r := 0; r < 8; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, me := replicas[r%2], fmt.Sprintf("reviewer-%d", r)
+			for {
+				f, ok, err := s.ClaimNext(ctx, me, Filter{}, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					return
+				}
+				if _, err := s.Decide(ctx, me, f.ID, f.Version, Decision{Outcome: OutcomeAccept}); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if prev, dup := claimedBy[f.ID]; dup {
+					t.Errorf("%s claimed by %s and %s", f.ID, prev, me)
+				}
+				claimedBy[f.ID] = me
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimedBy) != len(batch) {
+		t.Errorf("claimed %d findings, want %d", len(claimedBy), len(batch))
+	}
+	// Both replicas see the same audit: 60 creates, 60 claims, 60 decisions, numbered 1..180.
+	for i, s := range replicas {
+		var seqs []int64
+		for after := int64(0); ; {
+			recs, err := s.Changes(ctx, after, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				seqs = append(seqs, r.Sequence)
+			}
+			after = recs[len(recs)-1].Sequence
+		}
+		for j, seq := range seqs {
+			if seq != int64(j+1) {
+				t.Fatalf("replica %d: record %d has sequence %d, want %d (no gaps)", i, j, seq, j+1)
+			}
+		}
+		if len(seqs) != 3*len(batch) {
+			t.Errorf("replica %d sees %d audit records, want %d", i, len(seqs), 3*len(batch))
+		}
+	}
+	if rep, err := replicas[1].VerifyChains(ctx); err != nil || rep.AuditRecords != int64(3*len(batch)) {
+		t.Errorf("chains: %+v, %v", rep, err)
+	}
+}
