@@ -65,17 +65,32 @@ func IsPostgresURL(s string) bool {
 // OpenPostgres connects to the database at dsn (postgres://user@host:port/db?…), brings its
 // schema up to date (see Migrate) and starts listening for the other replicas' changes.
 func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+	if err := Migrate(ctx, dsn); err != nil {
+		return nil, err
+	}
+	return ConnectPostgres(ctx, dsn)
+}
+
+// ConnectPostgres connects to a database whose schema is already this build's version,
+// changing nothing until asked: for `vigil audit verify` beside running replicas.
+func ConnectPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("review store: the PostgreSQL URL: %w", err)
-	}
-	if err := Migrate(ctx, dsn); err != nil {
-		return nil, err
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
+	var have int
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		db.Close()
+		return nil, pgStorage(fmt.Errorf("review store: the schema version (run vigil migrate first): %w", err))
+	}
+	if have != SchemaVersion {
+		db.Close()
+		return nil, fmt.Errorf("review store: the database's schema is version %d, this build's %d: run vigil migrate with the newer build", have, SchemaVersion)
+	}
 	p := &Postgres{sqlStore: newSQLStore(db, db, postgresDialect), listening: make(chan struct{})}
 	lctx, cancel := context.WithCancel(context.Background())
 	p.stopListen = cancel

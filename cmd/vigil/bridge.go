@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -160,6 +161,10 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 			}
 			continue
 		}
+		if p, ok := peer.FromContext(stream.Context()); ok {
+			// With several replicas, which one this camera's stream lives on now.
+			fmt.Fprintf(stderr, "vigil bridge: streaming camera %s to %s\n", *camera, p.Addr)
+		}
 		// The receiver prints events until the server ends the stream.
 		var wg sync.WaitGroup
 		recvErr := make(chan error, 1)
@@ -210,6 +215,7 @@ func runBridge(g *globals, args []string, stdout, stderr io.Writer) error {
 				break
 			}
 			sent++
+			backoff = 500 * time.Millisecond
 		}
 		if ended {
 			// Everything is sent: wait for the server's last events.

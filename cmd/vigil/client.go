@@ -6,12 +6,16 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 )
 
 // globals are the connection flags every server command takes.
@@ -37,7 +41,7 @@ func defaultGlobals() globals {
 // register adds the connection flags to fs with g's current values as defaults, so that the
 // same flags work before and after the subcommand.
 func (g *globals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.server, "server", g.server, "server address host:port (also VIGIL_SERVER)")
+	fs.StringVar(&g.server, "server", g.server, "server address host:port, or several replicas' as host:port,host:port,… (also VIGIL_SERVER); a name with several DNS records reaches each")
 	fs.StringVar(&g.token, "token", g.token, "bearer token (also VIGIL_TOKEN)")
 	fs.BoolVar(&g.tls, "tls", g.tls, "connect with TLS")
 	fs.StringVar(&g.ca, "ca", g.ca, "CA certificate (PEM) to verify the server with; implies --tls")
@@ -86,11 +90,42 @@ func (g *globals) dial() (*grpc.ClientConn, error) {
 		}
 		creds = credentials.NewTLS(cfg)
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	// Calls spread over every replica that answers; a stream broken by a replica's death is
+	// opened again on one that is up.
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`)}
 	if g.token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: g.token, secure: secure}))
 	}
-	return grpc.NewClient(g.server, opts...)
+	target, replicas, err := replicaTarget(g.server)
+	if err != nil {
+		return nil, err
+	}
+	if replicas != nil {
+		opts = append(opts, grpc.WithResolvers(replicas))
+	}
+	return grpc.NewClient(target, opts...)
+}
+
+// replicaTarget turns --server into a gRPC target. One address is dialled as given (a DNS
+// name resolves to all its records). Several, separated by commas, become one channel over
+// all of them through a fixed resolver; each keeps its own host name for TLS.
+func replicaTarget(server string) (string, *manual.Resolver, error) {
+	if !strings.Contains(server, ",") {
+		return server, nil, nil
+	}
+	var addrs []resolver.Address
+	for _, a := range strings.Split(server, ",") {
+		a = strings.TrimSpace(a)
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return "", nil, fmt.Errorf("--server: %q is not host:port", a)
+		}
+		addrs = append(addrs, resolver.Address{Addr: a, ServerName: host})
+	}
+	r := manual.NewBuilderWithScheme("vigil-replicas")
+	r.InitialState(resolver.State{Addresses: addrs})
+	return "vigil-replicas:///vigild", r, nil
 }
 
 func (g *globals) context() (context.Context, context.CancelFunc) {

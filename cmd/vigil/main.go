@@ -30,8 +30,9 @@ type command struct {
 
 var commands = []command{
 	{"analyze", "send DICOM files to Imaging and print their findings", runAnalyze},
-	{"audit", "`audit verify`: check the audit's hash chain in a data folder (exit 1 names the first bad record)", runAudit},
+	{"audit", "`audit verify`: check the audit's hash chain in a data folder or a PostgreSQL store (exit 1 names the first bad record)", runAudit},
 	{"backup", "copy the store consistently while the server runs; the copy's chain is checked", runBackup},
+	{"migrate", "bring a PostgreSQL store's schema to this build's version (vigild does it at start too)", runMigrate},
 	{"bench", "measure Vigil beside the bare runtime, onnxruntime-node and dcmtk, in one run (in process)", runBench},
 	{"bridge", "stream a video file, RTSP feed or camera to Ward and print the events", runBridge},
 	{"eval", "`eval falls`: measure fall alerts against labelled clips, through the Ward service (in process)", runEval},

@@ -6,17 +6,37 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/vigil-health/vigil/review"
 )
 
-// storeFlags are the flags of the commands that work on the store file itself, beside a
-// running server or without one.
-func storeFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// storeFlags are the flags of the commands that work on the store itself, beside a running
+// server or without one: the SQLite file in the data folder, or the PostgreSQL database.
+func storeFlags(name string, stderr io.Writer) (fs *flag.FlagSet, dataDir, store *string) {
+	fs = flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	return fs, fs.String("data-dir", envOr("VIGIL_DATA_DIR", "data"), "the server's data folder (also VIGIL_DATA_DIR)")
+	dataDir = fs.String("data-dir", envOr("VIGIL_DATA_DIR", "data"), "the server's data folder (also VIGIL_DATA_DIR)")
+	store = fs.String("store", os.Getenv("VIGIL_STORE"), "the server's PostgreSQL store, postgres://USER@HOST:PORT/DB (also VIGIL_STORE); empty: the SQLite file in --data-dir")
+	return fs, dataDir, store
+}
+
+// runMigrate brings a PostgreSQL store's schema to this build's version. vigild does the same
+// at start; this is for an operator who wants it done before replicas roll out.
+func runMigrate(_ *globals, args []string, stdout, stderr io.Writer) error {
+	fs, _, store := storeFlags("migrate", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !review.IsPostgresURL(*store) {
+		return usageError{"usage: vigil migrate --store postgres://USER@HOST:PORT/DB (a SQLite store is brought up to date when vigild opens it)"}
+	}
+	if err := review.Migrate(context.Background(), *store); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "schema at version %d\n", review.SchemaVersion)
+	return nil
 }
 
 // runAudit verifies the audit's hash chain: exit 0 when it holds, 1 naming the first record
@@ -25,11 +45,15 @@ func runAudit(_ *globals, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
 		return usageError{"usage: vigil audit verify --data-dir DIR"}
 	}
-	fs, dataDir := storeFlags("audit verify", stderr)
+	fs, dataDir, store := storeFlags("audit verify", stderr)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	rep, err := verifyStore(filepath.Join(*dataDir, review.SQLiteFile))
+	where := filepath.Join(*dataDir, review.SQLiteFile)
+	if *store != "" {
+		where = *store
+	}
+	rep, err := verifyStore(where)
 	if err != nil {
 		return err
 	}
@@ -38,8 +62,19 @@ func runAudit(_ *globals, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// verifyStore walks the chains of the SQLite file at path, or of the PostgreSQL database a
+// postgres:// URL names.
 func verifyStore(path string) (review.ChainReport, error) {
-	s, err := review.OpenSQLiteReadOnly(path)
+	var s interface {
+		VerifyChains(context.Context) (review.ChainReport, error)
+		Close() error
+	}
+	var err error
+	if review.IsPostgresURL(path) {
+		s, err = review.ConnectPostgres(context.Background(), path)
+	} else {
+		s, err = review.OpenSQLiteReadOnly(path)
+	}
 	if err != nil {
 		return review.ChainReport{}, err
 	}
@@ -60,13 +95,16 @@ func short(h string) string {
 
 // runBackup copies the store, consistently, while the server writes, and checks the copy.
 func runBackup(_ *globals, args []string, stdout, stderr io.Writer) error {
-	fs, dataDir := storeFlags("backup", stderr)
+	fs, dataDir, store := storeFlags("backup", stderr)
 	out := fs.String("out", "", "the copy to write (must not exist); put it in an empty data folder as "+review.SQLiteFile+" to restore")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *out == "" {
 		return usageError{"usage: vigil backup --data-dir DIR --out FILE"}
+	}
+	if *store != "" {
+		return usageError{"vigil backup copies a SQLite store; back a PostgreSQL store up with pg_dump (or the database's own backups), then check the restored copy with vigil audit verify --store"}
 	}
 	s, err := review.OpenSQLiteReadOnly(filepath.Join(*dataDir, review.SQLiteFile))
 	if err != nil {

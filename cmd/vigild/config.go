@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/track"
 	"github.com/vigil-health/vigil/pipelines/triage"
+	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/server"
 	"github.com/vigil-health/vigil/web"
 )
@@ -32,8 +33,11 @@ type Config struct {
 	Listen     string `yaml:"listen"`
 	HTTP       string `yaml:"http"`
 	TokensFile string `yaml:"tokens_file"`
-	TLSCert    string `yaml:"tls_cert"`
-	TLSKey     string `yaml:"tls_key"`
+	// Store is where findings, decisions and the audit live: empty for SQLite in DataDir, or
+	// a postgres:// URL for a PostgreSQL that several replicas share.
+	Store   string `yaml:"store"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 	// HTTPTLSCert and HTTPTLSKey serve the page over TLS; without them the gRPC pair serves
 	// both listeners.
 	HTTPTLSCert string `yaml:"http_tls_cert"`
@@ -134,6 +138,7 @@ func (c *Config) settings() []setting {
 		{"data-dir", "VIGIL_DATA_DIR", "folder for the database, tokens and generated files", &c.DataDir},
 		{"listen", "VIGIL_LISTEN", "gRPC address, host:port", &c.Listen},
 		{"http", "VIGIL_HTTP", "HTTP address for /metrics and the web page, host:port; empty turns it off", &c.HTTP},
+		{"store", "VIGIL_STORE", "review store: empty for SQLite in --data-dir, or postgres://USER@HOST:PORT/DB for a PostgreSQL that replicas share (password from PGPASSWORD or ~/.pgpass, not the URL)", &c.Store},
 		{"tokens-file", "VIGIL_TOKENS_FILE", "bearer tokens file (default <data-dir>/tokens.json)", &c.TokensFile},
 		{"tls-cert", "VIGIL_TLS_CERT", "TLS certificate (PEM); with --tls-key, gRPC serves TLS only", &c.TLSCert},
 		{"tls-key", "VIGIL_TLS_KEY", "TLS private key (PEM)", &c.TLSKey},
@@ -300,6 +305,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%s: must not be empty", name(&c.DataDir))
+	}
+	if c.Store != "" && !review.IsPostgresURL(c.Store) {
+		return fmt.Errorf("%s: %q is not a postgres:// URL; leave it empty for SQLite in --data-dir", name(&c.Store), redactURL(c.Store))
 	}
 	if err := addr(&c.Listen, "gRPC listener", false); err != nil {
 		return err

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -84,7 +83,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 			slog.String("tokens_file", cfg.TokensFile))
 	}
 
-	store, err := review.OpenSQLite(filepath.Join(cfg.DataDir, review.SQLiteFile))
+	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
