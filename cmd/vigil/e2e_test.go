@@ -74,6 +74,7 @@ type daemon struct {
 	logMu   sync.Mutex
 	log     bytes.Buffer
 	exited  chan error
+	ready   chan []string
 }
 
 func (d *daemon) logs() string {
@@ -92,7 +93,15 @@ func startDaemon(t *testing.T, binary string, args ...string) *daemon {
 // startDaemonIn starts vigild on an existing data folder.
 func startDaemonIn(t *testing.T, dataDir, binary string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{dataDir: dataDir, exited: make(chan error, 1)}
+	d := launchDaemon(t, dataDir, binary, args...)
+	d.waitServing(t)
+	return d
+}
+
+// launchDaemon starts vigild without waiting for it to serve, so that several can start at once.
+func launchDaemon(t *testing.T, dataDir, binary string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{dataDir: dataDir, exited: make(chan error, 1), ready: make(chan []string, 1)}
 	cacheDir := t.TempDir()
 	d.cmd = exec.Command(binary, append([]string{"--data-dir", d.dataDir,
 		"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--model-cache", cacheDir,
@@ -105,7 +114,6 @@ func startDaemonIn(t *testing.T, dataDir, binary string, args ...string) *daemon
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -114,7 +122,7 @@ func startDaemonIn(t *testing.T, dataDir, binary string, args ...string) *daemon
 			d.log.WriteString(line + "\n")
 			d.logMu.Unlock()
 			if m := servingLine.FindStringSubmatch(line); m != nil {
-				ready <- m[1:]
+				d.ready <- m[1:]
 			}
 		}
 		d.exited <- d.cmd.Wait()
@@ -128,15 +136,20 @@ func startDaemonIn(t *testing.T, dataDir, binary string, args ...string) *daemon
 			t.Logf("vigild log:\n%s", d.logs())
 		}
 	})
+	return d
+}
+
+// waitServing waits until a launched vigild reports its addresses.
+func (d *daemon) waitServing(t *testing.T) {
+	t.Helper()
 	select {
-	case addrs := <-ready:
+	case addrs := <-d.ready:
 		d.grpc, d.http = addrs[0], addrs[1]
 	case err := <-d.exited:
 		t.Fatalf("vigild exited before serving: %v\n%s", err, d.logs())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("vigild did not report serving within 60s\n%s", d.logs())
 	}
-	return d
 }
 
 // cli runs the vigil binary and returns stdout, stderr and the exit code.

@@ -56,6 +56,12 @@ func seedStore(t *testing.T, dataDir string, n int) []review.Finding {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	return seedInto(t, s, n)
+}
+
+// seedInto adds n pending ultrasound findings of one study, each with an overlay.
+func seedInto(t *testing.T, s review.Store, n int) []review.Finding {
+	t.Helper()
 	batch := make([]review.Finding, n)
 	overlay := overlayPNG(t)
 	for i := range batch {
