@@ -46,13 +46,15 @@ type Options struct {
 
 // Server is the gRPC server with its health service. It is two grpc.Servers with the same
 // services and interceptors: one for the network, with TLS when configured, and one for
-// in-process listeners (the web page's API), which never leave the process and need none.
+// in-process listeners (the web page's API), which never leave the process and need none; and
+// a third with the health service alone, for probes.
 type Server struct {
-	grpc   *grpc.Server
-	inproc *grpc.Server
-	health *health.Server
-	log    *slog.Logger
-	gate   *gate
+	grpc       *grpc.Server
+	inproc     *grpc.Server
+	healthOnly *grpc.Server
+	health     *health.Server
+	log        *slog.Logger
+	gate       *gate
 }
 
 // serviceNames are the names health reports on, beside the overall "".
@@ -98,7 +100,8 @@ func New(o Options) *Server {
 	for _, name := range append([]string{""}, serviceNames...) {
 		h.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
-	s := &Server{grpc: grpc.NewServer(network...), inproc: grpc.NewServer(opts...), health: h, log: log, gate: g}
+	s := &Server{grpc: grpc.NewServer(network...), inproc: grpc.NewServer(opts...), healthOnly: grpc.NewServer(), health: h, log: log, gate: g}
+	healthpb.RegisterHealthServer(s.healthOnly, h)
 	for _, gs := range []*grpc.Server{s.grpc, s.inproc} {
 		vigilv1.RegisterImagingServer(gs, imaging)
 		vigilv1.RegisterWardServer(gs, ward)
@@ -124,6 +127,11 @@ func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
 // Shutdown: the same services, without TLS, for clients inside this process.
 func (s *Server) ServeInProcess(lis net.Listener) error { return s.inproc.Serve(lis) }
 
+// ServeHealth serves only the health service, without TLS or credentials, on lis until
+// Shutdown: for probes that cannot speak TLS (Kubernetes' gRPC probes). It says nothing
+// but SERVING or NOT_SERVING.
+func (s *Server) ServeHealth(lis net.Listener) error { return s.healthOnly.Serve(lis) }
+
 // Shutdown stops in order: health says NOT_SERVING (so balancers stop sending), running calls
 // drain until ctx ends, and then whatever is left is cut off.
 func (s *Server) Shutdown(ctx context.Context) {
@@ -131,7 +139,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
 		var wg sync.WaitGroup
-		for _, g := range []*grpc.Server{s.grpc, s.inproc} {
+		for _, g := range []*grpc.Server{s.grpc, s.inproc, s.healthOnly} {
 			wg.Add(1)
 			go func() { defer wg.Done(); g.GracefulStop() }()
 		}
@@ -144,6 +152,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.log.Warn("drain deadline passed, closing remaining calls")
 		s.grpc.Stop()
 		s.inproc.Stop()
+		s.healthOnly.Stop()
 		<-done
 	}
 	s.gate.streams.close()

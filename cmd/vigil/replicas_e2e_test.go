@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -14,9 +15,15 @@ import (
 
 	"github.com/vigil-health/vigil/internal/pgtest"
 	"github.com/vigil-health/vigil/internal/testenv"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/review"
 )
+
+var healthLine = regexp.MustCompile(`msg="health for probes" health_listen=(\S+)`)
 
 // replicaSet is several vigild processes on one PostgreSQL, sharing one tokens file.
 type replicaSet struct {
@@ -44,7 +51,7 @@ func startReplicas(t *testing.T, n int) *replicaSet {
 	addToken(t, rs.tokens, "admin", "ops") // the tokens file exists before the replicas read it
 	for range n {
 		rs.daemons = append(rs.daemons, launchDaemon(t, t.TempDir(), vigild, "--store", url,
-			"--tokens-file", filepath.Join(rs.tokens, "tokens.json")))
+			"--tokens-file", filepath.Join(rs.tokens, "tokens.json"), "--health-listen", "127.0.0.1:0"))
 	}
 	for _, d := range rs.daemons {
 		d.waitServing(t)
@@ -80,6 +87,19 @@ func TestThreeReplicasOnePostgres(t *testing.T) {
 	for i, d := range rs.daemons {
 		if strings.Contains(d.logs(), "level=ERROR") {
 			t.Errorf("replica %d logged an error starting beside the others:\n%s", i+1, d.logs())
+		}
+		// The probes' port answers health without TLS or a token, and serves nothing else.
+		m := healthLine.FindStringSubmatch(d.logs())
+		if m == nil {
+			t.Fatalf("replica %d did not log its health listener", i+1)
+		}
+		conn := dialAs(t, m[1], "")
+		resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("replica %d health on %s: %v %v", i+1, m[1], resp, err)
+		}
+		if _, err := vigilv1.NewModelsClient(conn).ListModels(context.Background(), &vigilv1.ListModelsRequest{}); status.Code(err) != codes.Unimplemented {
+			t.Errorf("the health port served ListModels: %v, want Unimplemented", err)
 		}
 	}
 

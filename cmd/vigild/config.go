@@ -29,10 +29,12 @@ import (
 // Config is everything vigild can be told. Each setting comes from, in rising precedence: the
 // defaults below, the config file (--config or VIGIL_CONFIG), the environment, and flags.
 type Config struct {
-	DataDir    string `yaml:"data_dir"`
-	Listen     string `yaml:"listen"`
-	HTTP       string `yaml:"http"`
-	TokensFile string `yaml:"tokens_file"`
+	DataDir string `yaml:"data_dir"`
+	Listen  string `yaml:"listen"`
+	HTTP    string `yaml:"http"`
+	// HealthListen serves gRPC health alone, without TLS, for probes; empty turns it off.
+	HealthListen string `yaml:"health_listen"`
+	TokensFile   string `yaml:"tokens_file"`
 	// Store is where findings, decisions and the audit live: empty for SQLite in DataDir, or
 	// a postgres:// URL for a PostgreSQL that several replicas share.
 	Store   string `yaml:"store"`
@@ -137,6 +139,7 @@ func (c *Config) settings() []setting {
 	return []setting{
 		{"data-dir", "VIGIL_DATA_DIR", "folder for the database, tokens and generated files", &c.DataDir},
 		{"listen", "VIGIL_LISTEN", "gRPC address, host:port", &c.Listen},
+		{"health-listen", "VIGIL_HEALTH_LISTEN", "gRPC health alone, without TLS or tokens, for probes such as Kubernetes' (host:port); empty turns it off", &c.HealthListen},
 		{"http", "VIGIL_HTTP", "HTTP address for /metrics and the web page, host:port; empty turns it off", &c.HTTP},
 		{"store", "VIGIL_STORE", "review store: empty for SQLite in --data-dir, or postgres://USER@HOST:PORT/DB for a PostgreSQL that replicas share (password from PGPASSWORD or ~/.pgpass, not the URL)", &c.Store},
 		{"tokens-file", "VIGIL_TOKENS_FILE", "bearer tokens file (default <data-dir>/tokens.json)", &c.TokensFile},
@@ -313,6 +316,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := addr(&c.HTTP, "HTTP listener", true); err != nil {
+		return err
+	}
+	if err := addr(&c.HealthListen, "health listener", true); err != nil {
 		return err
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {

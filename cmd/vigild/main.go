@@ -167,8 +167,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	go func() { serveErr <- srv.Serve(grpcLis) }()
+	if cfg.HealthListen != "" {
+		healthLis, err := net.Listen("tcp", cfg.HealthListen)
+		if err != nil {
+			srv.Shutdown(ctx)
+			return fmt.Errorf("--health-listen: %w", err)
+		}
+		go func() { serveErr <- srv.ServeHealth(healthLis) }()
+		log.Info("health for probes", slog.String("health_listen", healthLis.Addr().String()))
+	}
 
 	// The web page's JSON API reaches the same gRPC server through an in-memory listener, so
 	// every call passes the same interceptors and handlers as a remote client's.
