@@ -18,7 +18,7 @@ export VIGIL_ORT_LIB ?= $(ROOT)/.deps/onnxruntime/libonnxruntime.so.1
 # Two cores: run test binaries one package at a time beside the compiler.
 TEST_FLAGS ?= -race -count=1 -p 2 -timeout 20m
 
-.PHONY: all deps build proto proto-check fmt-check vet test demo bench soak hostile fuzz clean demo-model fetal-head-model
+.PHONY: all deps build proto proto-check fmt-check vet test demo bench soak hostile fuzz capacity clean demo-model fetal-head-model
 
 all: build
 
@@ -76,6 +76,11 @@ soak: build
 # hostile sends docs/RELIABILITY.md's hostile inputs to a real vigild and prints its table.
 hostile: build
 	$(GO) run ./scripts/hostile $(BIN)
+
+# capacity: claims and decisions a second through real replicas, on SQLite and on a PostgreSQL
+# it starts itself (one replica, then three); the table in docs/SCALING.md. About a minute.
+capacity: build
+	$(GO) run ./scripts/capacity --bin $(BIN)
 
 # fuzz runs each fuzz target for FUZZ_TIME on one core (not part of make test).
 FUZZ_TIME ?= 10m

@@ -191,7 +191,7 @@ CREATE TABLE findings (
 );
 CREATE INDEX findings_worklist ON findings (state, priority DESC, created_at, id);
 CREATE INDEX findings_study ON findings (study_uid);
-CREATE INDEX findings_leases ON findings (lease_expires_at) WHERE state = 'claimed';
+CREATE INDEX findings_leases ON findings (state, lease_expires_at);
 CREATE TABLE overlays (
 	finding_id TEXT PRIMARY KEY REFERENCES findings (id),
 	media_type TEXT NOT NULL,

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS findings (
 );
 CREATE INDEX IF NOT EXISTS findings_worklist ON findings (state, priority DESC, created_at, id);
 CREATE INDEX IF NOT EXISTS findings_study ON findings (study_uid);
+CREATE INDEX IF NOT EXISTS findings_leases ON findings (state, lease_expires_at);
 CREATE TABLE IF NOT EXISTS overlays (
 	finding_id TEXT PRIMARY KEY REFERENCES findings (id),
 	media_type TEXT NOT NULL,
