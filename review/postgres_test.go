@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/vigil-health/vigil/internal/pgtest"
 )
 
 // TestReplicasStartingTogetherMigrateOnce opens eight stores on one empty database at once,
@@ -152,5 +154,42 @@ func TestTwoReplicasShareOneQueue(t *testing.T) {
 	}
 	if rep, err := replicas[1].VerifyChains(ctx); err != nil || rep.AuditRecords != int64(3*len(batch)) {
 		t.Errorf("chains: %+v, %v", rep, err)
+	}
+}
+
+// TestDatabaseGoneIsUnreachable: when the PostgreSQL server goes away, reads and writes fail
+// with ErrStoreUnreachable (the server maps it to Unavailable), and when it is back the same
+// store works again without being reopened.
+func TestDatabaseGoneIsUnreachable(t *testing.T) {
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop()
+	url, err := pg.NewDatabase("gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f := add(t, s, finding("1.2.3", 1))[0]
+	if err := pg.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, f.ID); !errors.Is(err, ErrStoreUnreachable) {
+		t.Errorf("a read with the database gone: %v, want ErrStoreUnreachable", err)
+	}
+	if _, err := s.Decide(ctx, "dr.a", f.ID, 1, Decision{Outcome: OutcomeAccept}); !errors.Is(err, ErrStoreUnreachable) {
+		t.Errorf("a decision with the database gone: %v, want ErrStoreUnreachable", err)
+	}
+	if err := pg.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Decide(ctx, "dr.a", f.ID, 1, Decision{Outcome: OutcomeAccept})
+	if err != nil || got.State != StateAccepted {
+		t.Fatalf("after the database is back: %+v, %v", got, err)
 	}
 }

@@ -47,6 +47,7 @@ var errorCodes = []struct {
 	{review.ErrNothingToReport, codes.FailedPrecondition},
 	{review.ErrStoreFull, codes.ResourceExhausted},
 	{review.ErrStoreUnwritable, codes.Unavailable},
+	{review.ErrStoreUnreachable, codes.Unavailable},
 	{dicomio.ErrNotDICOM, codes.InvalidArgument},
 	{dicomio.ErrTruncated, codes.InvalidArgument},
 	{dicomio.ErrMalformed, codes.InvalidArgument},

@@ -27,12 +27,14 @@ const BinDir = "/usr/lib/postgresql/15/bin"
 
 // Server is a running PostgreSQL.
 type Server struct {
-	Port int
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
-	dbs  atomic.Int64
+	Port     int
+	dir      string
+	settings []string
+	cred     *syscall.Credential
+	cmd      *exec.Cmd
+	done     chan struct{}
+	log      string
+	dbs      atomic.Int64
 }
 
 // Start initialises a cluster and starts the server. settings are extra -c name=value.
@@ -58,9 +60,8 @@ func Start(settings ...string) (*Server, error) {
 			return nil, err
 		}
 	}
-	data := filepath.Join(dir, "data")
-	s := &Server{dir: dir, log: filepath.Join(dir, "postgres.log"), done: make(chan struct{})}
-	initdb := exec.Command(filepath.Join(BinDir, "initdb"), "-D", data, "-U", "vigil", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+	s := &Server{dir: dir, settings: settings, cred: cred, log: filepath.Join(dir, "postgres.log")}
+	initdb := exec.Command(filepath.Join(BinDir, "initdb"), "-D", filepath.Join(dir, "data"), "-U", "vigil", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	initdb.Dir = dir
 	if out, err := initdb.CombinedOutput(); err != nil {
@@ -68,46 +69,56 @@ func Start(settings ...string) (*Server, error) {
 		return nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
 	}
 	for attempt := 0; ; attempt++ {
-		s.Port, err = freePort()
-		if err != nil {
+		if s.Port, err = freePort(); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
-		args := []string{"-D", data, "-p", strconv.Itoa(s.Port), "-c", "listen_addresses=127.0.0.1",
-			"-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "shared_buffers=64MB"}
-		for _, kv := range settings {
-			args = append(args, "-c", kv)
-		}
-		logf, err := os.Create(s.log)
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		s.cmd = exec.Command(filepath.Join(BinDir, "postgres"), args...)
-		s.cmd.Stdout, s.cmd.Stderr = logf, logf
-		s.cmd.Dir = dir
-		// The server dies with the test process, even one killed by a timeout.
-		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
-		if err := s.cmd.Start(); err != nil {
-			logf.Close()
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("pgtest: postgres: %w", err)
-		}
-		logf.Close()
-		s.done = make(chan struct{})
-		go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(s.cmd, s.done)
-		err = s.waitReady(30 * time.Second)
+		err = s.start()
 		if err == nil {
 			return s, nil
 		}
-		s.cmd.Process.Kill()
-		<-s.done
 		if attempt == 2 {
 			os.RemoveAll(dir)
 			return nil, err
 		}
 	}
 }
+
+// start runs postgres on s.Port and waits until it takes connections.
+func (s *Server) start() error {
+	args := []string{"-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(s.Port), "-c", "listen_addresses=127.0.0.1",
+		"-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "shared_buffers=64MB"}
+	for _, kv := range s.settings {
+		args = append(args, "-c", kv)
+	}
+	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	s.cmd = exec.Command(filepath.Join(BinDir, "postgres"), args...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.Dir = s.dir
+	// The server dies with the test process, even one killed by a timeout.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGQUIT}
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("pgtest: postgres: %w", err)
+	}
+	s.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(s.cmd, s.done)
+	if err := s.waitReady(30 * time.Second); err != nil {
+		s.cmd.Process.Kill()
+		<-s.done
+		return err
+	}
+	return nil
+}
+
+// Pause stops the server, keeping its data, as a database that went away would.
+func (s *Server) Pause() error { return s.shutdown() }
+
+// Resume starts a paused server again on the same port.
+func (s *Server) Resume() error { return s.start() }
 
 // credential is who runs the server: nobody when this process is root, else this user.
 func credential() (*syscall.Credential, error) {
@@ -181,18 +192,28 @@ func (s *Server) NewDatabase(prefix string) (string, error) {
 	return s.URL(name), nil
 }
 
-// Stop shuts the server down (fast: open sessions are ended) and removes its folder.
+// Stop shuts the server down and removes its folder.
 func (s *Server) Stop() error {
-	var err error
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-s.done:
-		case <-time.After(30 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.done
-			err = errors.New("pgtest: postgres did not stop within 30 s; killed")
-		}
+	return errors.Join(s.shutdown(), os.RemoveAll(s.dir))
+}
+
+// shutdown stops the server fast (open sessions are ended), or kills it after 30 s.
+func (s *Server) shutdown() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
 	}
-	return errors.Join(err, os.RemoveAll(s.dir))
+	select {
+	case <-s.done:
+		return nil // already stopped
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+		return errors.New("pgtest: postgres did not stop within 30 s; killed")
+	}
 }
