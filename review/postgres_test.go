@@ -2,7 +2,6 @@ package review
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -93,37 +92,7 @@ func TestTwoReplicasShareOneQueue(t *testing.T) {
 		t.Fatal("a change committed on one replica never woke the other's watchers")
 	}
 
-	var mu sync.Mutex
-	claimedBy := map[string]string{}
-	var wg sync.WaitGroup
-	for r := 0; r < 8; r++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, me := replicas[r%2], fmt.Sprintf("reviewer-%d", r)
-			for {
-				f, ok, err := s.ClaimNext(ctx, me, Filter{}, time.Minute)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if !ok {
-					return
-				}
-				if _, err := s.Decide(ctx, me, f.ID, f.Version, Decision{Outcome: OutcomeAccept}); err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				if prev, dup := claimedBy[f.ID]; dup {
-					t.Errorf("%s claimed by %s and %s", f.ID, prev, me)
-				}
-				claimedBy[f.ID] = me
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	claimedBy := claimConcurrently(t, []Store{replicas[0], replicas[1]}, 8, true)
 	if len(claimedBy) != len(batch) {
 		t.Errorf("claimed %d findings, want %d", len(claimedBy), len(batch))
 	}

@@ -145,33 +145,7 @@ func TestConcurrentClaims(t *testing.T) {
 			batch[i] = finding("s", i%7)
 		}
 		add(t, s, batch...)
-		var mu sync.Mutex
-		claimedBy := map[string]string{}
-		var wg sync.WaitGroup
-		for r := 0; r < reviewers; r++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				me := fmt.Sprintf("reviewer-%d", r)
-				for {
-					f, ok, err := s.ClaimNext(ctx, me, Filter{}, time.Minute)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					if !ok {
-						return
-					}
-					mu.Lock()
-					if prev, dup := claimedBy[f.ID]; dup {
-						t.Errorf("%s claimed by %s and %s", f.ID, prev, me)
-					}
-					claimedBy[f.ID] = me
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
+		claimedBy := claimConcurrently(t, []Store{s}, reviewers, false)
 		if len(claimedBy) != findings {
 			t.Errorf("claimed %d findings, want %d", len(claimedBy), findings)
 		}
@@ -180,6 +154,46 @@ func TestConcurrentClaims(t *testing.T) {
 			t.Errorf("counts %v, want all %d claimed", c.ByState, findings)
 		}
 	})
+}
+
+// claimConcurrently has reviewers claim from the stores (reviewer r from store r mod the
+// number) until the queue is empty, accepting each claim when decide is set, and fails the
+// test if a finding is claimed twice. It returns who claimed what.
+func claimConcurrently(t *testing.T, stores []Store, reviewers int, decide bool) map[string]string {
+	var mu sync.Mutex
+	claimedBy := map[string]string{}
+	var wg sync.WaitGroup
+	for r := range reviewers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, me := stores[r%len(stores)], fmt.Sprintf("reviewer-%d", r)
+			for {
+				f, ok, err := s.ClaimNext(ctx, me, Filter{}, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					return
+				}
+				if decide {
+					if _, err := s.Decide(ctx, me, f.ID, f.Version, Decision{Outcome: OutcomeAccept}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				mu.Lock()
+				if prev, dup := claimedBy[f.ID]; dup {
+					t.Errorf("%s claimed by %s and %s", f.ID, prev, me)
+				}
+				claimedBy[f.ID] = me
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return claimedBy
 }
 
 func TestClaimOrderAndLeaseExpiry(t *testing.T) {
