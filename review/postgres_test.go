@@ -2,6 +2,7 @@ package review
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -157,8 +158,65 @@ func TestDatabaseGoneIsUnreachable(t *testing.T) {
 	if err := pg.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Decide(ctx, "dr.a", f.ID, 1, Decision{Outcome: OutcomeAccept})
+	changed := s.Changed()
+	other, err := OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	got, err := other.Decide(ctx, "dr.a", f.ID, 1, Decision{Outcome: OutcomeAccept})
 	if err != nil || got.State != StateAccepted {
 		t.Fatalf("after the database is back: %+v, %v", got, err)
+	}
+	// The first store's listener reconnected: it wakes its watchers (at once on reconnecting,
+	// and at the other store's commit).
+	select {
+	case <-changed:
+	case <-time.After(15 * time.Second):
+		t.Error("after the database came back, the store's watchers were never woken")
+	}
+	if again, err := s.Get(ctx, f.ID); err != nil || again.State != StateAccepted {
+		t.Errorf("the first store after the database is back: %+v, %v", again.State, err)
+	}
+}
+
+// TestSameInstanceOnTwoReplicas: two replicas given the same instance at once store one
+// analysis and one set of findings; the other is told it existed and gets the same IDs.
+func TestSameInstanceOnTwoReplicas(t *testing.T) {
+	url := postgresURL(t)
+	var replicas [2]*Postgres
+	for i := range replicas {
+		s, err := OpenPostgres(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		replicas[i] = s
+	}
+	for round := range 20 {
+		uid := fmt.Sprintf("1.2.826.0.1.3680043.9.7.%d", round+1)
+		var got [2]Analysis
+		var existed [2]bool
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i, s := range replicas {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f := finding(uid, 1)
+				got[i], existed[i], errs[i] = s.AddAnalysis(ctx, "pacs-1", Analysis{SOPInstanceUID: uid, Modality: "US"}, []Finding{f, f})
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs[0], errs[1]); err != nil {
+			t.Fatal(err)
+		}
+		if existed[0] == existed[1] || fmt.Sprint(got[0].FindingIDs) != fmt.Sprint(got[1].FindingIDs) {
+			t.Fatalf("round %d: existed %v, finding IDs %v and %v; want one stored and the other told so, same IDs", round, existed, got[0].FindingIDs, got[1].FindingIDs)
+		}
+		list, _, err := replicas[0].List(ctx, Query{Filter: Filter{StudyUID: uid}})
+		if err != nil || len(list) != 2 {
+			t.Fatalf("round %d: %d findings stored for the instance, want 2 (%v)", round, len(list), err)
+		}
 	}
 }
