@@ -74,6 +74,11 @@ func TestClientCertificatesFromTheCLI(t *testing.T) {
 	if out, errOut, code := cli(t, "--server", d.grpc, "--ca", ca.CertFile, "--cert", reviewer.CertFile, "--key", reviewer.KeyFile, "review", "list", "--json"); code != 0 || !strings.Contains(out, "f-") {
 		t.Fatalf("a reviewer's certificate: exit %d: %s %s", code, out, errOut)
 	}
+	// Several replicas in --server, the first one down: TLS still checks each by its own host,
+	// and the call goes to the one that answers.
+	if out, errOut, code := cli(t, "--server", "127.0.0.1:1,"+d.grpc, "--ca", ca.CertFile, "--cert", reviewer.CertFile, "--key", reviewer.KeyFile, "review", "list", "--json"); code != 0 || !strings.Contains(out, "f-") {
+		t.Fatalf("two addresses, the first down: exit %d: %s %s", code, out, errOut)
+	}
 	pacs := ca.Client("pacs-cert", "pacs-worker")
 	if _, errOut, code := cli(t, "--server", d.grpc, "--ca", ca.CertFile, "--cert", pacs.CertFile, "--key", pacs.KeyFile, "review", "list"); code != 1 || !strings.Contains(errOut, "PermissionDenied") {
 		t.Errorf("a PACS worker's certificate on the worklist: exit %d: %s", code, errOut)
