@@ -59,6 +59,8 @@ type testServer struct {
 	logs       *syncBuffer
 	srv        *Server
 	store      *review.SQLite
+	// review is the store the server uses: store, unless an option gave another.
+	review review.Store
 }
 
 // startServer runs a real server on a loopback port with one token per role. extra registers
@@ -89,6 +91,7 @@ func startServer(t testing.TB, extra func(*grpc.Server), options ...func(*Option
 	for _, o := range options {
 		o(&opts)
 	}
+	ts.review = opts.Review
 	ts.srv = New(opts)
 	if extra != nil {
 		extra(ts.srv.grpc)
