@@ -342,6 +342,7 @@ func TestThreeReplicasOnePostgres(t *testing.T) {
 		<-rs.daemons[victim].exited
 		mu.Lock()
 		t.Logf("killed replica %d (%s) with SIGKILL after %d decisions and %d analyses on it, %d bridge frames", victim+1, first, decidedOnVictim, analysesOn[victim], framesBefore)
+		decidedAtKill := len(decided)
 		// The victim was mid-burst: it had decisions and analyses still to make.
 		if decidedOnVictim >= len(seeded)/3 || analysesOn[victim] >= len(files)/3 {
 			t.Fatalf("the victim's share of the burst was done before the kill; the test proves nothing")
@@ -365,8 +366,19 @@ func TestThreeReplicasOnePostgres(t *testing.T) {
 			t.Fatalf("the bridge did not move to another replica within 30 s:\n%s", bridgeLog.String())
 		}
 
-		// The others go on serving while the burst runs on, then it stops.
-		time.Sleep(2 * time.Second)
+		// The others go on serving: the burst's decisions on them go on being acknowledged.
+		for {
+			mu.Lock()
+			after := len(decided) - decidedAtKill
+			mu.Unlock()
+			if after >= 10 {
+				break
+			}
+			if time.Since(killed) > 30*time.Second {
+				t.Fatalf("only %d decisions acknowledged by the survivors in the 30 s after the kill", after)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		stop()
 		wg.Wait()
 		mu.Lock()
