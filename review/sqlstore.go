@@ -378,13 +378,8 @@ func (s *sqlStore) AddAnalysis(ctx context.Context, actor string, a Analysis, fi
 }
 
 // GetAnalysis returns the analysis of an instance, or ErrNotFound.
-func (s *sqlStore) GetAnalysis(ctx context.Context, sopInstanceUID string) (Analysis, error) {
-	v0, err := s.readGetAnalysis(ctx, sopInstanceUID)
-	s.reading(&err)
-	return v0, err
-}
-
-func (s *sqlStore) readGetAnalysis(ctx context.Context, sopInstanceUID string) (Analysis, error) {
+func (s *sqlStore) GetAnalysis(ctx context.Context, sopInstanceUID string) (_ Analysis, err error) {
+	defer s.reading(&err)
 	return loadAnalysis(ctx, s.read, sopInstanceUID)
 }
 
@@ -405,13 +400,8 @@ func loadAnalysis(ctx context.Context, db querier, uid string) (Analysis, error)
 }
 
 // Get returns a finding with its overlay.
-func (s *sqlStore) Get(ctx context.Context, id string) (Finding, error) {
-	v0, err := s.readGet(ctx, id)
-	s.reading(&err)
-	return v0, err
-}
-
-func (s *sqlStore) readGet(ctx context.Context, id string) (Finding, error) {
+func (s *sqlStore) Get(ctx context.Context, id string) (_ Finding, err error) {
+	defer s.reading(&err)
 	f, err := load(ctx, s.read, id)
 	if err != nil {
 		return f, err
@@ -493,13 +483,8 @@ func parsePageToken(tok string) (pageKey, error) {
 const MaxPageSize = 500
 
 // List returns the worklist: priority first, then the oldest.
-func (s *sqlStore) List(ctx context.Context, q Query) ([]Finding, string, error) {
-	v0, v1, err := s.readList(ctx, q)
-	s.reading(&err)
-	return v0, v1, err
-}
-
-func (s *sqlStore) readList(ctx context.Context, q Query) ([]Finding, string, error) {
+func (s *sqlStore) List(ctx context.Context, q Query) (_ []Finding, _ string, err error) {
+	defer s.reading(&err)
 	size := q.PageSize
 	if size <= 0 {
 		size = 50
@@ -749,13 +734,8 @@ func scanAudit(rows *sql.Rows) ([]AuditRecord, error) {
 const auditColumns = `seq, finding_id, actor, action, at, before, after`
 
 // Audit returns a finding's audit trail, oldest first.
-func (s *sqlStore) Audit(ctx context.Context, id string) ([]AuditRecord, error) {
-	v0, err := s.readAudit(ctx, id)
-	s.reading(&err)
-	return v0, err
-}
-
-func (s *sqlStore) readAudit(ctx context.Context, id string) ([]AuditRecord, error) {
+func (s *sqlStore) Audit(ctx context.Context, id string) (_ []AuditRecord, err error) {
+	defer s.reading(&err)
 	rows, err := s.read.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit WHERE finding_id = ? ORDER BY seq`, id)
 	if err != nil {
 		return nil, fmt.Errorf("review store: %w", err)
@@ -766,13 +746,8 @@ func (s *sqlStore) readAudit(ctx context.Context, id string) ([]AuditRecord, err
 // Changes returns audit records after a sequence number. SQLite commits one writer at a time,
 // so sequence numbers become visible in order: a reader that resumes after the last number it
 // saw misses nothing.
-func (s *sqlStore) Changes(ctx context.Context, after int64, limit int) ([]AuditRecord, error) {
-	v0, err := s.readChanges(ctx, after, limit)
-	s.reading(&err)
-	return v0, err
-}
-
-func (s *sqlStore) readChanges(ctx context.Context, after int64, limit int) ([]AuditRecord, error) {
+func (s *sqlStore) Changes(ctx context.Context, after int64, limit int) (_ []AuditRecord, err error) {
+	defer s.reading(&err)
 	rows, err := s.read.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("review store: %w", err)
@@ -781,13 +756,8 @@ func (s *sqlStore) readChanges(ctx context.Context, after int64, limit int) ([]A
 }
 
 // LastSequence is the newest audit sequence number, 0 for an empty store.
-func (s *sqlStore) LastSequence(ctx context.Context) (int64, error) {
-	v0, err := s.readLastSequence(ctx)
-	s.reading(&err)
-	return v0, err
-}
-
-func (s *sqlStore) readLastSequence(ctx context.Context) (int64, error) {
+func (s *sqlStore) LastSequence(ctx context.Context) (_ int64, err error) {
+	defer s.reading(&err)
 	var seq sql.NullInt64
 	if err := s.read.QueryRowContext(ctx, `SELECT MAX(seq) FROM audit`).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("review store: %w", err)
@@ -796,13 +766,8 @@ func (s *sqlStore) readLastSequence(ctx context.Context) (int64, error) {
 }
 
 // Counts returns findings per state and acceptance per model version.
-func (s *sqlStore) Counts(ctx context.Context, f Filter) (Counts, error) {
-	v0, err := s.readCounts(ctx, f)
-	s.reading(&err)
-	return v0, err
-}
-
-func (s *sqlStore) readCounts(ctx context.Context, f Filter) (Counts, error) {
+func (s *sqlStore) Counts(ctx context.Context, f Filter) (_ Counts, err error) {
+	defer s.reading(&err)
 	c := Counts{ByState: map[State]int64{}}
 	for _, st := range States {
 		c.ByState[st] = 0

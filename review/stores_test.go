@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,18 +30,10 @@ func (s *sqlStore) raw(q string) error {
 	return err
 }
 
-var (
-	pgOnce   sync.Once
-	pgServer *pgtest.Server
-	pgErr    error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if pgServer != nil {
-		if err := pgServer.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+	if err := pgtest.StopShared(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 	os.Exit(code)
 }
@@ -50,11 +41,7 @@ func TestMain(m *testing.M) {
 // postgresURL is a new empty database on the package's PostgreSQL, started at first use.
 func postgresURL(t testing.TB) string {
 	t.Helper()
-	pgOnce.Do(func() { pgServer, pgErr = pgtest.Start() })
-	if pgErr != nil {
-		t.Fatal(pgErr)
-	}
-	url, err := pgServer.NewDatabase("review")
+	url, err := pgtest.NewSharedDatabase("review")
 	if err != nil {
 		t.Fatal(err)
 	}

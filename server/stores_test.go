@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/vigil-health/vigil/internal/pgtest"
@@ -14,18 +13,10 @@ import (
 // The Review service's tests run on both stores: SQLite (startServer's own) and a real
 // PostgreSQL, started once for the package at first use.
 
-var (
-	pgOnce   sync.Once
-	pgServer *pgtest.Server
-	pgErr    error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if pgServer != nil {
-		if err := pgServer.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+	if err := pgtest.StopShared(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 	os.Exit(code)
 }
@@ -35,11 +26,7 @@ func TestMain(m *testing.M) {
 func forEachStore(t *testing.T, test func(t *testing.T, store func(*Options))) {
 	t.Run("sqlite", func(t *testing.T) { test(t, func(*Options) {}) })
 	t.Run("postgres", func(t *testing.T) {
-		pgOnce.Do(func() { pgServer, pgErr = pgtest.Start() })
-		if pgErr != nil {
-			t.Fatal(pgErr)
-		}
-		url, err := pgServer.NewDatabase("server")
+		url, err := pgtest.NewSharedDatabase("server")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -216,4 +217,34 @@ func (s *Server) shutdown() error {
 		<-s.done
 		return errors.New("pgtest: postgres did not stop within 30 s; killed")
 	}
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *Server
+	sharedErr  error
+)
+
+// Shared is one server for a whole test binary, started at first use; StopShared, from
+// TestMain after m.Run, stops it.
+func Shared() (*Server, error) {
+	sharedOnce.Do(func() { shared, sharedErr = Start() })
+	return shared, sharedErr
+}
+
+// StopShared stops the shared server if one was started.
+func StopShared() error {
+	if shared == nil {
+		return nil
+	}
+	return shared.Stop()
+}
+
+// NewSharedDatabase is a new empty database on the shared server, for one test.
+func NewSharedDatabase(prefix string) (string, error) {
+	s, err := Shared()
+	if err != nil {
+		return "", err
+	}
+	return s.NewDatabase(prefix)
 }
