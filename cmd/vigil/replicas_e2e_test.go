@@ -419,5 +419,11 @@ func TestThreeReplicasOnePostgres(t *testing.T) {
 		if out, errOut, code := cli(t, "audit", "verify", "--store", rs.url); code != 0 || !strings.Contains(out, "holds") {
 			t.Errorf("vigil audit verify --store: exit %d: %s %s", code, out, errOut)
 		}
+		if out, errOut, code := cli(t, "migrate", "--store", rs.url); code != 0 || strings.TrimSpace(out) != fmt.Sprintf("schema at version %d", review.SchemaVersion) {
+			t.Errorf("vigil migrate on a current schema: exit %d: %s %s", code, out, errOut)
+		}
+		if _, errOut, code := cli(t, "backup", "--store", rs.url, "--out", filepath.Join(t.TempDir(), "copy.db")); code == 0 || !strings.Contains(errOut, "pg_dump") {
+			t.Errorf("vigil backup of a PostgreSQL store: exit %d: %s; want a refusal naming pg_dump", code, errOut)
+		}
 	})
 }
