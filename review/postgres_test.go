@@ -55,9 +55,8 @@ func TestReplicasStartingTogetherMigrateOnce(t *testing.T) {
 	}
 }
 
-// TestTwoReplicasShareOneQueue: two stores on one database (two replicas) claim from one queue,
-// each finding exactly once, and a change committed through one wakes the other's watchers.
-func TestTwoReplicasShareOneQueue(t *testing.T) {
+// twoReplicas are two stores on one new database, as two vigild replicas would have.
+func twoReplicas(t *testing.T) [2]*Postgres {
 	url := postgresURL(t)
 	var replicas [2]*Postgres
 	for i := range replicas {
@@ -65,9 +64,16 @@ func TestTwoReplicasShareOneQueue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.Close()
+		t.Cleanup(func() { s.Close() })
 		replicas[i] = s
 	}
+	return replicas
+}
+
+// TestTwoReplicasShareOneQueue: two stores on one database (two replicas) claim from one queue,
+// each finding exactly once, and a change committed through one wakes the other's watchers.
+func TestTwoReplicasShareOneQueue(t *testing.T) {
+	replicas := twoReplicas(t)
 	batch := make([]Finding, 60)
 	for i := range batch {
 		batch[i] = finding("s", i%5)
@@ -183,16 +189,7 @@ func TestDatabaseGoneIsUnreachable(t *testing.T) {
 // TestSameInstanceOnTwoReplicas: two replicas given the same instance at once store one
 // analysis and one set of findings; the other is told it existed and gets the same IDs.
 func TestSameInstanceOnTwoReplicas(t *testing.T) {
-	url := postgresURL(t)
-	var replicas [2]*Postgres
-	for i := range replicas {
-		s, err := OpenPostgres(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		replicas[i] = s
-	}
+	replicas := twoReplicas(t)
 	for round := range 20 {
 		uid := fmt.Sprintf("1.2.826.0.1.3680043.9.7.%d", round+1)
 		var got [2]Analysis
