@@ -63,25 +63,30 @@ func inOrderFrom(seqs []int64, from int64) bool {
 func TestChangeFeedReadsOnceForAllWatchers(t *testing.T) {
 	forEachStore(t, func(t *testing.T, s testStore, _ func() testStore) {
 		counted := &countingStore{Store: s}
-		feed, err := NewChangeFeed(ctx, counted, 100)
+		feed := NewChangeFeed(counted, 100)
+		// Nobody watching: writes cost the feed nothing.
+		add(t, s, finding("feed", 1))
+		if n := counted.reads.Load(); n != 0 {
+			t.Errorf("the feed read the store %d times with nobody watching", n)
+		}
+		start, err := s.LastSequence(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer feed.Close()
 		const watchers, changes = 20, 40
 		var wg sync.WaitGroup
 		got := make([][]int64, watchers)
 		for w := range watchers {
 			wg.Add(1)
-			go func() { defer wg.Done(); got[w] = watch(t, feed, 0, changes) }()
+			go func() { defer wg.Done(); got[w] = watch(t, feed, start, changes) }()
 		}
 		for i := range changes {
 			add(t, s, finding("feed", i%3))
 		}
 		wg.Wait()
 		for w, seqs := range got {
-			if len(seqs) != changes || !inOrderFrom(seqs, 0) {
-				t.Fatalf("watcher %d saw %v, want 1..%d", w, seqs, changes)
+			if len(seqs) != changes || !inOrderFrom(seqs, start) {
+				t.Fatalf("watcher %d saw %v, want %d..%d", w, seqs, start+1, start+changes)
 			}
 		}
 		if reads := counted.reads.Load(); reads > 2*changes+5 {
@@ -95,11 +100,7 @@ func TestChangeFeedReadsOnceForAllWatchers(t *testing.T) {
 // reads the rest from the store, and still sees every record once, in order.
 func TestChangeFeedResumesFromFurtherBack(t *testing.T) {
 	forEachStore(t, func(t *testing.T, s testStore, _ func() testStore) {
-		feed, err := NewChangeFeed(ctx, s, 0) // keeps the minimum, feedBatch
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer feed.Close()
+		feed := NewChangeFeed(s, 0) // keeps the minimum, feedBatch
 		batch := make([]Finding, feedBatch+150)
 		for i := range batch {
 			batch[i] = finding("back", 1)

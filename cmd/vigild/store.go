@@ -29,12 +29,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (review.Store,
 	if err != nil {
 		return nil, err
 	}
-	feed, err := review.NewChangeFeed(ctx, store, watchTail)
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	return feed, nil
+	return review.NewChangeFeed(store, watchTail), nil
 }
 
 // redactURL hides a password a URL carries, for logs and errors.
