@@ -33,7 +33,10 @@ const (
 	// measure 0.15 to 0.25 here; clinical gait labs, timing to a millisecond, draw the line
 	// near 0.05. Over 0.35 is irregular beyond what the measurement adds.
 	VariableCV = 0.35
-	// Sway: the walkers clip's walkers sway 0.02 to 0.07 body heights; twice the usual.
+	// Sway: steady walkers sway 0.02 to 0.07 body heights on the footage this line was set
+	// on, and 0.024 and 0.038 on footage it was not (another subject, room and two other
+	// cameras: the UP-Fall walking clips, measured through vigil bridge); over 0.1 is twice the
+	// usual.
 	Sway = 0.1
 	// SlowToRise: healthy adults get up from the floor within about 10 s; longer points to
 	// weakness, and to the risk of lying long after a fall.
