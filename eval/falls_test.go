@@ -14,32 +14,41 @@ import (
 
 func TestMain(m *testing.M) { leakcheck.Run(m) }
 
-// TestSharedFallClips is the fall evaluation on the 22 shared UP-Fall clips (both cameras),
-// through a real Ward stream: every fall alerted within 2 s of its end, no false alert.
-func TestSharedFallClips(t *testing.T) {
-	labels, err := ReadLabels(filepath.Join(testenv.RepoRoot(), "testdata", "falls.yaml"))
-	if err != nil {
-		t.Fatal(err)
+// TestFallsOnEverySource is the fall evaluation on every shared source through a real Ward
+// stream: the 22 UP-Fall clips (both cameras), the 21 clips of eight other sources and the
+// walkers clip. On UP-Fall every fall is alerted within 2 s of its end; on the other sources at
+// least the falls docs/FALLS.md reports; nowhere a false alert.
+func TestFallsOnEverySource(t *testing.T) {
+	var sets []*Labels
+	for _, name := range []string{"falls.yaml", "falls-more.yaml", "walkers.yaml"} {
+		labels, err := ReadLabels(filepath.Join(testenv.RepoRoot(), "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		labels.Dir = filepath.Join(testenv.SharedDir(), labels.Root)
+		sets = append(sets, labels)
 	}
-	if len(labels.Clips) != 22 {
-		t.Fatalf("%d clips labelled, want the 22 shared ones", len(labels.Clips))
+	if n := len(sets[0].Clips) + len(sets[1].Clips); n != 43 {
+		t.Fatalf("%d clips labelled, want the 22 UP-Fall and 21 other shared ones", n)
 	}
-	r, err := Falls(context.Background(), Options{Entries: models.Builtin(), Resolver: testenv.Resolver(), Labels: labels,
-		Dir: filepath.Join(testenv.SharedDir(), labels.Root)})
+	r, err := Falls(context.Background(), Options{Entries: models.Builtin(), Resolver: testenv.Resolver(), Labels: sets})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var table strings.Builder
 	r.WriteTable(&table)
 	t.Log("\n" + table.String())
-	if r.Falls != 10 || r.Alerted != 10 {
-		t.Errorf("%d of %d falls alerted within 2 s of their end, want 10 of 10", r.Alerted, r.Falls)
+	upfall := tally(r.Clips, func(c ClipResult) bool { return strings.HasPrefix(c.Source, "upfall-") })
+	if upfall.Falls != 10 || upfall.Alerted != 10 {
+		t.Errorf("UP-Fall: %d of %d falls alerted in time, want 10 of 10", upfall.Alerted, upfall.Falls)
+	}
+	// docs/FALLS.md: 11 of the other 12 falls (the twelfth ends 0.7 s before its clip does).
+	other := tally(r.Clips, func(c ClipResult) bool { return !strings.HasPrefix(c.Source, "upfall-") })
+	if other.Falls != 12 || other.Alerted < 11 {
+		t.Errorf("other sources: %d of %d falls alerted in time, want at least 11 of 12", other.Alerted, other.Falls)
 	}
 	if r.FalseAlerts != 0 {
-		t.Errorf("%d false alerts, want none", r.FalseAlerts)
-	}
-	if r.LatencyWorst > 2 {
-		t.Errorf("worst latency %.2f s, want at most 2", r.LatencyWorst)
+		t.Errorf("%d false alerts over %.1f min of daily activity, want none", r.FalseAlerts, r.NonFallHours*60)
 	}
 }
 
@@ -66,7 +75,7 @@ func TestMatch(t *testing.T) {
 		for _, a := range tt.alerts {
 			res.Alerts = append(res.Alerts, Alert{At: a, Fall: -1})
 		}
-		res.match(2, 10)
+		res.match(2, 10, 5)
 		if res.Alerted != tt.alerted || res.Late != tt.late || res.FalseAlerts != tt.falseCount {
 			t.Errorf("%s: alerted %d, late %d, false %d; want %d, %d, %d", tt.name, res.Alerted, res.Late, res.FalseAlerts, tt.alerted, tt.late, tt.falseCount)
 		}

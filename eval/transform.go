@@ -17,6 +17,9 @@ type Transform struct {
 	Every int
 	// Frame changes a kept frame; nil leaves it as it is.
 	Frame func(vision.Frame) (vision.Frame, error)
+	// Point moves a point of the frame (a zone's corner) as Frame moves it; nil leaves it. A
+	// transform that crops (portrait) has none: its zones stay where they were.
+	Point func(x, y int) (int, int)
 }
 
 var transforms = map[string]struct {
@@ -30,7 +33,7 @@ var transforms = map[string]struct {
 		Transform{Frame: portrait}},
 	"feet-cut": {"the lowest fifth of the frame cut away: feet out of view, and a person falling towards the camera partly out of it",
 		Transform{Frame: feetCut}},
-	"small": {"half the width and height: people half as tall in pixels", Transform{Frame: small}},
+	"small": {"half the width and height: people half as tall in pixels", Transform{Frame: small, Point: func(x, y int) (int, int) { return x / 2, y / 2 }}},
 }
 
 // TransformNames lists the transforms for a flag's help.

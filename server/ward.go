@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/pipelines/detect"
+	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/pose"
 	"github.com/vigil-health/vigil/pipelines/risk"
@@ -354,6 +355,9 @@ func (c *cameraStream) store(ctx context.Context, f review.Finding) string {
 	return stored[0].ID
 }
 
+// fallKinds are the alerts' kinds as the bridge gets them.
+var fallKinds = map[fall.Kind]vigilv1.FallKind{fall.Seen: vigilv1.FallKind_FALL_KIND_SEEN, fall.OnFloor: vigilv1.FallKind_FALL_KIND_ON_FLOOR}
+
 // storeFall stores a fall's finding, with the frame that confirmed it drawn, and returns the
 // alert for the bridge.
 func (c *cameraStream) storeFall(ctx context.Context, f ward.Fall, img vision.Frame) *vigilv1.FallAlert {
@@ -364,7 +368,7 @@ func (c *cameraStream) storeFall(ctx context.Context, f ward.Fall, img vision.Fr
 		id = c.store(ctx, finding)
 	}
 	return &vigilv1.FallAlert{TrackId: f.TrackID, DownTime: timestamppb.New(f.Down), FirstSequence: f.FirstSeq, LastSequence: f.LastSeq,
-		HeuristicScore: float32(f.Strength), Reasons: f.Reasons, FindingId: id}
+		HeuristicScore: float32(f.Strength), Reasons: f.Reasons, FindingId: id, Kind: fallKinds[f.Kind]}
 }
 
 // final stores a track's gait, when it has one, and sends its last summary.
@@ -457,18 +461,20 @@ func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, revie
 	}
 	man := poseSession.Manifest()
 	ref := review.ModelRef{Name: man.Name, Version: man.Version, SHA256: man.Weights.SHA256}
-	var beds [][]image.Point
+	var beds, chairs [][]image.Point
 	for _, z := range cfg.Zones {
-		if z.Kind != vigilv1.ZoneKind_ZONE_KIND_BED {
-			continue
-		}
 		var poly []image.Point
 		for _, pt := range z.Polygon {
 			poly = append(poly, image.Pt(int(pt.X), int(pt.Y)))
 		}
-		beds = append(beds, poly)
+		switch z.Kind {
+		case vigilv1.ZoneKind_ZONE_KIND_BED:
+			beds = append(beds, poly)
+		case vigilv1.ZoneKind_ZONE_KIND_CHAIR:
+			chairs = append(chairs, poly)
+		}
 	}
-	wc := ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds,
+	wc := ward.Config{PixelsPerMetre: cfg.GetCalibration().GetPixelsPerMetre(), Beds: beds, Chairs: chairs, FrameRate: cfg.FrameRate,
 		MaxTracks: s.opts.MaxTracks, MaxHistory: s.opts.MaxHistory}
 	if h := cfg.GetCalibration().GetFloorHomography(); h != nil {
 		wc.Floor = new(ward.Homography)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -378,5 +379,65 @@ func TestFallAlertedOnceAmongBadFrames(t *testing.T) {
 	}
 	if len(found) != 1 {
 		t.Errorf("%d fall findings stored, want 1", len(found))
+	}
+}
+
+// TestOnTheFloorWhenTheStreamStarts streams the first 12 s of a real person lying from the
+// first frame (UP-Fall A11 Cam2, on a mattress on the floor), never seen standing or coming
+// down: with no zone, one "person on the floor" alert and finding; with the mattress drawn as a
+// bed zone, none.
+func TestOnTheFloorWhenTheStreamStarts(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	frames := clipJPEGs(t, "video/falls-upfall/A11_S1_T1_Cam2.mp4", 12*18)
+	mattress := &vigilv1.Zone{Name: "mattress", Kind: vigilv1.ZoneKind_ZONE_KIND_BED,
+		Polygon: []*vigilv1.Point{{X: 240, Y: 275}, {X: 400, Y: 280}, {X: 410, Y: 480}, {X: 145, Y: 480}}}
+	stream := func(camera string, zones ...*vigilv1.Zone) []*vigilv1.FallAlert {
+		s, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+			CameraId: camera, FrameRate: 18, Zones: zones, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+		start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+		go func() {
+			for i, jpg := range frames {
+				f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / 18)),
+					Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
+				if s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
+					return
+				}
+			}
+			s.CloseSend()
+		}()
+		var alerts []*vigilv1.FallAlert
+		for {
+			ev, err := s.Recv()
+			if err == io.EOF {
+				return alerts
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := ev.GetFall(); a != nil {
+				alerts = append(alerts, a)
+			}
+		}
+	}
+	alerts := stream("ward-4-floor")
+	if len(alerts) != 1 || alerts[0].Kind != vigilv1.FallKind_FALL_KIND_ON_FLOOR {
+		t.Fatalf("a person lying from the first frame, no zones: alerts %v, want one on the floor", alerts)
+	}
+	f, err := ts.store.Get(context.Background(), alerts[0].FindingId)
+	if err != nil {
+		t.Fatalf("the alert's finding %s: %v", alerts[0].FindingId, err)
+	}
+	if f.Pipeline != review.PipelineFall || f.Label != ward.FloorLabel || f.Overlay == nil {
+		t.Errorf("stored %s finding %q with overlay %v, want a fall-pipeline %q with its keyframe", f.Pipeline, f.Label, f.Overlay != nil, ward.FloorLabel)
+	}
+	if len(f.Evidence) == 0 || !strings.Contains(f.Evidence[0], "on the floor") {
+		t.Errorf("evidence %q, want the floor rule first", f.Evidence)
+	}
+	if alerts := stream("ward-4-mattress", mattress); len(alerts) != 0 {
+		t.Errorf("the same person on a bed zone: %d alerts, want none", len(alerts))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 
 	"github.com/vigil-health/vigil/eval"
 	"github.com/vigil-health/vigil/internal/hc18"
@@ -22,14 +23,17 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "biometry" {
 		return runEvalBiometry(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "perception" {
+		return runEvalPerception(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "falls" {
-		return usageError{"usage: vigil eval falls --labels FILE [--clips DIR] [--transform NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train|all] [--limit N] [--json]"}
+		return usageError{"usage: vigil eval falls --labels FILE[,FILE] [--clips DIR] [--transform NAME] [--json]\n       vigil eval perception --labels FILE[,FILE] [--detector NAME] [--poses NAME,NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train|all] [--limit N] [--json]"}
 	}
 	fs := flag.NewFlagSet("eval falls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	ip := registerInProcess(fs)
-	labelsPath := fs.String("labels", "", "the labels file (testdata/falls.yaml for the shared UP-Fall clips)")
-	clips := fs.String("clips", "", "the clips' folder (default: the labels file's root, under the shared data folder)")
+	labelsPaths := fs.String("labels", "", "labels files, comma-separated (testdata/falls.yaml for the shared UP-Fall clips, testdata/falls-more.yaml for the other sources)")
+	clips := fs.String("clips", "", "the clips' folder, with one labels file (default: each labels file's root, under the shared data folder)")
 	transform := fs.String("transform", "", "change every frame before it is sent, to see how the rules hold on other cameras: "+eval.TransformNames())
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
@@ -39,25 +43,22 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
-	if *labelsPath == "" {
+	if *labelsPaths == "" {
 		return usageError{"--labels is required"}
 	}
-	labels, err := eval.ReadLabels(*labelsPath)
+	paths := strings.Split(*labelsPaths, ",")
+	if *clips != "" && len(paths) > 1 {
+		return usageError{"--clips goes with one labels file"}
+	}
+	sets, err := readLabelSets(paths, *clips, ip.data)
 	if err != nil {
 		return err
-	}
-	dir := *clips
-	if dir == "" {
-		dir = labels.Root
-		if !filepath.IsAbs(dir) {
-			dir = filepath.Join(ip.data, dir)
-		}
 	}
 	change, err := eval.NewTransform(*transform)
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	o := eval.Options{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Labels: labels, Dir: dir, Transform: change}
+	o := eval.Options{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Labels: sets, Transform: change}
 	if !*quiet {
 		o.Progress = func(s string) { fmt.Fprintln(stderr, "vigil eval:", s) }
 	}
@@ -68,6 +69,65 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	report.Transform = *transform
+	return printReport(stdout, *asJSON, report)
+}
+
+// readLabelSets reads labels files and says where each one's clips are: in clips when given,
+// else at the file's root under the shared data folder.
+func readLabelSets(paths []string, clips, data string) ([]*eval.Labels, error) {
+	var sets []*eval.Labels
+	for _, path := range paths {
+		labels, err := eval.ReadLabels(path)
+		if err != nil {
+			return nil, err
+		}
+		labels.Dir = clips
+		if labels.Dir == "" {
+			labels.Dir = labels.Root
+			if !filepath.IsAbs(labels.Dir) {
+				labels.Dir = filepath.Join(data, labels.Dir)
+			}
+		}
+		sets = append(sets, labels)
+	}
+	return sets, nil
+}
+
+// runEvalPerception measures how well the detector and each keypoint model see people lying
+// after the labelled falls, and what they cost.
+func runEvalPerception(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eval perception", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ip := registerInProcess(fs)
+	labelsPaths := fs.String("labels", "", "labels files, comma-separated")
+	detector := fs.String("detector", "fastestdet", "the person detector")
+	poses := fs.String("poses", "movenet-lightning,movenet-thunder", "the keypoint models, comma-separated")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *labelsPaths == "" {
+		return usageError{"--labels is required"}
+	}
+	sets, err := readLabelSets(strings.Split(*labelsPaths, ","), "", ip.data)
+	if err != nil {
+		return err
+	}
+	o := eval.PerceptionOptions{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Labels: sets,
+		Detector: *detector, Poses: strings.Split(*poses, ",")}
+	if !*quiet {
+		o.Progress = func(s string) { fmt.Fprintln(stderr, "vigil eval:", s) }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	report, err := eval.Perception(ctx, o)
+	if err != nil {
+		return err
+	}
 	return printReport(stdout, *asJSON, report)
 }
 

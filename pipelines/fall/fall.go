@@ -1,7 +1,10 @@
 // Package fall raises a fall alert from one track's skeletons, with rules a nurse can read:
 // the hips come down fast for the person's size, the person then lies (torso towards
 // horizontal, or head down towards the camera) or is low and wide on the floor, and stays
-// down; never inside a bed zone, and not twice within a cooldown.
+// down; never inside a bed zone, and not twice within a cooldown. A second rule needs no
+// descent: a person seen lying outside every bed and chair zone for FloorTime is on the floor
+// (they fell out of view, the camera started late, someone stood in front of the fall), and
+// raises an alert of its own kind.
 //
 // Every length is in standing body heights (shoulders to ankles, or, with the feet out of
 // view, 2.7 torso lengths) and every duration in seconds, so that the rules do not depend on
@@ -62,19 +65,37 @@ type Config struct {
 	// Settle is the time constant of the standing references (body height, box height): they
 	// follow a person who walks nearer or further in about this time.
 	Settle time.Duration
+	// FloorTime is how long a person must be seen lying outside every bed and chair zone, with
+	// no descent seen, to raise an "on the floor" alert. On a ward nobody lies on the floor on
+	// purpose for long: a person bending to pick something up or look under a bed is up again
+	// within seconds, while a person who fell out of view is still there; 5 s tells the two
+	// apart and still reaches a nurse within seconds of the first sight of them.
+	FloorTime time.Duration
 }
+
+// Kind says how an alert was reached.
+type Kind int
+
+const (
+	// Seen is a fall whose descent was seen.
+	Seen Kind = iota
+	// OnFloor is a person seen lying on the floor for FloorTime, the descent not seen.
+	OnFloor
+)
 
 // DefaultConfig holds thresholds chosen from the physics and the proportions of the human
 // body given beside each field, and checked on clips of one camera before being measured on
 // the other (docs/FALLS.md).
 var DefaultConfig = Config{MinDrop: 0.35, MinSpeed: 0.25, DeepDrop: 0.45, DescentWindow: 1500 * time.Millisecond, TorsoAngle: 60,
 	WideBox: 1.2, BoxShrink: 0.6, Confirm: time.Second, DownShare: 0.5, Patience: 1500 * time.Millisecond,
-	Cooldown: 30 * time.Second, MinScore: 0.2, MinHeight: 50, Settle: 500 * time.Millisecond}
+	Cooldown: 30 * time.Second, MinScore: 0.2, MinHeight: 50, Settle: 500 * time.Millisecond, FloorTime: 5 * time.Second}
 
 // Alert is a confirmed fall.
 type Alert struct {
+	Kind Kind
 	// Start is when the hips began to come down, Down when the person reached the ground, At
-	// when the alert was confirmed.
+	// when the alert was confirmed. For OnFloor, Start and Down are when the person was first
+	// seen lying.
 	Start, Down, At time.Time
 	// Reasons are the rules that fired, in plain words.
 	Reasons []string
@@ -97,14 +118,18 @@ type sample struct {
 	tilt       float64 // torso from upright, degrees, 0..180; NaN when unseen
 	aspect     float64 // the box's width over its height; NaN without a box
 	boxH       float64
+	lying      bool   // the pose of a person lying, whatever came before (see lying)
+	lyingWhy   string // why, in words
 }
 
 // Detector follows one track.
 type Detector struct {
 	cfg Config
-	// Beds are polygons (image pixels) where lying down is normal.
-	Beds    [][]image.Point
-	samples []sample
+	// Beds are polygons (image pixels) where lying down is normal, Chairs where sitting is.
+	Beds, Chairs [][]image.Point
+	samples      []sample
+	// lie is the person lying on the floor now, before FloorTime has passed; nil when not.
+	lie *lie
 	// standing is the body height while upright, the scale of every rule; standingBox the
 	// height of the person's box then; lastUpright when they were last seen upright.
 	standing, standingBox float64
@@ -133,11 +158,21 @@ type pending struct {
 	why        string // what showed the person down on it
 }
 
+// lie is a person seen lying outside the zones: since when, on how many of the frames seen,
+// and the last such frame.
+type lie struct {
+	start      time.Time
+	seen, down int
+	last       sample
+}
+
 // maxSamples bounds a track's history: four seconds at 120 frames/s.
 const maxSamples = 480
 
 // New returns a detector for one track.
-func New(cfg Config, beds [][]image.Point) *Detector { return &Detector{cfg: cfg, Beds: beds} }
+func New(cfg Config, beds, chairs [][]image.Point) *Detector {
+	return &Detector{cfg: cfg, Beds: beds, Chairs: chairs}
+}
 
 // Add records a frame the person was seen on: their skeleton and box. It returns an alert
 // when a fall is confirmed on it.
@@ -147,6 +182,7 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 		return d.Tick(t)
 	}
 	d.lastSeen, d.lastAt = t, image.Pt(int(cur.hipX), int(cur.hipY))
+	d.follow(cur)
 	if cur.hips {
 		d.samples = append(d.samples, cur)
 		// Four seconds of history, and never more than maxSamples whatever the clock says.
@@ -155,7 +191,7 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 		}
 	}
 	if d.standing < d.cfg.MinHeight {
-		return Alert{}, false
+		return d.Tick(t)
 	}
 	if d.fallen != nil && d.up(d.fallen, cur) {
 		d.rise, d.rose = t.Sub(d.fallen.Down), true
@@ -166,11 +202,11 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 		if cur.hips {
 			d.pend = d.descent(cur)
 		}
-		return Alert{}, false
+		return d.onFloor(t)
 	}
 	if d.up(d.pend, cur) {
 		d.pend = nil // up again: a stumble, a crouch or a bend
-		return Alert{}, false
+		return d.onFloor(t)
 	}
 	why, down := d.down(d.pend, cur)
 	if down || d.pend.down > 0 {
@@ -185,9 +221,18 @@ func (d *Detector) Add(t time.Time, s pose.Skeleton, box image.Rectangle) (Alert
 	return d.Tick(t)
 }
 
-// Tick judges a waiting descent at t, whether or not the person was seen: call it on every
-// frame the person was not. It returns an alert when the fall is confirmed.
+// Tick judges a waiting descent, and a person lying on the floor, at t, whether or not the
+// person was seen: call it on every frame the person was not. It returns an alert when a
+// fall is confirmed.
 func (d *Detector) Tick(t time.Time) (Alert, bool) {
+	if a, ok := d.descended(t); ok {
+		return a, true
+	}
+	return d.onFloor(t)
+}
+
+// descended judges a waiting descent at t.
+func (d *Detector) descended(t time.Time) (Alert, bool) {
 	p := d.pend
 	if p == nil || t.Sub(p.Down) < d.cfg.Confirm {
 		return Alert{}, false
@@ -205,7 +250,7 @@ func (d *Detector) Tick(t time.Time) (Alert, bool) {
 	if !d.lastAlert.IsZero() && t.Sub(d.lastAlert) < d.cfg.Cooldown {
 		return Alert{}, false
 	}
-	d.lastAlert = t
+	d.lastAlert, d.lie = t, nil
 	a := p.Alert
 	a.At = t
 	a.Depth, a.Torso = d.drop(p, p.last), p.last.tilt
@@ -214,6 +259,63 @@ func (d *Detector) Tick(t time.Time) (Alert, bool) {
 	a.Strength *= float64(p.down) / float64(max(p.seen, 1))
 	d.fallen = p
 	return a, true
+}
+
+// follow keeps the record of a person lying outside the zones: a frame of them lying adds to
+// it, a frame of them upright ends it, and so does a frame with them lying in a bed or a
+// chair zone, or a long time unseen.
+func (d *Detector) follow(cur sample) {
+	if d.lie != nil && cur.t.Sub(d.lie.last.t) > d.cfg.FloorTime {
+		d.lie = nil // lost for long: what comes now is not the same lie
+	}
+	at := image.Pt(int(cur.hipX), int(cur.hipY))
+	switch {
+	case cur.lying && !inAny(d.Beds, at) && !inAny(d.Chairs, at):
+		if d.lie == nil {
+			d.lie = &lie{start: cur.t}
+		}
+		d.lie.seen++
+		d.lie.down++
+		d.lie.last = cur
+	case d.lie == nil:
+	case d.upright(cur) || cur.lying || cur.lyingWhy == "propped":
+		// Up again, or held up on straight arms (getting up, or a push-up), or lying in a bed
+		// or a chair: the lie, if any, starts again.
+		d.lie = nil
+	default:
+		d.lie.seen++
+	}
+}
+
+// onFloor raises an "on the floor" alert when the person has been seen lying outside the
+// zones for FloorTime, on at least DownShare of the frames seen since, and lately: no descent
+// need have been seen.
+func (d *Detector) onFloor(t time.Time) (Alert, bool) {
+	l := d.lie
+	if l == nil || d.cfg.FloorTime <= 0 || t.Sub(l.start) < d.cfg.FloorTime || t.Sub(l.last.t) > d.cfg.Confirm {
+		return Alert{}, false
+	}
+	if l.down < 3 || float64(l.down) < d.cfg.DownShare*float64(l.seen) {
+		return Alert{}, false
+	}
+	if !d.lastAlert.IsZero() && t.Sub(d.lastAlert) < d.cfg.Cooldown {
+		return Alert{}, false
+	}
+	d.lastAlert, d.lie = t, nil
+	a := Alert{Kind: OnFloor, Start: l.start, Down: l.start, At: t, Drop: math.NaN(), Speed: math.NaN(), Depth: math.NaN(),
+		Torso: l.last.tilt, Strength: float64(l.down) / float64(max(l.seen, 1))}
+	a.Reasons = []string{
+		fmt.Sprintf("seen lying on the floor for %.1f s, outside any bed or chair zone (the rule: %.0f s), with no fall seen", t.Sub(l.start).Seconds(), d.cfg.FloorTime.Seconds()),
+		l.last.lyingWhy,
+		fmt.Sprintf("seen lying on %d of %d frames", l.down, l.seen),
+	}
+	return a, true
+}
+
+// upright says whether a frame shows the person upright: torso upright, box narrow, feet
+// well below the hips.
+func (d *Detector) upright(cur sample) bool {
+	return cur.tilt < 30 && (math.IsNaN(cur.aspect) || cur.aspect < 0.8) && cur.height > 0
 }
 
 // drop is how far below the descent's start the hips are, in body heights: measured from the
@@ -309,6 +411,7 @@ func (d *Detector) measure(t time.Time, s pose.Skeleton, box image.Rectangle) (s
 			cur.height = 2.7 * torso
 		}
 	}
+	cur.lying, cur.lyingWhy = d.lying(s, box, cur)
 	// The standing references follow the person while upright: torso upright, box narrow, and
 	// not much lower than standing (a person kneeling or sitting upright is lower; one walking
 	// away from the camera shrinks by a few percent a frame).
@@ -327,6 +430,47 @@ func (d *Detector) measure(t time.Time, s pose.Skeleton, box image.Rectangle) (s
 		d.lastUpright = t
 	}
 	return cur, true
+}
+
+// lying says whether a frame shows the pose of a person lying, whatever came before: the
+// torso seen towards horizontal or head down; the legs not standing under the hips; and the
+// body not held up on straight arms (a push-up, a person on all fours getting up).
+func (d *Detector) lying(s pose.Skeleton, box image.Rectangle, cur sample) (bool, string) {
+	long := float64(max(box.Dx(), box.Dy()))
+	if box.Empty() || long < d.cfg.MinHeight {
+		return false, ""
+	}
+	_, ay, okA := s.Mean(d.cfg.MinScore, pose.LeftAnkle, pose.RightAnkle)
+	sx, sy, okS := s.Mean(d.cfg.MinScore, pose.LeftShoulder, pose.RightShoulder)
+	_, wy, okW := s.Mean(d.cfg.MinScore, pose.LeftWrist, pose.RightWrist)
+	torso := 0.0
+	if okS && cur.hips {
+		torso = math.Hypot(cur.hipX-sx, cur.hipY-sy)
+	}
+	if propped(cur, okS, okW, sy, wy, torso) {
+		return false, "propped"
+	}
+	// The torso itself must be seen lying: a wide box alone is as often a desk or a bed that
+	// the detector scores weakly as a person.
+	if !(cur.tilt >= d.cfg.TorsoAngle) {
+		return false, ""
+	}
+	why := fmt.Sprintf("torso at %.0f degrees from upright", cur.tilt)
+	if cur.aspect >= d.cfg.WideBox {
+		why += fmt.Sprintf(", the person's box %.1f times wider than high", cur.aspect)
+	}
+	// Standing legs: the feet far below the hips (a bend, a yoga pose, a person reaching down).
+	if okA && cur.hips && ay-cur.hipY > 0.3*long {
+		return false, ""
+	}
+	return true, why
+}
+
+// propped says whether the body is held up on straight arms: the wrists below the shoulders
+// by most of an arm's length, the torso leaning over but not head down. A push-up, or a person on all fours
+// getting up.
+func propped(cur sample, okS, okW bool, sy, wy, torso float64) bool {
+	return okW && okS && torso > 0 && wy-sy > 0.8*torso && cur.tilt >= 45 && cur.tilt < 120
 }
 
 // freeFall is half of gravity's acceleration in body heights (shoulders to ankles, about

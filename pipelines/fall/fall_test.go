@@ -3,6 +3,7 @@ package fall
 import (
 	"image"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,7 +85,7 @@ var walk = motion{dur: 3 * time.Second, dx: 150}
 func TestFallsRaiseAnAlertWithinTwoSeconds(t *testing.T) {
 	for _, dur := range []time.Duration{500 * time.Millisecond, 800 * time.Millisecond, 1500 * time.Millisecond} {
 		for _, angle := range []float64{80, 90} {
-			d := New(DefaultConfig, nil)
+			d := New(DefaultConfig, nil, nil)
 			r := play(d, walk,
 				motion{dur: dur, dx: 30, dy: 0.5 * height, torso: angle, legs: -angle},
 				motion{dur: 4 * time.Second, torso: angle, legs: -angle})
@@ -113,7 +114,7 @@ func TestNormalMovementsRaiseNone(t *testing.T) {
 		{"just walking", []motion{walk, walk, walk}},
 	}
 	for _, tt := range tests {
-		d := New(DefaultConfig, nil)
+		d := New(DefaultConfig, nil, nil)
 		if r := play(d, tt.motions...); len(r.alerts) != 0 {
 			t.Errorf("%s: %d alerts (%v), want none", tt.name, len(r.alerts), r.alerts[0].Reasons)
 		}
@@ -122,20 +123,20 @@ func TestNormalMovementsRaiseNone(t *testing.T) {
 
 func TestLyingInABedZoneRaisesNone(t *testing.T) {
 	bed := [][]image.Point{{{150, 300}, {400, 300}, {400, 420}, {150, 420}}}
-	d := New(DefaultConfig, bed)
+	d := New(DefaultConfig, bed, nil)
 	r := play(d, walk, motion{dur: 800 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 90, legs: -90}, motion{dur: 4 * time.Second, torso: 90, legs: -90})
 	if len(r.alerts) != 0 {
 		t.Errorf("lying down in bed: %d alerts, want none", len(r.alerts))
 	}
 	// The same fall outside the bed raises one.
-	d = New(DefaultConfig, [][]image.Point{{{600, 300}, {800, 300}, {800, 420}, {600, 420}}})
+	d = New(DefaultConfig, [][]image.Point{{{600, 300}, {800, 300}, {800, 420}, {600, 420}}}, nil)
 	if r := play(d, walk, motion{dur: 800 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 90, legs: -90}, motion{dur: 4 * time.Second, torso: 90, legs: -90}); len(r.alerts) != 1 {
 		t.Errorf("a fall outside the bed: %d alerts, want 1", len(r.alerts))
 	}
 }
 
 func TestCooldown(t *testing.T) {
-	d := New(DefaultConfig, nil)
+	d := New(DefaultConfig, nil, nil)
 	fallAndRise := []motion{walk, {dur: 800 * time.Millisecond, dy: 0.5 * height, torso: 90, legs: -90}, {dur: 3 * time.Second, torso: 90, legs: -90},
 		{dur: 2 * time.Second, dy: -0.5 * height, torso: 0, legs: 0}}
 	r := play(d, append(fallAndRise, fallAndRise...)...)
@@ -145,7 +146,7 @@ func TestCooldown(t *testing.T) {
 }
 
 func TestTimeToGetUp(t *testing.T) {
-	d := New(DefaultConfig, nil)
+	d := New(DefaultConfig, nil, nil)
 	r := play(d, walk, motion{dur: 800 * time.Millisecond, dy: 0.5 * height, torso: 90, legs: -90},
 		motion{dur: 6 * time.Second, torso: 90, legs: -90},
 		motion{dur: 3 * time.Second, dy: -0.5 * height, torso: 0, legs: 0}, walk)
@@ -158,7 +159,7 @@ func TestTimeToGetUp(t *testing.T) {
 	if !ok || rise < 8*time.Second || rise > 9*time.Second {
 		t.Errorf("time to get up %v (measured: %v), want about 8.5 s", rise, ok)
 	}
-	if d2 := New(DefaultConfig, nil); func() bool { play(d2, walk, walk); _, ok := d2.Rise(); return ok }() {
+	if d2 := New(DefaultConfig, nil, nil); func() bool { play(d2, walk, walk); _, ok := d2.Rise(); return ok }() {
 		t.Error("a time to get up with no fall")
 	}
 }
@@ -171,15 +172,15 @@ func TestFallsAtEveryFrameRate(t *testing.T) {
 	bend := []motion{walk, {dur: 700 * time.Millisecond, dy: 0.15 * height, torso: 75}, {dur: 800 * time.Millisecond, torso: 75},
 		{dur: 700 * time.Millisecond, dy: -0.15 * height, torso: 0}, walk}
 	for _, fps := range []float64{7, 12.5, 18, 30, 60} {
-		if r := playAt(New(DefaultConfig, nil), fps, nil, fall...); len(r.alerts) != 1 {
+		if r := playAt(New(DefaultConfig, nil, nil), fps, nil, fall...); len(r.alerts) != 1 {
 			t.Errorf("%v frames/s: a fall raised %d alerts, want 1", fps, len(r.alerts))
 		} else if late := r.alerts[0].At.Sub(r.down); late < 0 || late > 2*time.Second {
 			t.Errorf("%v frames/s: alert %v after coming down, want within 2 s", fps, late)
 		}
-		if r := playAt(New(DefaultConfig, nil), fps, nil, sit...); len(r.alerts) != 0 {
+		if r := playAt(New(DefaultConfig, nil, nil), fps, nil, sit...); len(r.alerts) != 0 {
 			t.Errorf("%v frames/s: sitting down raised %d alerts, want none", fps, len(r.alerts))
 		}
-		if r := playAt(New(DefaultConfig, nil), fps, nil, bend...); len(r.alerts) != 0 {
+		if r := playAt(New(DefaultConfig, nil, nil), fps, nil, bend...); len(r.alerts) != 0 {
 			t.Errorf("%v frames/s: bending over raised %d alerts, want none", fps, len(r.alerts))
 		}
 	}
@@ -192,7 +193,7 @@ func TestFallWithTheFeetOutOfView(t *testing.T) {
 		s[pose.LeftAnkle].Score, s[pose.RightAnkle].Score = 0, 0
 		return s, true
 	}
-	d := New(DefaultConfig, nil)
+	d := New(DefaultConfig, nil, nil)
 	r := playAt(d, 30, noFeet, walk, motion{dur: 700 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 80, legs: -80}, motion{dur: 4 * time.Second, torso: 80, legs: -80})
 	if len(r.alerts) != 1 {
 		t.Fatalf("%d alerts, want 1", len(r.alerts))
@@ -201,7 +202,7 @@ func TestFallWithTheFeetOutOfView(t *testing.T) {
 	if got, want := d.Standing(), 2.7*0.45*height; math.Abs(got-want) > 1 {
 		t.Errorf("standing height %.1f px from the torso, want %.1f", got, want)
 	}
-	if r := playAt(New(DefaultConfig, nil), 30, noFeet, walk, walk); len(r.alerts) != 0 {
+	if r := playAt(New(DefaultConfig, nil, nil), 30, noFeet, walk, walk); len(r.alerts) != 0 {
 		t.Errorf("walking with the feet out of view: %d alerts, want none", len(r.alerts))
 	}
 }
@@ -210,7 +211,7 @@ func TestFallWithTheFeetOutOfView(t *testing.T) {
 // it has the shoulders below the hips in the image; the torso is then 180 degrees from
 // upright, not 0.
 func TestFallHeadTowardsTheCamera(t *testing.T) {
-	r := play(New(DefaultConfig, nil), walk, motion{dur: 600 * time.Millisecond, dy: 0.6 * height, torso: 175, legs: 175}, motion{dur: 3 * time.Second, torso: 175, legs: 175})
+	r := play(New(DefaultConfig, nil, nil), walk, motion{dur: 600 * time.Millisecond, dy: 0.6 * height, torso: 175, legs: 175}, motion{dur: 3 * time.Second, torso: 175, legs: 175})
 	if len(r.alerts) != 1 {
 		t.Fatalf("%d alerts, want 1", len(r.alerts))
 	}
@@ -233,14 +234,105 @@ func TestFallThenLostByTheDetector(t *testing.T) {
 	}
 	fall := []motion{walk, {dur: 600 * time.Millisecond, dx: 20, dy: 0.5 * height, torso: 85, legs: -85}, {dur: 4 * time.Second, torso: 85, legs: -85}}
 	// Walking takes 30 frames, the fall 6: the person is seen down on 3 more.
-	r := playAt(New(DefaultConfig, nil), 10, lostAfter(39), fall...)
+	r := playAt(New(DefaultConfig, nil, nil), 10, lostAfter(39), fall...)
 	if len(r.alerts) != 1 {
 		t.Fatalf("lost on the floor: %d alerts, want 1", len(r.alerts))
 	}
 	if late := r.alerts[0].At.Sub(r.down); late > 2*time.Second {
 		t.Errorf("alert %v after coming down, want within 2 s", late)
 	}
-	if r := playAt(New(DefaultConfig, nil), 10, lostAfter(35), fall...); len(r.alerts) != 0 {
+	if r := playAt(New(DefaultConfig, nil, nil), 10, lostAfter(35), fall...); len(r.alerts) != 0 {
 		t.Errorf("lost while coming down, never seen down: %d alerts, want none", len(r.alerts))
+	}
+}
+
+// lieStill feeds a person lying across the view, hips at (hx, hy), for dur at 10 frames/s
+// from at, the hips trembling by a pixel; arms, when set, props the shoulders on straight arms
+// (a push-up). It returns the alerts and the time after the last frame.
+func lieStill(d *Detector, at time.Time, dur time.Duration, hx, hy float64, arms bool) ([]Alert, time.Time) {
+	var alerts []Alert
+	for i := 0; i < int(dur/(100*time.Millisecond)); i++ {
+		at = at.Add(100 * time.Millisecond)
+		s := body(hx+float64(i%2), hy, 90, 90)
+		if arms {
+			sx, sy := s[pose.LeftShoulder].X, s[pose.LeftShoulder].Y
+			w := pose.Keypoint{X: sx, Y: sy + 0.5*height, Score: 0.8}
+			s[pose.LeftWrist], s[pose.RightWrist] = w, w
+		}
+		if a, ok := d.Add(at, s, s.Bounds(0.5)); ok {
+			alerts = append(alerts, a)
+		}
+	}
+	return alerts, at
+}
+
+var dawn = time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
+
+func TestLyingFromTheStartIsOnTheFloor(t *testing.T) {
+	d := New(DefaultConfig, nil, nil)
+	alerts, _ := lieStill(d, dawn, 8*time.Second, 300, 400, false)
+	if len(alerts) != 1 {
+		t.Fatalf("a person lying from the first frame for 8 s: %d alerts, want 1", len(alerts))
+	}
+	a := alerts[0]
+	if a.Kind != OnFloor {
+		t.Errorf("kind %v, want OnFloor", a.Kind)
+	}
+	if lay := a.At.Sub(a.Start); lay < DefaultConfig.FloorTime || lay > DefaultConfig.FloorTime+200*time.Millisecond {
+		t.Errorf("alerted after %v of lying, want %v", lay, DefaultConfig.FloorTime)
+	}
+	if len(a.Reasons) == 0 || !strings.Contains(a.Reasons[0], "on the floor") {
+		t.Errorf("reasons %q, want the floor rule named first", a.Reasons)
+	}
+}
+
+func TestLyingInAZoneIsNotOnTheFloor(t *testing.T) {
+	zone := [][]image.Point{{{200, 350}, {400, 350}, {400, 450}, {200, 450}}}
+	for _, tt := range []struct {
+		name         string
+		beds, chairs [][]image.Point
+	}{{"bed", zone, nil}, {"chair", nil, zone}} {
+		alerts, _ := lieStill(New(DefaultConfig, tt.beds, tt.chairs), dawn, 20*time.Second, 300, 400, false)
+		if len(alerts) != 0 {
+			t.Errorf("lying in a %s zone for 20 s: %d alerts, want none", tt.name, len(alerts))
+		}
+	}
+	// Beside the zone, the same person is on the floor.
+	if alerts, _ := lieStill(New(DefaultConfig, zone, nil), dawn, 8*time.Second, 600, 400, false); len(alerts) != 1 {
+		t.Errorf("lying beside a bed zone: %d alerts, want 1", len(alerts))
+	}
+}
+
+func TestHeldUpOnStraightArmsIsNotLying(t *testing.T) {
+	if alerts, _ := lieStill(New(DefaultConfig, nil, nil), dawn, 20*time.Second, 300, 400, true); len(alerts) != 0 {
+		t.Errorf("a push-up held for 20 s: %d alerts, want none", len(alerts))
+	}
+}
+
+func TestStandingUpEndsTheLie(t *testing.T) {
+	d := New(DefaultConfig, nil, nil)
+	alerts, at := lieStill(d, dawn, 3500*time.Millisecond, 300, 400, false)
+	for range 10 {
+		at = at.Add(100 * time.Millisecond)
+		s := body(300, 350, 0, 0)
+		if a, ok := d.Add(at, s, s.Bounds(0.5)); ok {
+			alerts = append(alerts, a)
+		}
+	}
+	more, _ := lieStill(d, at, 3500*time.Millisecond, 300, 400, false)
+	// Lying down again from standing in a tenth of a second may be judged a seen fall; it must
+	// not be judged on the floor.
+	for _, a := range append(alerts, more...) {
+		if a.Kind == OnFloor {
+			t.Errorf("3.5 s lying, up for 1 s, 3.5 s lying: an on-the-floor alert at %v, want none", a.At.Sub(dawn))
+		}
+	}
+}
+
+func TestASeenFallIsNotAlsoOnTheFloor(t *testing.T) {
+	d := New(DefaultConfig, nil, nil)
+	r := play(d, walk, motion{dur: 800 * time.Millisecond, dy: 0.5 * height, torso: 90, legs: 90}, motion{dur: 10 * time.Second, torso: 90, legs: 90})
+	if len(r.alerts) != 1 || r.alerts[0].Kind != Seen {
+		t.Fatalf("a fall seen, then 10 s on the floor: %d alerts (%v), want one seen fall", len(r.alerts), r.alerts)
 	}
 }

@@ -47,6 +47,15 @@ type Config struct {
 	// at noise could otherwise start one on every box. A detection over the bound starts none.
 	// Zero means DefaultMaxTracks.
 	MaxTracks int
+	// WeakStart is the least score with which a box that continues no track may still start
+	// one, when it is found at the same place on Persist frames running (a frame or two
+	// unseen between them allowed): a person already lying on the floor when the camera
+	// starts scores 0.3-0.6 with FastestDet and is never seen standing. Zero: only MinScore
+	// starts a track.
+	WeakStart float64
+	// Persist is how many frames a weak box must be found on before it starts a track; about
+	// a second of frames. Zero means 10.
+	Persist int
 }
 
 // DefaultMaxTracks is more people than a ward room holds.
@@ -60,9 +69,21 @@ type Tracker struct {
 	cfg    Config
 	next   int64
 	tracks []*Track
+	// candidates are weak boxes followed until they have persisted long enough to start a track.
+	candidates []candidate
 	// switches counts the likely identity switches so far.
 	switches int
 }
+
+// candidate is a weak box seen on hits frames, last missed frames ago.
+type candidate struct {
+	box          image.Rectangle
+	hits, missed int
+}
+
+// maxCandidates bounds the weak boxes followed at once: a camera looking at clutter may score
+// many.
+const maxCandidates = 16
 
 // Switches is how many identity switches the tracker has likely made so far, with no ground
 // truth to count them against: a track whose box jumped (it probably passed to someone else),
@@ -118,8 +139,9 @@ func (tr *Tracker) Update(obs []Observation) []*Track {
 	if limit <= 0 {
 		limit = DefaultMaxTracks
 	}
+	persisted := tr.persist(obs, out)
 	for i, o := range obs {
-		if out[i] == nil && strong(o) && len(tr.tracks) < limit {
+		if out[i] == nil && (strong(o) || persisted[i]) && len(tr.tracks) < limit {
 			if tr.lostNear(o.Box) {
 				tr.switches++
 			}
@@ -130,6 +152,53 @@ func (tr *Tracker) Update(obs []Observation) []*Track {
 		}
 	}
 	return out
+}
+
+// persist follows the weak boxes that continue no track, and says which have now been found
+// at the same place on enough frames to start one.
+func (tr *Tracker) persist(obs []Observation, out []*Track) []bool {
+	if tr.cfg.WeakStart <= 0 {
+		return nil
+	}
+	need := tr.cfg.Persist
+	if need <= 0 {
+		need = 10
+	}
+	ready := make([]bool, len(obs))
+	used := make([]bool, len(tr.candidates))
+	for i, o := range obs {
+		if out[i] != nil || o.Score >= tr.cfg.MinScore || o.Score < tr.cfg.WeakStart || tr.touches(o.Box) {
+			continue
+		}
+		best, bestIoU := -1, 0.3
+		for c := range tr.candidates {
+			if v := iou(tr.candidates[c].box, o.Box); !used[c] && v >= bestIoU {
+				best, bestIoU = c, v
+			}
+		}
+		if best < 0 {
+			if len(tr.candidates) < maxCandidates {
+				tr.candidates = append(tr.candidates, candidate{box: o.Box, hits: 1})
+				used = append(used, true)
+			}
+			continue
+		}
+		c := &tr.candidates[best]
+		used[best] = true
+		c.box, c.hits, c.missed = o.Box, c.hits+1, 0
+		ready[i] = c.hits >= need
+	}
+	kept := tr.candidates[:0]
+	for c, cand := range tr.candidates {
+		if !used[c] {
+			cand.missed++
+		}
+		if cand.missed <= 2 && cand.hits < need {
+			kept = append(kept, cand)
+		}
+	}
+	tr.candidates = kept
+	return ready
 }
 
 // match pairs the observations that pass use with the tracks not used yet, best overlap first,
@@ -194,6 +263,17 @@ func (tr *Tracker) match(obs []Observation, out []*Track, usedT []bool, use func
 		t.Missed = 0
 		out[p.o] = t
 	}
+}
+
+// touches says whether a box overlaps a live track's: part of a person already followed (a
+// lying person is often found whole and again in parts), not someone new.
+func (tr *Tracker) touches(box image.Rectangle) bool {
+	for _, t := range tr.tracks {
+		if in := box.Intersect(t.predicted()); !in.Empty() && 10*in.Dx()*in.Dy() > box.Dx()*box.Dy() {
+			return true
+		}
+	}
+	return false
 }
 
 // Started is how many track IDs were given out so far.

@@ -85,3 +85,40 @@ func TestTracksBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestAWeakBoxThatStaysStartsATrack: a person already lying when the camera starts scores
+// under the threshold that starts a track; found at the same place for Persist frames, they
+// are followed. A weak box that does not stay, or that is part of a person already followed,
+// starts none.
+func TestAWeakBoxThatStaysStartsATrack(t *testing.T) {
+	cfg := DefaultConfig
+	cfg.MinScore, cfg.WeakStart, cfg.Persist = 0.65, 0.3, 5
+	lying := image.Rect(100, 200, 220, 250)
+	tr := New(cfg)
+	for f := 1; f <= 5; f++ {
+		got := tr.Update([]Observation{{lying.Add(image.Pt(f%2, 0)), 0.4}})
+		if f < 5 && got[0] != nil {
+			t.Fatalf("frame %d: a weak box started a track before persisting", f)
+		}
+		if f == 5 && got[0] == nil {
+			t.Fatalf("frame 5: a weak box found on 5 frames started no track")
+		}
+	}
+	// Flickering at different places, or too weak: nothing.
+	tr = New(cfg)
+	for f := 1; f <= 20; f++ {
+		got := tr.Update([]Observation{{box(60*(f%4), 0), 0.4}, {lying, 0.25}})
+		if got[0] != nil || got[1] != nil {
+			t.Fatalf("frame %d: a track from a box that moves about or scores 0.25", f)
+		}
+	}
+	// A weak box inside a followed person's box is that person found in part.
+	tr = New(cfg)
+	person := image.Rect(100, 100, 160, 260)
+	for f := 1; f <= 20; f++ {
+		got := tr.Update([]Observation{{person, 0.9}, {image.Rect(100, 200, 160, 260), 0.4}})
+		if got[1] != nil {
+			t.Fatalf("frame %d: a weak box within a followed person started track %d", f, got[1].ID)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/gait"
 	"github.com/vigil-health/vigil/pipelines/pose"
 	"github.com/vigil-health/vigil/pipelines/risk"
@@ -18,6 +19,10 @@ var (
 	fallColour     = color.RGBA{R: 230, G: 40, B: 40, A: 255}
 	skeletonColour = color.RGBA{R: 255, G: 210, B: 0, A: 255}
 )
+
+// FloorLabel is the label of a person found lying on the floor with no fall seen: a reviewer
+// tells it from a seen "fall" at a glance.
+const FloorLabel = "person on the floor"
 
 // FallFinding is a fall for the review queue, at the top priority: the frame that confirmed it
 // with the person's box and skeleton drawn on it, the frames from the start of the descent to
@@ -33,20 +38,27 @@ func FallFinding(camera string, f Fall, img vision.Frame, ref review.ModelRef) (
 		bones = append(bones, vision.Line{From: image.Pt(int(p.X), int(p.Y)), To: image.Pt(int(q.X), int(q.Y)), Color: skeletonColour})
 	}
 	box := f.Person.Box
-	png, err := vision.AnnotateFramePNG(img, []vision.Mark{{Rect: box, Color: fallColour, Caption: fmt.Sprintf("fall: track %d", f.TrackID)}}, bones)
+	label := "fall"
+	var m []review.Measurement
+	switch f.Kind {
+	case fall.OnFloor:
+		label = FloorLabel
+		m = append(m, review.Measurement{Name: "time seen lying", Value: round2(f.At.Sub(f.Start).Seconds()), Unit: "s"})
+	default:
+		m = append(m,
+			review.Measurement{Name: "hip drop", Value: round2(f.Drop), Unit: "{body_height}"},
+			review.Measurement{Name: "descent speed", Value: round2(f.Speed), Unit: "{body_height}/s"},
+			review.Measurement{Name: "depth below standing", Value: round2(f.Depth), Unit: "{body_height}"})
+	}
+	png, err := vision.AnnotateFramePNG(img, []vision.Mark{{Rect: box, Color: fallColour, Caption: fmt.Sprintf("%s: track %d", label, f.TrackID)}}, bones)
 	if err != nil {
 		return review.Finding{}, err
-	}
-	m := []review.Measurement{
-		{Name: "hip drop", Value: round2(f.Drop), Unit: "{body_height}"},
-		{Name: "descent speed", Value: round2(f.Speed), Unit: "{body_height}/s"},
-		{Name: "depth below standing", Value: round2(f.Depth), Unit: "{body_height}"},
 	}
 	if !math.IsNaN(f.Torso) {
 		m = append(m, review.Measurement{Name: "torso from vertical", Value: math.Round(f.Torso), Unit: "deg"})
 	}
 	return review.Finding{
-		Pipeline: review.PipelineFall, Label: "fall", Score: f.Strength, Priority: review.PriorityFall,
+		Pipeline: review.PipelineFall, Label: label, Score: f.Strength, Priority: review.PriorityFall,
 		Box:          &review.Box{X: float64(box.Min.X), Y: float64(box.Min.Y), Width: float64(box.Dx()), Height: float64(box.Dy())},
 		Measurements: m, Evidence: f.Reasons, Model: ref,
 		Source: review.Source{CameraID: camera, TrackID: f.TrackID, StartTime: f.Start, EndTime: f.At,

@@ -30,8 +30,12 @@ type Config struct {
 	// Floor, when set, maps image pixels on the floor to metres: gait speed in m/s from the
 	// feet's way over the floor. It takes the place of PixelsPerMetre.
 	Floor *Homography
-	// Beds are polygons (frame pixels) where lying down raises no fall alert.
-	Beds [][]image.Point
+	// Beds are polygons (frame pixels) where lying down raises no fall alert; Chairs where
+	// sitting (or slumping) raises no "on the floor" alert.
+	Beds, Chairs [][]image.Point
+	// FrameRate is the camera's, in frames per second (0 when unknown): it turns the seconds a
+	// weak box must persist to start a track into frames.
+	FrameRate float64
 	// WeakScore is the least detection score that may continue a track the detector's own
 	// threshold started (ByteTrack's second pass): a person lying on the floor scores 0.2-0.6
 	// with FastestDet, at the frame's edge 0.2-0.3, where a person standing scores over 0.8.
@@ -114,6 +118,8 @@ type Pipeline struct {
 	errs      []error
 	seen      map[int64]bool
 	live      map[int64]bool
+	// raised are the alerts of the last cooldown, by place.
+	raised []raised
 	// Last is the last frame's timings; Falls the alerts confirmed on it; Ended the summaries of
 	// the tracks that ended on it.
 	Last  Timings
@@ -142,6 +148,14 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 	}
 	if cfg.Track.MinScore == 0 {
 		cfg.Track.MinScore = det.Threshold()
+	}
+	if cfg.Track.WeakStart == 0 {
+		// A person lying when the camera starts, never seen standing, scores 0.3-0.6: a box of
+		// 0.3 or more found at the same place for a second starts a track.
+		cfg.Track.WeakStart = max(0.3, cfg.WeakScore)
+		if cfg.FrameRate > 0 {
+			cfg.Track.Persist = max(3, int(math.Ceil(cfg.FrameRate)))
+		}
 	}
 	det.SetFloor(cfg.WeakScore)
 	ests := []*pose.Estimator{est}
@@ -232,7 +246,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			if lost := p.lostNear(t, person, seen); lost != nil {
 				fd = lost
 			} else if fd == nil {
-				fd = fall.New(p.cfg.Fall, p.cfg.Beds)
+				fd = fall.New(p.cfg.Fall, p.cfg.Beds, p.cfg.Chairs)
 			}
 			p.falls[id] = fd
 		}
@@ -242,7 +256,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			// people's legs, so this frame says nothing of this person's steps or of a fall;
 			// a fall seen before it is still judged.
 			if a, ok := fd.Tick(t); ok {
-				p.Falls = append(p.Falls, p.fall(a, person, seq))
+				p.raise(a, person, seq)
 			}
 			continue
 		}
@@ -251,7 +265,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			g.Add(t, person.Skeleton, person.Box)
 		}
 		if a, ok := fd.Add(t, person.Skeleton, person.Box); ok {
-			p.Falls = append(p.Falls, p.fall(a, person, seq))
+			p.raise(a, person, seq)
 		}
 	}
 	p.handOver(t, people, seen, seq)
@@ -264,7 +278,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 		if a, ok := fd.Tick(t); ok {
 			last := p.lastSeen[id]
 			last.TrackID = id
-			p.Falls = append(p.Falls, p.fall(a, last, seq))
+			p.raise(a, last, seq)
 		}
 	}
 	// Forget the tracks that have ended, but not a descent still waiting for confirmation.
@@ -302,7 +316,9 @@ func (p *Pipeline) estimate(ctx context.Context, f vision.Frame, dets []detect.D
 	clear(errs)
 	// A person coming down (a descent waiting for confirmation) whose box is as wide as high
 	// may be lying: the keypoint model sees them far better turned upright. Only then, for it
-	// costs four runs of the model.
+	// costs four runs of the model. Not for the floor rule: turned every way, the model finds
+	// a lying torso in a desk or a bed that the detector scores weakly as a person (measured
+	// on the UP-Fall Cam2 clips: five false "on the floor" alerts on its desk).
 	if cap(p.anyWay) < len(dets) {
 		p.anyWay = make([]bool, len(dets))
 	}
@@ -377,7 +393,7 @@ func (p *Pipeline) handOver(t time.Time, people []Person, seen map[int64]bool, s
 		seen[id] = true
 		p.lastSeen[id] = people[best]
 		if a, ok := fd.Add(t, people[best].Skeleton, people[best].Box); ok {
-			p.Falls = append(p.Falls, p.fall(a, people[best], seq))
+			p.raise(a, people[best], seq)
 		}
 	}
 }
@@ -439,6 +455,44 @@ func (p *Pipeline) distance(person Person, at image.Point) float64 {
 		x, y = float64(person.Box.Min.X+person.Box.Max.X)/2, float64(person.Box.Min.Y+person.Box.Max.Y)/2
 	}
 	return math.Hypot(x-float64(at.X), y-float64(at.Y))
+}
+
+// raise adds an alert to the frame's, unless one was raised at the same place (within the
+// longer side of either person's box) within the fall rules' cooldown: a person on the floor
+// is often followed as two or three tracks in turn, each with its own rules, and is still one
+// person to go to.
+func (p *Pipeline) raise(a fall.Alert, person Person, seq int64) {
+	c := centreOf(person.Box)
+	long := float64(max(person.Box.Dx(), person.Box.Dy()))
+	kept := p.raised[:0]
+	for _, r := range p.raised {
+		if a.At.Sub(r.at) < p.cfg.Fall.Cooldown {
+			kept = append(kept, r)
+		}
+	}
+	p.raised = kept
+	for _, r := range p.raised {
+		if math.Hypot(c.X-r.where.X, c.Y-r.where.Y) <= math.Max(long, r.long) {
+			return
+		}
+	}
+	p.raised = append(p.raised, raised{at: a.At, where: c, long: long})
+	p.Falls = append(p.Falls, p.fall(a, person, seq))
+}
+
+// floorPoint is a point of the frame, in pixels.
+type floorPoint struct{ X, Y float64 }
+
+// raised is an alert already raised: when, where (the middle of the person's box) and the
+// longer side of that box.
+type raised struct {
+	at    time.Time
+	where floorPoint
+	long  float64
+}
+
+func centreOf(r image.Rectangle) floorPoint {
+	return floorPoint{float64(r.Min.X+r.Max.X) / 2, float64(r.Min.Y+r.Max.Y) / 2}
 }
 
 // fall dresses an alert with the person and the frames it spans.

@@ -208,7 +208,7 @@ func TestFallsFromRealWalks(t *testing.T) {
 				if sc.beds != nil {
 					beds = sc.beds(sc.move(last, 1))
 				}
-				d := fall.New(fall.DefaultConfig, beds)
+				d := fall.New(fall.DefaultConfig, beds, nil)
 				at := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 				var alerts []time.Time
 				add := func(s pose.Skeleton) {

@@ -178,6 +178,60 @@ func (FrameEncoding) EnumDescriptor() ([]byte, []int) {
 	return file_vigil_v1_ward_proto_rawDescGZIP(), []int{2}
 }
 
+// FallKind says how a fall alert was reached.
+type FallKind int32
+
+const (
+	FallKind_FALL_KIND_UNSPECIFIED FallKind = 0
+	// FALL_KIND_SEEN: the descent was seen, and the person stayed down.
+	FallKind_FALL_KIND_SEEN FallKind = 1
+	// FALL_KIND_ON_FLOOR: the person was seen lying on the floor, outside every bed and chair
+	// zone, for the floor time; the descent was not seen (out of view, before the camera
+	// started, hidden).
+	FallKind_FALL_KIND_ON_FLOOR FallKind = 2
+)
+
+// Enum value maps for FallKind.
+var (
+	FallKind_name = map[int32]string{
+		0: "FALL_KIND_UNSPECIFIED",
+		1: "FALL_KIND_SEEN",
+		2: "FALL_KIND_ON_FLOOR",
+	}
+	FallKind_value = map[string]int32{
+		"FALL_KIND_UNSPECIFIED": 0,
+		"FALL_KIND_SEEN":        1,
+		"FALL_KIND_ON_FLOOR":    2,
+	}
+)
+
+func (x FallKind) Enum() *FallKind {
+	p := new(FallKind)
+	*p = x
+	return p
+}
+
+func (x FallKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FallKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_vigil_v1_ward_proto_enumTypes[3].Descriptor()
+}
+
+func (FallKind) Type() protoreflect.EnumType {
+	return &file_vigil_v1_ward_proto_enumTypes[3]
+}
+
+func (x FallKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FallKind.Descriptor instead.
+func (FallKind) EnumDescriptor() ([]byte, []int) {
+	return file_vigil_v1_ward_proto_rawDescGZIP(), []int{3}
+}
+
 // WardRequest is the stream's configuration (first message) or a frame (every later message).
 type WardRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1190,9 +1244,12 @@ type FallAlert struct {
 	// model's score.
 	HeuristicScore float32 `protobuf:"fixed32,5,opt,name=heuristic_score,json=heuristicScore,proto3" json:"heuristic_score,omitempty"`
 	// reasons lists the rules that fired, in plain words.
-	Reasons       []string         `protobuf:"bytes,6,rep,name=reasons,proto3" json:"reasons,omitempty"`
-	FindingId     string           `protobuf:"bytes,7,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
-	Risk          []*RiskIndicator `protobuf:"bytes,8,rep,name=risk,proto3" json:"risk,omitempty"`
+	Reasons   []string         `protobuf:"bytes,6,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	FindingId string           `protobuf:"bytes,7,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
+	Risk      []*RiskIndicator `protobuf:"bytes,8,rep,name=risk,proto3" json:"risk,omitempty"`
+	// kind says how the alert was reached: a descent seen, or a person seen lying on the floor
+	// for the camera's floor time with no descent seen.
+	Kind          FallKind `protobuf:"varint,9,opt,name=kind,proto3,enum=vigil.v1.FallKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1281,6 +1338,13 @@ func (x *FallAlert) GetRisk() []*RiskIndicator {
 		return x.Risk
 	}
 	return nil
+}
+
+func (x *FallAlert) GetKind() FallKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FallKind_FALL_KIND_UNSPECIFIED
 }
 
 // FrameError says one frame could not be processed; the stream goes on.
@@ -1581,7 +1645,7 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x12\n" +
 	"\x04unit\x18\x03 \x01(\tR\x04unit\x12\x1a\n" +
 	"\belevated\x18\x04 \x01(\bR\belevated\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xba\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xe2\x02\n" +
 	"\tFallAlert\x12\x19\n" +
 	"\btrack_id\x18\x01 \x01(\x03R\atrackId\x127\n" +
 	"\tdown_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bdownTime\x12%\n" +
@@ -1591,7 +1655,8 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\areasons\x18\x06 \x03(\tR\areasons\x12\x1d\n" +
 	"\n" +
 	"finding_id\x18\a \x01(\tR\tfindingId\x12+\n" +
-	"\x04risk\x18\b \x03(\v2\x17.vigil.v1.RiskIndicatorR\x04risk\"V\n" +
+	"\x04risk\x18\b \x03(\v2\x17.vigil.v1.RiskIndicatorR\x04risk\x12&\n" +
+	"\x04kind\x18\t \x01(\x0e2\x12.vigil.v1.FallKindR\x04kind\"V\n" +
 	"\n" +
 	"FrameError\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x12\n" +
@@ -1622,7 +1687,11 @@ const file_vigil_v1_ward_proto_rawDesc = "" +
 	"\x1aFRAME_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13FRAME_ENCODING_JPEG\x10\x01\x12\x16\n" +
 	"\x12FRAME_ENCODING_PNG\x10\x02\x12\x16\n" +
-	"\x12FRAME_ENCODING_BGR\x10\x032F\n" +
+	"\x12FRAME_ENCODING_BGR\x10\x03*Q\n" +
+	"\bFallKind\x12\x19\n" +
+	"\x15FALL_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eFALL_KIND_SEEN\x10\x01\x12\x16\n" +
+	"\x12FALL_KIND_ON_FLOOR\x10\x022F\n" +
 	"\x04Ward\x12>\n" +
 	"\fStreamCamera\x12\x15.vigil.v1.WardRequest\x1a\x13.vigil.v1.WardEvent(\x010\x01B6Z4github.com/vigil-health/vigil/proto/vigil/v1;vigilv1b\x06proto3"
 
@@ -1638,64 +1707,66 @@ func file_vigil_v1_ward_proto_rawDescGZIP() []byte {
 	return file_vigil_v1_ward_proto_rawDescData
 }
 
-var file_vigil_v1_ward_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_vigil_v1_ward_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_vigil_v1_ward_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_vigil_v1_ward_proto_goTypes = []any{
 	(FramePolicy)(0),              // 0: vigil.v1.FramePolicy
 	(ZoneKind)(0),                 // 1: vigil.v1.ZoneKind
 	(FrameEncoding)(0),            // 2: vigil.v1.FrameEncoding
-	(*WardRequest)(nil),           // 3: vigil.v1.WardRequest
-	(*StreamConfig)(nil),          // 4: vigil.v1.StreamConfig
-	(*Calibration)(nil),           // 5: vigil.v1.Calibration
-	(*Homography)(nil),            // 6: vigil.v1.Homography
-	(*Zone)(nil),                  // 7: vigil.v1.Zone
-	(*Frame)(nil),                 // 8: vigil.v1.Frame
-	(*WardEvent)(nil),             // 9: vigil.v1.WardEvent
-	(*Keypoint)(nil),              // 10: vigil.v1.Keypoint
-	(*Track)(nil),                 // 11: vigil.v1.Track
-	(*FrameResult)(nil),           // 12: vigil.v1.FrameResult
-	(*GaitSummary)(nil),           // 13: vigil.v1.GaitSummary
-	(*RiskIndicator)(nil),         // 14: vigil.v1.RiskIndicator
-	(*FallAlert)(nil),             // 15: vigil.v1.FallAlert
-	(*FrameError)(nil),            // 16: vigil.v1.FrameError
-	(*FramesDropped)(nil),         // 17: vigil.v1.FramesDropped
-	(*StreamStats)(nil),           // 18: vigil.v1.StreamStats
-	(*Point)(nil),                 // 19: vigil.v1.Point
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*Box)(nil),                   // 21: vigil.v1.Box
+	(FallKind)(0),                 // 3: vigil.v1.FallKind
+	(*WardRequest)(nil),           // 4: vigil.v1.WardRequest
+	(*StreamConfig)(nil),          // 5: vigil.v1.StreamConfig
+	(*Calibration)(nil),           // 6: vigil.v1.Calibration
+	(*Homography)(nil),            // 7: vigil.v1.Homography
+	(*Zone)(nil),                  // 8: vigil.v1.Zone
+	(*Frame)(nil),                 // 9: vigil.v1.Frame
+	(*WardEvent)(nil),             // 10: vigil.v1.WardEvent
+	(*Keypoint)(nil),              // 11: vigil.v1.Keypoint
+	(*Track)(nil),                 // 12: vigil.v1.Track
+	(*FrameResult)(nil),           // 13: vigil.v1.FrameResult
+	(*GaitSummary)(nil),           // 14: vigil.v1.GaitSummary
+	(*RiskIndicator)(nil),         // 15: vigil.v1.RiskIndicator
+	(*FallAlert)(nil),             // 16: vigil.v1.FallAlert
+	(*FrameError)(nil),            // 17: vigil.v1.FrameError
+	(*FramesDropped)(nil),         // 18: vigil.v1.FramesDropped
+	(*StreamStats)(nil),           // 19: vigil.v1.StreamStats
+	(*Point)(nil),                 // 20: vigil.v1.Point
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Box)(nil),                   // 22: vigil.v1.Box
 }
 var file_vigil_v1_ward_proto_depIdxs = []int32{
-	4,  // 0: vigil.v1.WardRequest.config:type_name -> vigil.v1.StreamConfig
-	8,  // 1: vigil.v1.WardRequest.frame:type_name -> vigil.v1.Frame
-	5,  // 2: vigil.v1.StreamConfig.calibration:type_name -> vigil.v1.Calibration
-	7,  // 3: vigil.v1.StreamConfig.zones:type_name -> vigil.v1.Zone
+	5,  // 0: vigil.v1.WardRequest.config:type_name -> vigil.v1.StreamConfig
+	9,  // 1: vigil.v1.WardRequest.frame:type_name -> vigil.v1.Frame
+	6,  // 2: vigil.v1.StreamConfig.calibration:type_name -> vigil.v1.Calibration
+	8,  // 3: vigil.v1.StreamConfig.zones:type_name -> vigil.v1.Zone
 	0,  // 4: vigil.v1.StreamConfig.policy:type_name -> vigil.v1.FramePolicy
-	6,  // 5: vigil.v1.Calibration.floor_homography:type_name -> vigil.v1.Homography
+	7,  // 5: vigil.v1.Calibration.floor_homography:type_name -> vigil.v1.Homography
 	1,  // 6: vigil.v1.Zone.kind:type_name -> vigil.v1.ZoneKind
-	19, // 7: vigil.v1.Zone.polygon:type_name -> vigil.v1.Point
-	20, // 8: vigil.v1.Frame.capture_time:type_name -> google.protobuf.Timestamp
+	20, // 7: vigil.v1.Zone.polygon:type_name -> vigil.v1.Point
+	21, // 8: vigil.v1.Frame.capture_time:type_name -> google.protobuf.Timestamp
 	2,  // 9: vigil.v1.Frame.encoding:type_name -> vigil.v1.FrameEncoding
-	12, // 10: vigil.v1.WardEvent.frame_result:type_name -> vigil.v1.FrameResult
-	13, // 11: vigil.v1.WardEvent.gait:type_name -> vigil.v1.GaitSummary
-	15, // 12: vigil.v1.WardEvent.fall:type_name -> vigil.v1.FallAlert
-	16, // 13: vigil.v1.WardEvent.frame_error:type_name -> vigil.v1.FrameError
-	17, // 14: vigil.v1.WardEvent.dropped:type_name -> vigil.v1.FramesDropped
-	18, // 15: vigil.v1.WardEvent.stats:type_name -> vigil.v1.StreamStats
-	19, // 16: vigil.v1.Keypoint.position:type_name -> vigil.v1.Point
-	21, // 17: vigil.v1.Track.box:type_name -> vigil.v1.Box
-	10, // 18: vigil.v1.Track.keypoints:type_name -> vigil.v1.Keypoint
-	20, // 19: vigil.v1.FrameResult.capture_time:type_name -> google.protobuf.Timestamp
-	11, // 20: vigil.v1.FrameResult.tracks:type_name -> vigil.v1.Track
-	14, // 21: vigil.v1.GaitSummary.risk:type_name -> vigil.v1.RiskIndicator
-	20, // 22: vigil.v1.FallAlert.down_time:type_name -> google.protobuf.Timestamp
-	14, // 23: vigil.v1.FallAlert.risk:type_name -> vigil.v1.RiskIndicator
-	3,  // 24: vigil.v1.Ward.StreamCamera:input_type -> vigil.v1.WardRequest
-	9,  // 25: vigil.v1.Ward.StreamCamera:output_type -> vigil.v1.WardEvent
-	25, // [25:26] is the sub-list for method output_type
-	24, // [24:25] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	13, // 10: vigil.v1.WardEvent.frame_result:type_name -> vigil.v1.FrameResult
+	14, // 11: vigil.v1.WardEvent.gait:type_name -> vigil.v1.GaitSummary
+	16, // 12: vigil.v1.WardEvent.fall:type_name -> vigil.v1.FallAlert
+	17, // 13: vigil.v1.WardEvent.frame_error:type_name -> vigil.v1.FrameError
+	18, // 14: vigil.v1.WardEvent.dropped:type_name -> vigil.v1.FramesDropped
+	19, // 15: vigil.v1.WardEvent.stats:type_name -> vigil.v1.StreamStats
+	20, // 16: vigil.v1.Keypoint.position:type_name -> vigil.v1.Point
+	22, // 17: vigil.v1.Track.box:type_name -> vigil.v1.Box
+	11, // 18: vigil.v1.Track.keypoints:type_name -> vigil.v1.Keypoint
+	21, // 19: vigil.v1.FrameResult.capture_time:type_name -> google.protobuf.Timestamp
+	12, // 20: vigil.v1.FrameResult.tracks:type_name -> vigil.v1.Track
+	15, // 21: vigil.v1.GaitSummary.risk:type_name -> vigil.v1.RiskIndicator
+	21, // 22: vigil.v1.FallAlert.down_time:type_name -> google.protobuf.Timestamp
+	15, // 23: vigil.v1.FallAlert.risk:type_name -> vigil.v1.RiskIndicator
+	3,  // 24: vigil.v1.FallAlert.kind:type_name -> vigil.v1.FallKind
+	4,  // 25: vigil.v1.Ward.StreamCamera:input_type -> vigil.v1.WardRequest
+	10, // 26: vigil.v1.Ward.StreamCamera:output_type -> vigil.v1.WardEvent
+	26, // [26:27] is the sub-list for method output_type
+	25, // [25:26] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_vigil_v1_ward_proto_init() }
@@ -1725,7 +1796,7 @@ func file_vigil_v1_ward_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vigil_v1_ward_proto_rawDesc), len(file_vigil_v1_ward_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
