@@ -48,10 +48,10 @@ type Config struct {
 	// Zero means DefaultMaxTracks.
 	MaxTracks int
 	// WeakStart is the least score with which a box that continues no track may still start
-	// one, when it is found at the same place on Persist frames running (a frame or two
-	// unseen between them allowed): a person already lying on the floor when the camera
-	// starts scores 0.3-0.6 with FastestDet and is never seen standing. Zero: only MinScore
-	// starts a track.
+	// one, when it is at least as wide as high and found at the same place on Persist frames
+	// running (a frame or two unseen between them allowed): a person already lying on the
+	// floor when the camera starts scores 0.3-0.6 with FastestDet and is never seen standing.
+	// Zero: only MinScore starts a track.
 	WeakStart float64
 	// Persist is how many frames a weak box must be found on before it starts a track; about
 	// a second of frames. Zero means 10.
@@ -157,17 +157,21 @@ func (tr *Tracker) Update(obs []Observation) []*Track {
 // persist follows the weak boxes that continue no track, and says which have now been found
 // at the same place on enough frames to start one.
 func (tr *Tracker) persist(obs []Observation, out []*Track) []bool {
+	ready := make([]bool, len(obs))
 	if tr.cfg.WeakStart <= 0 {
-		return nil
+		return ready
 	}
 	need := tr.cfg.Persist
 	if need <= 0 {
 		need = 10
 	}
-	ready := make([]bool, len(obs))
 	used := make([]bool, len(tr.candidates))
 	for i, o := range obs {
-		if out[i] != nil || o.Score >= tr.cfg.MinScore || o.Score < tr.cfg.WeakStart || tr.touches(o.Box) {
+		// Only a box at least nine tenths as wide as high: a person lying, or curled up on the
+		// floor. A narrow weak box is most often a standing person partly hidden, who should
+		// be found again by a confident box (on the walkers clip, such tracks took over a lost
+		// walker's history and raised a false fall).
+		if out[i] != nil || o.Score >= tr.cfg.MinScore || o.Score < tr.cfg.WeakStart || 10*o.Box.Dx() < 9*o.Box.Dy() || tr.touches(o.Box) {
 			continue
 		}
 		best, bestIoU := -1, 0.3

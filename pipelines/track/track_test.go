@@ -104,12 +104,21 @@ func TestAWeakBoxThatStaysStartsATrack(t *testing.T) {
 			t.Fatalf("frame 5: a weak box found on 5 frames started no track")
 		}
 	}
-	// Flickering at different places, or too weak: nothing.
+	// Flickering at different places, too weak, or narrow (a standing person partly hidden):
+	// nothing.
 	tr = New(cfg)
 	for f := 1; f <= 20; f++ {
-		got := tr.Update([]Observation{{box(60*(f%4), 0), 0.4}, {lying, 0.25}})
-		if got[0] != nil || got[1] != nil {
-			t.Fatalf("frame %d: a track from a box that moves about or scores 0.25", f)
+		x := 200 * (f % 4)
+		got := tr.Update([]Observation{{image.Rect(x, 0, x+60, 40), 0.4}, {lying, 0.25}, {box(0, 300), 0.5}})
+		if got[0] != nil || got[1] != nil || got[2] != nil {
+			t.Fatalf("frame %d: a track from a box that moves about, scores 0.25 or is narrow", f)
+		}
+	}
+	// Without WeakStart, weak boxes start nothing (and are no trouble).
+	tr = New(Config{MaxMissed: 15, MinIoU: 0.25, MinScore: 0.65})
+	for f := 1; f <= 20; f++ {
+		if got := tr.Update([]Observation{{lying, 0.4}}); got[0] != nil {
+			t.Fatalf("frame %d: a weak box started a track with WeakStart unset", f)
 		}
 	}
 	// A weak box inside a followed person's box is that person found in part.
