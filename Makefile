@@ -51,9 +51,9 @@ vet:
 test: deps fmt-check vet
 	$(GO) mod tidy -diff
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/eval$$')
-	# The fall evaluation streams 8722 frames through the Ward service, and the fetal head
-	# validation sends 139 held-apart images through Imaging: without -race (the services they
-	# drive are race-tested above), about 4 minutes and 30 seconds.
+	# The fall evaluation streams 13920 frames of every shared source through the Ward service,
+	# and the fetal head validation sends 139 held-apart images through Imaging: without -race
+	# (the services they drive are race-tested above), about 7 minutes.
 	$(GO) test -count=1 -timeout 20m ./eval/
 	$(GO) test -count=1 -tags matprofile ./vision/
 	# Every benchmark once, so that none rots; their timings are never asserted.
