@@ -102,6 +102,7 @@ func runEvalPerception(args []string, stdout, stderr io.Writer) error {
 	labelsPaths := fs.String("labels", "", "labels files, comma-separated")
 	detector := fs.String("detector", "fastestdet", "the person detector")
 	poses := fs.String("poses", "movenet-lightning,movenet-thunder", "the keypoint models, comma-separated")
+	candidates := fs.String("candidates", "models/candidates", "a folder of candidate models' manifests, beside the built-in ones ('' for none)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +111,14 @@ func runEvalPerception(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
+	entries := models.Builtin()
+	if *candidates != "" {
+		more, err := models.LoadDir(*candidates)
+		if err != nil {
+			return err
+		}
+		entries = models.Merge(entries, more)
+	}
 	if *labelsPaths == "" {
 		return usageError{"--labels is required"}
 	}
@@ -117,7 +126,7 @@ func runEvalPerception(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	o := eval.PerceptionOptions{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Labels: sets,
+	o := eval.PerceptionOptions{Engine: ip.engine(), Entries: entries, Resolver: ip.resolver(), Labels: sets,
 		Detector: *detector, Poses: strings.Split(*poses, ",")}
 	if !*quiet {
 		o.Progress = func(s string) { fmt.Fprintln(stderr, "vigil eval:", s) }
