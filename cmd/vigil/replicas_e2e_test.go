@@ -267,6 +267,10 @@ func TestThreeReplicasOnePostgres(t *testing.T) {
 		analysed := map[string][]string{}
 		decidedOnVictim := 0
 		reviewersGo := make(chan struct{})
+		// The PACS workers start once the bridge's frames flow, so that the victim's share of
+		// analyses is still under way when its reviewers start: on a busy machine a worker let
+		// go at once finished its whole share while the bridge was still connecting.
+		pacsGo := make(chan struct{})
 		var analysesOn [3]int
 		var wg sync.WaitGroup
 		g := &globals{timeout: 60 * time.Second}
@@ -298,6 +302,11 @@ func TestThreeReplicasOnePostgres(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				select {
+				case <-pacsGo:
+				case <-ctx.Done():
+					return
+				}
 				for k := i; k < len(files) && ctx.Err() == nil; k += 3 {
 					resp, err := analyzeFile(g, pacs, files[k], "us-lesion-demo", false)
 					if err != nil {
@@ -318,7 +327,11 @@ func TestThreeReplicasOnePostgres(t *testing.T) {
 			}()
 		}
 		deadline := time.Now().Add(2 * time.Minute)
-		for started := false; ; {
+		for started, pacsStarted := false, false; ; {
+			if !pacsStarted && framesNow() >= 10 {
+				close(pacsGo)
+				pacsStarted = true
+			}
 			mu.Lock()
 			ready := len(analysed) >= 3 && framesNow() >= 10
 			counts := fmt.Sprintf("%d decisions on the victim, %d analyses", decidedOnVictim, len(analysed))
