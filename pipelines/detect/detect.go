@@ -1,6 +1,7 @@
-// Package detect finds people in ward frames with a detection model (FastestDet's decoder):
-// it prepares the input as the manifest says, decodes the grid of predictions into boxes in
-// frame pixels, and keeps the best of overlapping boxes (non-maximum suppression).
+// Package detect finds people in ward frames with a detection model: it prepares the input as
+// the manifest says, decodes the model's output (FastestDet's grid of predictions, or
+// CenterNet's list of boxes) into boxes in frame pixels, and keeps the best of overlapping
+// boxes (non-maximum suppression).
 package detect
 
 import (
@@ -15,6 +16,15 @@ import (
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/vision"
+)
+
+// The output formats the detector decodes (a manifest's decoder.format).
+const (
+	// FormatFastestDet is FastestDet's grid: [1, 5+classes, rows, columns].
+	FormatFastestDet = "fastestdet"
+	// FormatCenterNet is a list of boxes decoded in the graph: [1, n, 6], each x1, y1, x2, y2
+	// in the input's pixels, score, class index.
+	FormatCenterNet = "centernet"
 )
 
 // ErrUnsupportedModel means the manifest declares a detector this package cannot decode.
@@ -55,17 +65,21 @@ type Detector struct {
 // (all when none are given).
 func New(m Model, labels ...string) (*Detector, error) {
 	man := m.Manifest()
-	if man.Decoder.Kind != models.DecoderDetection || man.Decoder.Format != "fastestdet" {
-		return nil, fmt.Errorf("%w: %s has a %s/%s decoder, want detection/fastestdet", ErrUnsupportedModel, man.Name, man.Decoder.Kind, man.Decoder.Format)
+	if man.Decoder.Kind != models.DecoderDetection || (man.Decoder.Format != FormatFastestDet && man.Decoder.Format != FormatCenterNet) {
+		return nil, fmt.Errorf("%w: %s has a %s/%s decoder, want detection/%s or detection/%s", ErrUnsupportedModel, man.Name, man.Decoder.Kind, man.Decoder.Format, FormatFastestDet, FormatCenterNet)
 	}
 	in := man.Inputs[0]
 	h, w := in.Size()
-	if in.Layout != "NCHW" || in.DType != models.Float32 || (in.Color != "BGR" && in.Color != "RGB") {
+	if (in.Layout != "NCHW" && in.Layout != "NHWC") || in.DType != models.Float32 || (in.Color != "BGR" && in.Color != "RGB") {
 		return nil, fmt.Errorf("%w: %s input %s %s %s", ErrUnsupportedModel, man.Name, in.DType, in.Layout, in.Color)
 	}
 	d := &Detector{model: m, man: man, w: int(w), h: int(h), threshold: man.Thresholds["score"], nmsIoU: man.Thresholds["nms_iou"],
 		input: make([]float32, 3*w*h)}
-	input, err := inference.NewTensor([]int64{1, 3, h, w}, d.input)
+	shape := []int64{1, 3, h, w}
+	if in.Layout == "NHWC" {
+		shape = []int64{1, h, w, 3}
+	}
+	input, err := inference.NewTensor(shape, d.input)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +124,48 @@ func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, err
 		return nil, err
 	}
 	v, _ := inference.Values[float32](d.out[0])
+	if d.man.Decoder.Format == FormatCenterNet {
+		return d.decodeBoxes(v, d.out[0].Shape, f.Width, f.Height)
+	}
 	return d.decode(v, d.out[0].Shape, f.Width, f.Height)
+}
+
+// limit is the lowest score Detect reports.
+func (d *Detector) limit() float64 {
+	if d.floor > 0 && d.floor < d.threshold {
+		return d.floor
+	}
+	return d.threshold
+}
+
+// decodeBoxes reads a list of boxes in the input's pixels: x1, y1, x2, y2, score, class.
+func (d *Detector) decodeBoxes(v []float32, shape []int64, fw, fh int) ([]Detection, error) {
+	if len(shape) != 3 || shape[2] != 6 {
+		return nil, fmt.Errorf("%w: output shape %v, want [1, n, 6]", ErrUnsupportedModel, shape)
+	}
+	sx, sy := float64(fw)/float64(d.w), float64(fh)/float64(d.h)
+	limit := d.limit()
+	dets := d.found[:0]
+	for i := 0; i < int(shape[1]); i++ {
+		row := v[6*i : 6*i+6]
+		score, class := float64(row[4]), int(row[5])
+		if score < limit || class < 0 || class >= len(d.man.Labels) {
+			continue
+		}
+		label := d.man.Labels[class]
+		if d.classes != nil && !d.classes[label] {
+			continue
+		}
+		box := image.Rect(int(float64(row[0])*sx), int(float64(row[1])*sy), int(float64(row[2])*sx), int(float64(row[3])*sy))
+		box = box.Intersect(image.Rect(0, 0, fw, fh))
+		if box.Empty() {
+			continue
+		}
+		dets = append(dets, Detection{Label: label, Score: score, Box: box})
+	}
+	d.found = dets
+	d.kept = nms(dets, d.nmsIoU, d.kept[:0])
+	return d.kept, nil
 }
 
 // outputTensor is room for the model's one output, which must be float32 of a fixed shape.
@@ -126,7 +181,7 @@ func outputTensor(man *models.Manifest) (inference.Tensor, error) {
 }
 
 // Prepare turns a BGR frame into the model's input tensor, as the manifest says: resized,
-// planar, scaled. The tensor shares the detector's buffer: it is valid until the next call.
+// planar (NCHW) or interleaved (NHWC), scaled. The tensor shares the detector's buffer: it is valid until the next call.
 func (d *Detector) Prepare(f vision.Frame) (inference.Tensor, error) {
 	if err := vision.ResizeInto(&d.small, f, d.w, d.h); err != nil {
 		return inference.Tensor{}, err
@@ -139,6 +194,15 @@ func (d *Detector) Prepare(f vision.Frame) (inference.Tensor, error) {
 		order = [3]int{2, 1, 0}
 	}
 	scale := float32(in.Scale)
+	if in.Layout == "NHWC" {
+		for i := 0; i < plane; i++ {
+			p := small.BGR[3*i : 3*i+3]
+			d.input[3*i+order[0]] = float32(p[0]) * scale
+			d.input[3*i+order[1]] = float32(p[1]) * scale
+			d.input[3*i+order[2]] = float32(p[2]) * scale
+		}
+		return d.in[0], nil
+	}
 	for i := 0; i < plane; i++ {
 		p := small.BGR[3*i : 3*i+3]
 		d.input[order[0]*plane+i] = float32(p[0]) * scale
@@ -158,10 +222,7 @@ func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, 
 	cells := gh * gw
 	at := func(c, i int) float64 { return float64(v[c*cells+i]) }
 	sigmoid := func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
-	limit := d.threshold
-	if d.floor > 0 && d.floor < limit {
-		limit = d.floor
-	}
+	limit := d.limit()
 	dets := d.found[:0]
 	for i := 0; i < cells; i++ {
 		obj := at(0, i)

@@ -3,12 +3,14 @@
 // the model's signature, to out.json (TF.js prints a notice on stdout). It is the reference
 // tfjs_to_onnx.py's output is checked against.
 //
-//   node run_tfjs.mjs model.json input.bin int32|float32 1,192,192,3 out.json
+//   node run_tfjs.mjs model.json input.bin int32|float32 1,192,192,3 out.json [output,...]
+//
+// The optional last argument names the outputs to compute (default: the signature's).
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
-const [modelPath, inputPath, dtype, shapeArg, outPath] = process.argv.slice(2);
+const [modelPath, inputPath, dtype, shapeArg, outPath, only] = process.argv.slice(2);
 if (!outPath) {
   console.error('usage: node run_tfjs.mjs model.json input.bin int32|float32 d0,d1,... out.json');
   process.exit(2);
@@ -37,7 +39,7 @@ const raw = fs.readFileSync(inputPath);
 const buf = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
 const values = dtype === 'int32' ? new Int32Array(buf) : new Float32Array(buf);
 const input = tf.tensor(values, shape, dtype);
-const names = Object.values(graph.signature.outputs).map((o) => o.name.replace(/:0$/, ''));
+const names = only ? only.split(',') : Object.values(graph.signature.outputs).map((o) => o.name.replace(/:0$/, ''));
 let results = await model.executeAsync(input, names);
 if (!Array.isArray(results)) results = [results];
 const outputs = [];
