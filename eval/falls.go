@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/fall"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
+	"github.com/vigil-health/vigil/server"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -42,7 +44,9 @@ type Options struct {
 	Quality int
 	// Transform, when set, changes every clip before it is sent.
 	Transform *Transform
-	Progress  func(string)
+	// Detector is the person detector the ward runs; empty means the server's default.
+	Detector string
+	Progress func(string)
 }
 
 // Report is an evaluation's outcome.
@@ -142,8 +146,10 @@ func Falls(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer engine.Close()
-	srv, err := loopback.Start(ctx, engine, loopback.Options{Entries: o.Entries, Resolver: o.Resolver,
-		Load: []string{"fastestdet", "movenet-lightning"}, Roles: []auth.Role{auth.RoleWardBridge}})
+	ward := server.WardOptions{DetectorModel: o.Detector}
+	detector := cmp.Or(o.Detector, server.DefaultDetector)
+	srv, err := loopback.Start(ctx, engine, loopback.Options{Entries: o.Entries, Resolver: o.Resolver, Ward: ward,
+		Load: []string{detector, "movenet-lightning"}, Roles: []auth.Role{auth.RoleWardBridge}})
 	if err != nil {
 		return nil, err
 	}

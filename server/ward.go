@@ -44,6 +44,9 @@ type WardOptions struct {
 	MaxTracks, MaxHistory int
 }
 
+// DefaultDetector is the person detector the ward runs unless configured otherwise.
+const DefaultDetector = "fastestdet"
+
 // DefaultMaxFrameSide and DefaultMaxFrameBytes bound a camera frame: 4K video, raw BGR of
 // 1920 x 1080 (6.2 MB) with room to spare.
 const (
@@ -53,7 +56,7 @@ const (
 
 func (o WardOptions) withDefaults() WardOptions {
 	if o.DetectorModel == "" {
-		o.DetectorModel = "fastestdet"
+		o.DetectorModel = DefaultDetector
 	}
 	if o.PoseModel == "" {
 		o.PoseModel = "movenet-lightning"

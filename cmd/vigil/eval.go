@@ -27,7 +27,7 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return runEvalPerception(args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "falls" {
-		return usageError{"usage: vigil eval falls --labels FILE[,FILE] [--clips DIR] [--transform NAME] [--json]\n       vigil eval perception --labels FILE[,FILE] [--detector NAME] [--poses NAME,NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train|all] [--limit N] [--json]"}
+		return usageError{"usage: vigil eval falls --labels FILE[,FILE] [--clips DIR] [--transform NAME] [--detector NAME] [--json]\n       vigil eval perception --labels FILE[,FILE] [--detector NAME] [--poses NAME,NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train|all] [--limit N] [--json]"}
 	}
 	fs := flag.NewFlagSet("eval falls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -35,6 +35,8 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 	labelsPaths := fs.String("labels", "", "labels files, comma-separated (testdata/falls.yaml for the shared UP-Fall clips, testdata/falls-more.yaml for the other sources)")
 	clips := fs.String("clips", "", "the clips' folder, with one labels file (default: each labels file's root, under the shared data folder)")
 	transform := fs.String("transform", "", "change every frame before it is sent, to see how the rules hold on other cameras: "+eval.TransformNames())
+	detector := fs.String("detector", "", "the person detector the ward runs (default: the server's)")
+	candidates := fs.String("candidates", "models/candidates", "a folder of candidate models' manifests, beside the built-in ones ('' for none)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -58,7 +60,11 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
-	o := eval.Options{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Labels: sets, Transform: change}
+	entries, err := withCandidates(*candidates)
+	if err != nil {
+		return err
+	}
+	o := eval.Options{Engine: ip.engine(), Entries: entries, Resolver: ip.resolver(), Labels: sets, Transform: change, Detector: *detector}
 	if !*quiet {
 		o.Progress = func(s string) { fmt.Fprintln(stderr, "vigil eval:", s) }
 	}
@@ -70,6 +76,19 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 	}
 	report.Transform = *transform
 	return printReport(stdout, *asJSON, report)
+}
+
+// withCandidates is the built-in models and, when dir is not empty, the candidates in it.
+func withCandidates(dir string) ([]models.Entry, error) {
+	entries := models.Builtin()
+	if dir == "" {
+		return entries, nil
+	}
+	more, err := models.LoadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return models.Merge(entries, more), nil
 }
 
 // readLabelSets reads labels files and says where each one's clips are: in clips when given,
@@ -111,13 +130,9 @@ func runEvalPerception(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
-	entries := models.Builtin()
-	if *candidates != "" {
-		more, err := models.LoadDir(*candidates)
-		if err != nil {
-			return err
-		}
-		entries = models.Merge(entries, more)
+	entries, err := withCandidates(*candidates)
+	if err != nil {
+		return err
 	}
 	if *labelsPaths == "" {
 		return usageError{"--labels is required"}

@@ -174,6 +174,55 @@ class Converter:
             y = self.activation(op, y, name)
         self.to_nhwc(y, name)
 
+    def strided_slice(self, node, ins):
+        """TF's StridedSlice with constant bounds: one Slice over the sliced axes, then a
+        Squeeze of the shrunk axes and an Unsqueeze of the new ones."""
+        name = node["name"]
+        begin = np.asarray(self.const_of(node["input"][1])).astype(np.int64).reshape(-1)
+        end = np.asarray(self.const_of(node["input"][2])).astype(np.int64).reshape(-1)
+        step = np.asarray(self.const_of(node["input"][3])).astype(np.int64).reshape(-1)
+        if attr_int(node, "ellipsis_mask"):
+            raise Unsupported("%s: ellipsis_mask" % name)
+        bmask, emask = attr_int(node, "begin_mask"), attr_int(node, "end_mask")
+        new, shrink = attr_int(node, "new_axis_mask"), attr_int(node, "shrink_axis_mask")
+        big = np.iinfo(np.int64).max
+        starts, ends, axes, steps, squeeze, unsqueeze = [], [], [], [], [], []
+        axis, out_axis = 0, 0
+        for i in range(len(begin)):
+            bit = 1 << i
+            if new & bit:
+                unsqueeze.append(out_axis)
+                out_axis += 1
+                continue
+            b, e, st = begin[i], end[i], step[i]
+            if shrink & bit:
+                e, st = (b + 1 if b != -1 else big), 1
+                squeeze.append(axis)
+            else:
+                if bmask & bit:
+                    b = 0 if st > 0 else big
+                if emask & bit:
+                    e = big if st > 0 else -big
+                out_axis += 1
+            starts.append(b), ends.append(e), axes.append(axis), steps.append(st)
+            axis += 1
+        y = ins[0]
+        final = name
+        if squeeze or unsqueeze:
+            y_name = self.fresh(name + "_slice")
+        else:
+            y_name = final
+        self.add("Slice", [y, self.const(np.array(starts, np.int64), name + "_b"),
+                           self.const(np.array(ends, np.int64), name + "_e"),
+                           self.const(np.array(axes, np.int64), name + "_a"),
+                           self.const(np.array(steps, np.int64), name + "_s")], [y_name])
+        y = y_name
+        if squeeze:
+            out = final if not unsqueeze else self.fresh(name + "_sq")
+            y = self.add("Squeeze", [y, self.const(np.array(squeeze, np.int64), name + "_sqa")], [out])
+        if unsqueeze:
+            self.add("Unsqueeze", [y, self.const(np.array(unsqueeze, np.int64), name + "_usa")], [final])
+
     @staticmethod
     def needed(nodes, outputs):
         """Returns the nodes the outputs depend on, in their order."""
@@ -228,13 +277,16 @@ class Converter:
                 # Integer Div truncates; it equals floor division for the non-negative indices
                 # these graphs divide (an argmax by a row length).
                 self.add("Div", ins, [name])
-        elif op in ("Sigmoid", "Sqrt", "Relu", "Exp", "Abs", "Reciprocal", "Floor"):
+        elif op in ("Sigmoid", "Sqrt", "Relu", "Exp", "Abs", "Reciprocal", "Floor", "Neg"):
             self.add(op, ins, [name])
         elif op == "Relu6":
             self.add("Clip", [ins[0], self.const(np.float32(0)), self.const(np.float32(6))], [name])
         elif op == "Reshape":
-            shape = self.const_of(node["input"][1]).astype(np.int64)
-            self.add("Reshape", [ins[0], self.const(shape, name + "_shape")], [name])
+            if self.ref(node["input"][1]) in self.consts:
+                shape = self.const(self.const_of(node["input"][1]).astype(np.int64), name + "_shape")
+            else:
+                shape = self.add("Cast", [ins[1]], [self.fresh(name + "_shape")], to=TensorProto.INT64)
+            self.add("Reshape", [ins[0], shape], [name])
         elif op == "ExpandDims":
             axis = np.asarray(self.const_of(node["input"][1])).astype(np.int64).reshape(-1)
             self.add("Unsqueeze", [ins[0], self.const(axis, name + "_axes")], [name])
@@ -299,29 +351,47 @@ class Converter:
                 raise Unsupported("%s: batch_dims" % name)
             self.add("Gather", ins[:2], [name], axis=axis)
         elif op == "StridedSlice":
-            begin = np.asarray(self.const_of(node["input"][1])).astype(np.int64)
-            end = np.asarray(self.const_of(node["input"][2])).astype(np.int64)
-            step = np.asarray(self.const_of(node["input"][3])).astype(np.int64)
-            for key in ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask"):
-                if attr_int(node, key):
-                    raise Unsupported("%s: %s" % (name, key))
-            big = np.iinfo(np.int64).max
-            begin_mask, end_mask = attr_int(node, "begin_mask"), attr_int(node, "end_mask")
-            for i in range(len(begin)):
-                if begin_mask & (1 << i):
-                    begin[i] = 0 if step[i] > 0 else big
-                if end_mask & (1 << i):
-                    end[i] = big if step[i] > 0 else -big
-            axes = np.arange(len(begin), dtype=np.int64)
-            self.add("Slice", [ins[0], self.const(begin, name + "_b"), self.const(end, name + "_e"),
-                               self.const(axes, name + "_a"), self.const(step, name + "_s")], [name])
+            self.strided_slice(node, ins)
+        elif op in ("Shape", "Size"):
+            out = self.add(op, ins[:1], [self.fresh(name + "_i64")])
+            self.add("Cast", [out], [name], to=TF_DTYPES[attr_type(node, "out_type") or "DT_INT32"])
+        elif op == "Range":
+            self.add("Range", ins, [name])
+        elif op == "Tile":
+            reps = self.add("Cast", [ins[1]], [self.fresh(name + "_reps")], to=TensorProto.INT64)
+            self.add("Tile", [ins[0], reps], [name])
+        elif op == "Fill":
+            dims = self.add("Cast", [ins[0]], [self.fresh(name + "_dims")], to=TensorProto.INT64)
+            self.add("Expand", [ins[1], dims], [name])
+        elif op in ("Less", "Greater", "GreaterEqual", "LogicalAnd"):
+            self.add({"Less": "Less", "Greater": "Greater", "GreaterEqual": "GreaterOrEqual",
+                      "LogicalAnd": "And"}[op], ins, [name])
+        elif op == "Select":
+            self.add("Where", ins, [name])
+        elif op == "Max":
+            axes = np.asarray(self.const_of(node["input"][1])).astype(np.int64).reshape(-1)
+            self.add("ReduceMax", ins[:1], [name], axes=[int(a) for a in axes],
+                     keepdims=1 if attr_bool(node, "keep_dims") else 0)
+        elif op == "Sum":
+            axes = np.asarray(self.const_of(node["input"][1])).astype(np.int64).reshape(-1)
+            self.add("ReduceSum", [ins[0], self.const(axes, name + "_axes")], [name],
+                     keepdims=1 if attr_bool(node, "keep_dims") else 0)
+        elif op == "AddN":
+            self.add("Sum", ins, [name])
+        elif op == "Split":
+            axis = int(self.const_of(node["input"][0]))
+            num = attr_int(node, "num_split")
+            self.add("Split", ins[1:2], [name] + ["%s:%d" % (name, i) for i in range(1, num)], axis=axis)
         elif op == "ResizeBilinear":
-            size = np.asarray(self.const_of(node["input"][1])).astype(np.int64)
             x = self.to_nchw(ins[0])
             shape = self.add("Shape", [x], [self.fresh(name + "_shape")])
             nc = self.add("Slice", [shape, self.const(np.array([0], np.int64)), self.const(np.array([2], np.int64))],
                           [self.fresh(name + "_nc")])
-            sizes = self.add("Concat", [nc, self.const(size, name + "_hw")], [self.fresh(name + "_sizes")], axis=0)
+            if self.ref(node["input"][1]) in self.consts:
+                hw = self.const(np.asarray(self.const_of(node["input"][1])).astype(np.int64), name + "_hw")
+            else:
+                hw = self.add("Cast", [ins[1]], [self.fresh(name + "_hw")], to=TensorProto.INT64)
+            sizes = self.add("Concat", [nc, hw], [self.fresh(name + "_sizes")], axis=0)
             if attr_bool(node, "align_corners"):
                 mode = "align_corners"
             elif attr_bool(node, "half_pixel_centers"):

@@ -25,7 +25,12 @@ const (
 	// FormatCenterNet is a list of boxes decoded in the graph: [1, n, 6], each x1, y1, x2, y2
 	// in the input's pixels, score, class index.
 	FormatCenterNet = "centernet"
+	// FormatMultiPose is MoveNet MultiPose's list of people: [1, n, 56], each 17 keypoints
+	// (y, x, score), then ymin, xmin, ymax, xmax and score, normalised to the input.
+	FormatMultiPose = "movenet-multipose"
 )
+
+var formats = []string{FormatFastestDet, FormatCenterNet, FormatMultiPose}
 
 // ErrUnsupportedModel means the manifest declares a detector this package cannot decode.
 var ErrUnsupportedModel = errors.New("detect: unsupported model")
@@ -55,6 +60,7 @@ type Detector struct {
 	floor     float64
 	classes   map[string]bool
 	input     []float32
+	ints      []int32 // the input instead, for a model that takes integer pixels
 	in, out   []inference.Tensor // one each, over input and the model's output, reused
 	found     []Detection        // the boxes over the floor, before suppression, reused
 	kept      []Detection        // what Detect returns, reused
@@ -65,12 +71,12 @@ type Detector struct {
 // (all when none are given).
 func New(m Model, labels ...string) (*Detector, error) {
 	man := m.Manifest()
-	if man.Decoder.Kind != models.DecoderDetection || (man.Decoder.Format != FormatFastestDet && man.Decoder.Format != FormatCenterNet) {
-		return nil, fmt.Errorf("%w: %s has a %s/%s decoder, want detection/%s or detection/%s", ErrUnsupportedModel, man.Name, man.Decoder.Kind, man.Decoder.Format, FormatFastestDet, FormatCenterNet)
+	if man.Decoder.Kind != models.DecoderDetection || !slices.Contains(formats, man.Decoder.Format) {
+		return nil, fmt.Errorf("%w: %s has a %s/%s decoder, want detection with a format of %v", ErrUnsupportedModel, man.Name, man.Decoder.Kind, man.Decoder.Format, formats)
 	}
 	in := man.Inputs[0]
 	h, w := in.Size()
-	if (in.Layout != "NCHW" && in.Layout != "NHWC") || in.DType != models.Float32 || (in.Color != "BGR" && in.Color != "RGB") {
+	if (in.Layout != "NCHW" && in.Layout != "NHWC") || (in.DType != models.Float32 && in.DType != models.Int32) || (in.Color != "BGR" && in.Color != "RGB") {
 		return nil, fmt.Errorf("%w: %s input %s %s %s", ErrUnsupportedModel, man.Name, in.DType, in.Layout, in.Color)
 	}
 	d := &Detector{model: m, man: man, w: int(w), h: int(h), threshold: man.Thresholds["score"], nmsIoU: man.Thresholds["nms_iou"],
@@ -79,7 +85,14 @@ func New(m Model, labels ...string) (*Detector, error) {
 	if in.Layout == "NHWC" {
 		shape = []int64{1, h, w, 3}
 	}
-	input, err := inference.NewTensor(shape, d.input)
+	var input inference.Tensor
+	var err error
+	if in.DType == models.Int32 {
+		d.ints = make([]int32, 3*w*h)
+		input, err = inference.NewTensor(shape, d.ints)
+	} else {
+		input, err = inference.NewTensor(shape, d.input)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -124,8 +137,11 @@ func (d *Detector) Detect(ctx context.Context, f vision.Frame) ([]Detection, err
 		return nil, err
 	}
 	v, _ := inference.Values[float32](d.out[0])
-	if d.man.Decoder.Format == FormatCenterNet {
+	switch d.man.Decoder.Format {
+	case FormatCenterNet:
 		return d.decodeBoxes(v, d.out[0].Shape, f.Width, f.Height)
+	case FormatMultiPose:
+		return d.decodePeople(v, d.out[0].Shape, f.Width, f.Height)
 	}
 	return d.decode(v, d.out[0].Shape, f.Width, f.Height)
 }
@@ -136,6 +152,32 @@ func (d *Detector) limit() float64 {
 		return d.floor
 	}
 	return d.threshold
+}
+
+// decodePeople reads MoveNet MultiPose's people: after 17 keypoints, the box (ymin, xmin,
+// ymax, xmax, normalised) and its score.
+func (d *Detector) decodePeople(v []float32, shape []int64, fw, fh int) ([]Detection, error) {
+	if len(shape) != 3 || shape[2] != 56 {
+		return nil, fmt.Errorf("%w: output shape %v, want [1, n, 56]", ErrUnsupportedModel, shape)
+	}
+	limit := d.limit()
+	dets := d.found[:0]
+	for i := 0; i < int(shape[1]); i++ {
+		row := v[56*i : 56*i+56]
+		score := float64(row[55])
+		if score < limit {
+			continue
+		}
+		box := image.Rect(int(float64(row[52])*float64(fw)), int(float64(row[51])*float64(fh)), int(float64(row[54])*float64(fw)), int(float64(row[53])*float64(fh)))
+		box = box.Intersect(image.Rect(0, 0, fw, fh))
+		if box.Empty() {
+			continue
+		}
+		dets = append(dets, Detection{Label: d.man.Labels[0], Score: score, Box: box})
+	}
+	d.found = dets
+	d.kept = nms(dets, d.nmsIoU, d.kept[:0])
+	return d.kept, nil
 }
 
 // decodeBoxes reads a list of boxes in the input's pixels: x1, y1, x2, y2, score, class.
@@ -192,6 +234,19 @@ func (d *Detector) Prepare(f vision.Frame) (inference.Tensor, error) {
 	order := [3]int{0, 1, 2} // BGR planes from BGR pixels
 	if in.Color == "RGB" {
 		order = [3]int{2, 1, 0}
+	}
+	if d.ints != nil { // raw pixel values, interleaved (NHWC) or planar
+		for i := 0; i < plane; i++ {
+			p := small.BGR[3*i : 3*i+3]
+			for c := 0; c < 3; c++ {
+				if in.Layout == "NHWC" {
+					d.ints[3*i+order[c]] = int32(p[c])
+				} else {
+					d.ints[order[c]*plane+i] = int32(p[c])
+				}
+			}
+		}
+		return d.in[0], nil
 	}
 	scale := float32(in.Scale)
 	if in.Layout == "NHWC" {
