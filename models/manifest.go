@@ -66,6 +66,10 @@ type Manifest struct {
 	Source      string `yaml:"source"`
 
 	Weights Weights `yaml:"weights"`
+	// Optional says the server does without the model: `vigil models resolve` reports it
+	// missing without failing. FastestDet is: it has no registry source, and without it the
+	// ward runs its fallback detector.
+	Optional bool `yaml:"optional,omitempty"`
 	// Build, when set, says how to make the weights from a package registry when no cache
 	// or mirror holds them.
 	Build   *Build        `yaml:"build,omitempty"`

@@ -34,7 +34,11 @@ import (
 // WardOptions configure the Ward service.
 type WardOptions struct {
 	DetectorModel string
-	PoseModel     string
+	// FallbackDetector is the detector the ward runs when DetectorModel is not ready: on a
+	// machine whose model mirror does not hold FastestDet (it has no registry source), MoveNet
+	// MultiPose, which make deps builds from npm. It sees small people far less well (docs/FALLS.md).
+	FallbackDetector string
+	PoseModel        string
 	// MaxSide bounds a frame's width and height, MaxFrameBytes its encoded size.
 	MaxSide, MaxFrameBytes int
 	// StatsEvery is how often a stream gets its statistics.
@@ -44,8 +48,12 @@ type WardOptions struct {
 	MaxTracks, MaxHistory int
 }
 
-// DefaultDetector is the person detector the ward runs unless configured otherwise.
-const DefaultDetector = "fastestdet"
+// DefaultDetector is the person detector the ward runs unless configured otherwise, and
+// DefaultFallbackDetector the one it runs when DefaultDetector is not ready.
+const (
+	DefaultDetector         = "fastestdet"
+	DefaultFallbackDetector = "movenet-multipose"
+)
 
 // DefaultMaxFrameSide and DefaultMaxFrameBytes bound a camera frame: 4K video, raw BGR of
 // 1920 x 1080 (6.2 MB) with room to spare.
@@ -57,6 +65,9 @@ const (
 func (o WardOptions) withDefaults() WardOptions {
 	if o.DetectorModel == "" {
 		o.DetectorModel = DefaultDetector
+		if o.FallbackDetector == "" {
+			o.FallbackDetector = DefaultFallbackDetector
+		}
 	}
 	if o.PoseModel == "" {
 		o.PoseModel = "movenet-lightning"
@@ -80,6 +91,8 @@ type wardService struct {
 	store    review.Store
 	opts     WardOptions
 	metrics  *Metrics
+	// fallbackOnce logs the first stream that runs the fallback detector.
+	fallbackOnce sync.Once
 }
 
 var validCameraID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
@@ -447,6 +460,14 @@ func gaitEvent(trackID int64, g gait.Summary, ins []risk.Indicator) *vigilv1.Gai
 func (s *wardService) pipeline(cfg *vigilv1.StreamConfig) (*ward.Pipeline, review.ModelRef, error) {
 	fail := func(err error) (*ward.Pipeline, review.ModelRef, error) { return nil, review.ModelRef{}, err }
 	detSession, err := s.registry.Session(s.opts.DetectorModel)
+	if err != nil && s.opts.FallbackDetector != "" && errors.Is(err, inference.ErrModelNotReady) {
+		if fb, fbErr := s.registry.Session(s.opts.FallbackDetector); fbErr == nil {
+			s.fallbackOnce.Do(func() {
+				s.log.Warn("ward: the detector is not ready, running the fallback detector", "detector", s.opts.DetectorModel, "fallback", s.opts.FallbackDetector, "reason", err.Error())
+			})
+			detSession, err = fb, nil
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}

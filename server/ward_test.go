@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"image"
 	"io"
 	"log/slog"
@@ -17,8 +18,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vigil-health/vigil/auth"
+	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/internal/hostile"
 	"github.com/vigil-health/vigil/internal/testenv"
+	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/ward"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
@@ -439,5 +442,80 @@ func TestOnTheFloorWhenTheStreamStarts(t *testing.T) {
 	}
 	if alerts := stream("ward-4-mattress", mattress); len(alerts) != 0 {
 		t.Errorf("the same person on a bed zone: %d alerts, want none", len(alerts))
+	}
+}
+
+// TestWardFallsBackWhenTheDetectorIsMissing: on a machine whose mirror does not hold
+// FastestDet, a stream runs MoveNet MultiPose instead, says so in the log, and still alerts the
+// fall in UP-Fall A3 (Cam1); a server configured with a detector and no fallback refuses the
+// stream with FailedPrecondition naming the detector.
+func TestWardFallsBackWhenTheDetectorIsMissing(t *testing.T) {
+	engine, err := inference.Open(inference.Config{})
+	if err != nil {
+		t.Fatalf("ONNX Runtime: %v (run `make deps`)", err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	var entries []models.Entry
+	for _, e := range models.Builtin() {
+		if e.Name == DefaultDetector {
+			m := *e.Manifest
+			m.Weights.SHA256 = strings.Repeat("0", 64) // in no cache and no mirror
+			e.Manifest = &m
+		}
+		entries = append(entries, e)
+	}
+	resolver := testenv.Resolver()
+	resolver.CacheDir = t.TempDir()
+	registry := inference.LoadRegistry(context.Background(), engine, nil, entries, resolver)
+	if _, err := registry.Session(DefaultDetector); !errors.Is(err, inference.ErrModelNotReady) {
+		t.Fatalf("%s with a sha256 nobody has: %v, want not ready", DefaultDetector, err)
+	}
+	frames := clipJPEGs(t, "video/falls-upfall/A3_S1_T1_Cam1.mp4", 140)
+	run := func(ward WardOptions) ([]*vigilv1.FallAlert, *testServer, error) {
+		ts := startServer(t, nil, func(o *Options) { o.Registry = registry; o.Ward = ward })
+		s, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+			CameraId: "ward-2-fallback", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+		start := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+		go func() {
+			for i, jpg := range frames {
+				f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / 18)),
+					Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
+				if s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
+					return
+				}
+			}
+			s.CloseSend()
+		}()
+		var alerts []*vigilv1.FallAlert
+		for {
+			ev, err := s.Recv()
+			if err == io.EOF {
+				return alerts, ts, nil
+			}
+			if err != nil {
+				return alerts, ts, err
+			}
+			if a := ev.GetFall(); a != nil {
+				alerts = append(alerts, a)
+			}
+		}
+	}
+	alerts, ts, err := run(WardOptions{})
+	if err != nil {
+		t.Fatalf("the stream with the fallback detector: %v", err)
+	}
+	if len(alerts) != 1 || alerts[0].Kind != vigilv1.FallKind_FALL_KIND_SEEN {
+		t.Errorf("UP-Fall A3 with the fallback detector: alerts %v, want one seen fall", alerts)
+	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "fallback detector") || !strings.Contains(logs, DefaultFallbackDetector) {
+		t.Errorf("the log does not say the fallback ran: %s", logs)
+	}
+	_, _, err = run(WardOptions{DetectorModel: DefaultDetector})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), DefaultDetector) {
+		t.Errorf("a detector set with no fallback, missing: got %v, want FailedPrecondition naming %s", err, DefaultDetector)
 	}
 }

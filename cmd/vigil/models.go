@@ -145,6 +145,10 @@ func runModelsResolve(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		path, err := r.Resolve(context.Background(), e.Manifest)
+		if err != nil && e.Manifest.Optional && errors.Is(err, models.ErrWeightsMissing) {
+			fmt.Fprintf(stdout, "%s: not here (optional: the server runs without it): %v\n", e.Name, err)
+			continue
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", e.Name, err)
 			failed = append(failed, e.Name)

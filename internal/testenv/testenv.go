@@ -40,17 +40,28 @@ func Shared(t testing.TB, rel string) string {
 }
 
 // Resolver is the resolver make deps fills: the default cache, then $VIGIL_MODEL_MIRROR, then
-// the shared mirror.
+// the shared mirror, then a build from the registry. A test that gives it a cache of its own
+// still finds the default cache's weights: it is a mirror too (held as <sha256>/<file>).
 func Resolver() *models.Resolver {
 	mirrors := models.MirrorsFromEnv()
-	mirrors = append(mirrors, filepath.Join(SharedDir(), "models"))
-	return &models.Resolver{CacheDir: models.DefaultCacheDir(), Mirrors: mirrors}
+	mirrors = append(mirrors, filepath.Join(SharedDir(), "models"), models.DefaultCacheDir())
+	return &models.Resolver{CacheDir: models.DefaultCacheDir(), Mirrors: mirrors, Builder: models.DefaultBuilder(RepoRoot())}
 }
 
-// Model returns a builtin manifest and the path of its verified weights.
+// Entries are the builtin manifests and the candidates under models/candidates.
+func Entries(t testing.TB) []models.Entry {
+	t.Helper()
+	more, err := models.LoadDir(filepath.Join(RepoRoot(), "models", "candidates"))
+	if err != nil {
+		t.Fatalf("models/candidates: %v", err)
+	}
+	return models.Merge(models.Builtin(), more)
+}
+
+// Model returns a builtin or candidate manifest and the path of its verified weights.
 func Model(t testing.TB, name string) (*models.Manifest, string) {
 	t.Helper()
-	for _, e := range models.Builtin() {
+	for _, e := range Entries(t) {
 		if e.Name != name {
 			continue
 		}
@@ -63,6 +74,6 @@ func Model(t testing.TB, name string) (*models.Manifest, string) {
 		}
 		return e.Manifest, path
 	}
-	t.Fatalf("no builtin manifest named %s", name)
+	t.Fatalf("no builtin or candidate manifest named %s", name)
 	return nil, ""
 }
