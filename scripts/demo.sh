@@ -44,7 +44,14 @@ hc18=$shared/ultrasound-hc18
 walkers=$shared/video/walkers-vtest.avi
 [ -f "$walkers" ] || walkers=/usr/share/doc/opencv-doc/examples/data/vtest.avi # Debian's opencv-doc
 ultrasound=("$shared"/dicom/ultrasound/*.dcm)
-[ -f "${ultrasound[0]}" ] || ultrasound=(/usr/lib/python3/dist-packages/pydicom/data/test_files/ExplVR_BigEnd.dcm "$root/.deps/samples/US-PAL-8-10x-echo.dcm")
+ultrasound_note=""
+if [ ! -f "${ultrasound[0]}" ]; then
+  ultrasound=(/usr/lib/python3/dist-packages/pydicom/data/test_files/ExplVR_BigEnd.dcm "$root/.deps/samples/US-PAL-8-10x-echo.dcm")
+  ultrasound_note="
+   ExplVR_BigEnd.dcm (python3-pydicom) is in the retired big-endian transfer syntax: it shows
+   how a file the reader refuses is answered. US-PAL-8-10x-echo.dcm (octave-dicom) is a real
+   echocardiogram, which no model's routes take.)"
+fi
 fall=$shared/video/falls-upfall/A4_S1_T1_Cam1.mp4
 
 log=$data/vigild.log
@@ -85,7 +92,7 @@ $("$bin/vigil" fetal-heads --data "$hc18" --out "$data/fetal-heads" --count 4)
 
 \$ bin/vigil --server $listen --token \$PACS_TOKEN analyze <fetal heads> <real ultrasound files> <phantoms>
   (no model is named: each model's routes choose. OB or fetal exams go to fetal-head; the
-   phantom lesion model runs only on phantoms; other exams are left alone.)
+   phantom lesion model runs only on phantoms; other exams are left alone.${ultrasound_note:-)}
 $(shopt -s nullglob; files=("$data"/fetal-heads/*.dcm "${ultrasound[@]}" "$data"/phantoms/*.dcm); "$bin/vigil" --server "$listen" --token "$pacs" --timeout 120s analyze "${files[@]}" 2>&1)
 
 \$ bin/vigil --server $listen --token \$PACS_TOKEN analyze --json $data/fetal-heads/<first>   # measurements with unit and quality

@@ -130,6 +130,7 @@ if [ -f "$ECHO_DCM" ] && [ "$(sha256sum "$ECHO_DCM" | cut -c1-64)" = "$ECHO_SHA2
 else
   say "fetching the demo's echocardiogram (apt-get download octave-dicom=${OCTAVE_DICOM_VERSION})"
   tmp=$(mktemp -d)
+  chmod 755 "$tmp" # apt downloads as its own user, _apt
   (cd "$tmp" && apt-get download -qq "octave-dicom=${OCTAVE_DICOM_VERSION}" >/dev/null) \
     || die "apt-get download octave-dicom=${OCTAVE_DICOM_VERSION} failed; check the Debian mirror (apt-get update)."
   dpkg-deb -x "$tmp"/octave-dicom_*.deb "$tmp/x"
