@@ -156,6 +156,17 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if !review.ValidUID(inst.SOPInstanceUID) {
 		return fail(fmt.Errorf("%w: the SOP Instance UID is missing or not a UID", dicomio.ErrMalformed))
 	}
+	// The other UIDs are stored, named in reports and file names: each is a UID or absent,
+	// refused before anything is stored. The value is not repeated: it is the sender's data.
+	for _, u := range []struct{ tag, name, value string }{
+		{"(0020,000D)", "Study Instance UID", inst.StudyInstanceUID},
+		{"(0020,000E)", "Series Instance UID", inst.SeriesInstanceUID},
+		{"(0008,0016)", "SOP Class UID", inst.SOPClassUID},
+	} {
+		if u.value != "" && !review.ValidUID(u.value) {
+			return fail(fmt.Errorf("%w: %s %s (%d bytes) is not a UID: digits and dots, at most 64 characters", dicomio.ErrMalformed, u.tag, u.name, len(u.value)))
+		}
+	}
 	prev, err := s.store.GetAnalysis(ctx, inst.SOPInstanceUID)
 	switch {
 	case err == nil:

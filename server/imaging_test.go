@@ -434,3 +434,45 @@ func TestPatientContextForReviewersOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderUIDsAreUIDs: a Study, Series or SOP Class UID that is not a UID (a path that
+// would climb out of a worker's folder, bytes that are not UTF-8) is refused with
+// InvalidArgument naming the tag, before anything is stored; the same image with proper UIDs
+// is then analysed.
+func TestHeaderUIDsAreUIDs(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	c := vigilv1.NewImagingClient(ts.conn)
+	ctx := ts.as(auth.RolePACSWorker)
+	p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 900777, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+	image := func(study, series string) []byte {
+		u := dicomio.GreyUltrasound{Width: p.Truth.Cols, Height: p.Truth.Rows, Frames: p.Frames,
+			StudyDescription: "Vigil synthetic phantom", StudyInstanceUID: study, SeriesInstanceUID: series}
+		data, err := dicomio.UltrasoundDICOM(&u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	for _, tt := range []struct {
+		name, study, series, tag string
+	}{
+		{"a path as the study", "/../../victim/secret", "", "(0020,000D)"},
+		{"bytes that are not UTF-8", "1.2.\xff\xfe.3", "", "(0020,000D)"},
+		{"a series UID of 65 characters", "", "1." + strings.Repeat("9", 63), "(0020,000E)"},
+		{"letters in the series", "", "1.2.abc", "(0020,000E)"},
+	} {
+		_, err := send(ctx, c, image(tt.study, tt.series), 64<<10)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.tag) {
+			t.Errorf("%s: got %v, want InvalidArgument naming %s", tt.name, err, tt.tag)
+		}
+		if strings.Contains(fmt.Sprint(err), "victim") {
+			t.Errorf("%s: the refusal repeats the sender's value: %v", tt.name, err)
+		}
+	}
+	if list, _, err := ts.store.List(context.Background(), review.Query{}); err != nil || len(list) != 0 {
+		t.Fatalf("after the refusals the store holds %d findings (%v), want none", len(list), err)
+	}
+	if _, err := send(ctx, c, image("", ""), 64<<10); err != nil {
+		t.Fatalf("the same image with made UIDs: %v", err)
+	}
+}
