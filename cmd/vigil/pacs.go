@@ -121,10 +121,10 @@ func pacsStatus(args []string, stdout, stderr io.Writer) error {
 				decided++
 			}
 		}
-		fmt.Fprintf(stdout, "  %s: %d of %d findings decided\n", uid, decided, len(s.Findings))
+		fmt.Fprintf(stdout, "  %s: %d of %d findings decided\n", tt(uid), decided, len(s.Findings))
 	}
 	if st.Errors > 0 {
-		fmt.Fprintf(stdout, "errors %d, the last at %s: %s\n", st.Errors, st.LastErrorAt.Format(time.RFC3339), st.LastError)
+		fmt.Fprintf(stdout, "errors %d, the last at %s: %s\n", st.Errors, st.LastErrorAt.Format(time.RFC3339), tt(st.LastError))
 	}
 	return nil
 }

@@ -351,7 +351,7 @@ func runReview(g *globals, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "\naudit:")
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		for _, a := range trail {
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\tv%d\t%s\n", a.Sequence, a.Time, a.Actor, a.Action, a.Version, a.State)
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\tv%d\t%s\n", a.Sequence, a.Time, tt(a.Actor), tt(a.Action), a.Version, a.State)
 		}
 		return tw.Flush()
 	case "claim":
@@ -431,7 +431,7 @@ func runReview(g *globals, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\n\n", states["pending"], states["claimed"], states["accepted"], states["amended"], states["rejected"])
 		fmt.Fprintln(tw, "MODEL\tVERSION\tACCEPTED\tAMENDED\tREJECTED\tACCEPTANCE")
 		for _, m := range models {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f%%\n", m.Model.Name, m.Model.Version, m.Accepted, m.Amended, m.Rejected, 100*m.AcceptanceRate)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f%%\n", tt(m.Model.Name), tt(m.Model.Version), m.Accepted, m.Amended, m.Rejected, 100*m.AcceptanceRate)
 		}
 		return tw.Flush()
 	case "export":
@@ -518,8 +518,8 @@ func printTable(w io.Writer, list []findingJSON) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPRI\tSTATE\tPIPELINE\tLABEL\tSCORE\tMODEL\tSOURCE\tCREATED")
 	for _, f := range list {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.2f\t%s@%s\t%s\t%s\n", f.ID, f.Priority, f.State, f.Pipeline, f.Label, f.Score,
-			f.Model.Name, f.Model.Version, sourceText(f.Source), f.CreatedAt)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.2f\t%s@%s\t%s\t%s\n", tt(f.ID), f.Priority, f.State, f.Pipeline, tt(f.Label), f.Score,
+			tt(f.Model.Name), tt(f.Model.Version), sourceText(f.Source), f.CreatedAt)
 	}
 	tw.Flush()
 	if len(list) == 0 {
@@ -529,36 +529,38 @@ func printTable(w io.Writer, list []findingJSON) {
 
 func sourceText(s sourceJSON) string {
 	if s.CameraID != "" {
-		return fmt.Sprintf("camera %s track %d frames %d-%d", s.CameraID, s.TrackID, s.FirstSequence, s.LastSequence)
+		return fmt.Sprintf("camera %s track %d frames %d-%d", tt(s.CameraID), s.TrackID, s.FirstSequence, s.LastSequence)
 	}
-	return fmt.Sprintf("%s %s", s.Modality, s.SOPInstanceUID)
+	return fmt.Sprintf("%s %s", tt(s.Modality), tt(s.SOPInstanceUID))
 }
 
+// printFinding prints a finding for a person; every value that came from outside goes
+// through tt, so a header or a comment cannot drive the reviewer's terminal.
 func printFinding(w io.Writer, f findingJSON) {
-	fmt.Fprintf(w, "%s  %s  priority %d  %s v%d\n", f.ID, f.Label, f.Priority, f.State, f.Version)
+	fmt.Fprintf(w, "%s  %s  priority %d  %s v%d\n", tt(f.ID), tt(f.Label), f.Priority, f.State, f.Version)
 	// A ward finding's score is a heuristic of the rules on the keypoint model's skeletons.
 	kind := "model score"
 	if f.Pipeline != "triage" {
 		kind = "heuristic score"
 	}
-	fmt.Fprintf(w, "  %s %.2f by %s %s\n  source %s\n", kind, f.Score, f.Model.Name, f.Model.Version, sourceText(f.Source))
+	fmt.Fprintf(w, "  %s %.2f by %s %s\n  source %s\n", kind, f.Score, tt(f.Model.Name), tt(f.Model.Version), sourceText(f.Source))
 	if p, st := f.Patient, f.Study; p != nil {
-		fmt.Fprintf(w, "  patient %s (ID %s, born %s, sex %s)\n  study %s, accession %s, %s\n", p.Name, p.ID, p.BirthDate, p.Sex,
-			st.Date, st.AccessionNumber, st.Description)
+		fmt.Fprintf(w, "  patient %s (ID %s, born %s, sex %s)\n  study %s, accession %s, %s\n", tt(p.Name), tt(p.ID), tt(p.BirthDate), tt(p.Sex),
+			tt(st.Date), tt(st.AccessionNumber), tt(st.Description))
 	}
 	if f.Box != nil {
 		fmt.Fprintf(w, "  box x=%.0f y=%.0f w=%.0f h=%.0f\n", f.Box.X, f.Box.Y, f.Box.Width, f.Box.Height)
 	}
 	for _, m := range f.Measurements {
-		fmt.Fprintf(w, "  %s %g %s\n", m.Name, m.Value, m.Unit)
+		fmt.Fprintf(w, "  %s %g %s\n", tt(m.Name), m.Value, tt(m.Unit))
 	}
 	for _, e := range f.Evidence {
-		fmt.Fprintf(w, "  - %s\n", e)
+		fmt.Fprintf(w, "  - %s\n", tt(e))
 	}
 	if f.ClaimedBy != "" {
-		fmt.Fprintf(w, "  claimed by %s until %s\n", f.ClaimedBy, f.LeaseExpiresAt)
+		fmt.Fprintf(w, "  claimed by %s until %s\n", tt(f.ClaimedBy), f.LeaseExpiresAt)
 	}
 	if d := f.Decision; d != nil {
-		fmt.Fprintf(w, "  %s by %s at %s (%s) %s\n", d.Outcome, d.Reviewer, d.DecidedAt, d.ReasonCode, d.Comment)
+		fmt.Fprintf(w, "  %s by %s at %s (%s) %s\n", d.Outcome, tt(d.Reviewer), d.DecidedAt, tt(d.ReasonCode), tt(d.Comment))
 	}
 }
