@@ -191,6 +191,8 @@ func TestReviewerPageInChromium(t *testing.T) {
 	wd.eval(`return `+rowsJS+`[1].dataset.id;`, &second)
 	wd.waitFor("the first finding's audit", `document.querySelector('#finding').dataset.id === '`+first+`' && document.querySelectorAll('#f-audit li').length === 1`)
 	wd.waitFor("the finding's evidence", `document.querySelectorAll('#f-evidence li').length === 1 && document.querySelector('#f-evidence li').textContent.includes('evidence in plain words')`)
+	// An imaging finding's score is the model's, not a heuristic, in the detail and the list.
+	wd.waitFor("the model score", `document.querySelector('#f-meta').textContent.startsWith('model score ') && !`+rowsJS+`[0].textContent.includes('heuristic')`)
 
 	wd.press("a")
 	wd.waitFor("the accepted finding leaving the open worklist", rowsJS+`.length === 2 && document.querySelector('#finding').dataset.id === '`+second+`'`)

@@ -129,8 +129,12 @@ async function loadCounts() {
 // a gait, a fall risk) a heuristic of the rules that made them, not a probability.
 function scoreText(f) {
   const s = (f.score || 0).toFixed(2);
-  return f.pipeline === "triage" ? s : s + " heuristic";
+  return imaging(f) ? s : s + " heuristic";
 }
+
+// imaging is true for a finding an imaging model made (the API names the pipeline
+// PIPELINE_TRIAGE; biometry findings are triage's too).
+const imaging = (f) => short(f.pipeline, "PIPELINE_") === "triage";
 
 // studyText is a study's header in the grouped worklist: who, which study, how many findings.
 function studyText(f, count) {
@@ -247,7 +251,7 @@ function renderDetail() {
   }
   const link = viewerLink(f);
   if (link) { patient.append(" · "); patient.appendChild(link); }
-  $("#f-meta").textContent = (f.pipeline === "triage" ? "model score " : "heuristic score ") + (f.score || 0).toFixed(2) + " · priority " + (f.priority || 0) +
+  $("#f-meta").textContent = (imaging(f) ? "model score " : "heuristic score ") + (f.score || 0).toFixed(2) + " · priority " + (f.priority || 0) +
     " · " + (f.model ? f.model.name + " " + f.model.version : "") + " · " + sourceText(f) +
     (f.first_frame ? " · frames " + f.first_frame + "–" + f.last_frame : "") + " · version " + f.version;
   const img = $("#f-overlay");
