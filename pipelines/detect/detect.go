@@ -60,7 +60,7 @@ type Detector struct {
 	floor     float64
 	classes   map[string]bool
 	input     []float32
-	ints      []int32 // the input instead, for a model that takes integer pixels
+	ints      []int32            // the input instead, for a model that takes integer pixels
 	in, out   []inference.Tensor // one each, over input and the model's output, reused
 	found     []Detection        // the boxes over the floor, before suppression, reused
 	kept      []Detection        // what Detect returns, reused
