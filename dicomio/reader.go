@@ -128,15 +128,20 @@ type Region struct {
 // MaxRegions is the default bound of Limits.MaxRegions.
 const MaxRegions = 32
 
-// MaxMillimetresPerPixel bounds a plausible calibration: 5 mm a pixel would make a 500-pixel
-// image half a metre across. Beyond it (or not a finite number) the image is treated as
+// MinMillimetresPerPixel and MaxMillimetresPerPixel bound a plausible calibration: 5 mm a
+// pixel would make a 500-pixel image half a metre across; 1 micrometre a pixel is ten times
+// finer than the finest ultrasound probe resolves (and 1e-250 cm turns an area into 0 and a
+// ratio into NaN). Outside them (or not a finite number) the image is treated as
 // uncalibrated, so that no impossible size reaches a finding or a report.
-const MaxMillimetresPerPixel = 5.0
+const (
+	MinMillimetresPerPixel = 0.001
+	MaxMillimetresPerPixel = 5.0
+)
 
-// PlausibleMillimetres says whether a calibration in mm per pixel is finite, positive and
-// within MaxMillimetresPerPixel.
+// PlausibleMillimetres says whether a calibration in mm per pixel is finite and within
+// MinMillimetresPerPixel and MaxMillimetresPerPixel.
 func PlausibleMillimetres(v float64) bool {
-	return v > 0 && v <= MaxMillimetresPerPixel && !math.IsNaN(v)
+	return v >= MinMillimetresPerPixel && v <= MaxMillimetresPerPixel && !math.IsNaN(v)
 }
 
 // MillimetresPerPixel is the region's calibration in mm, when its units are centimetres and

@@ -112,7 +112,7 @@ func TestUncalibratedAndPixelSpacing(t *testing.T) {
 // TestImpossibleCalibrationIsNoCalibration: deltas that are not finite, or absurd, leave the
 // image uncalibrated rather than give sizes of -9e17 mm.
 func TestImpossibleCalibrationIsNoCalibration(t *testing.T) {
-	for _, mm := range []float64{math.Inf(1), 1e308, 60, math.NaN()} {
+	for _, mm := range []float64{math.Inf(1), 1e308, 60, math.NaN(), 1e-249, 1e-320, 0.0009} {
 		data, err := UltrasoundDICOM(greyUltrasound(1, mm))
 		if err != nil {
 			t.Fatal(err)
@@ -125,7 +125,7 @@ func TestImpossibleCalibrationIsNoCalibration(t *testing.T) {
 			t.Errorf("%v mm per pixel read as a calibration: %v, %v", mm, x, y)
 		}
 	}
-	for _, bad := range []string{`1e308\1`, `10\10`} {
+	for _, bad := range []string{`1e308\1`, `10\10`, `1e-250\1e-250`, `0\0.1`} {
 		var inst Instance
 		if err := inst.set(header{tag: Tag{0x0028, 0x0030}, vr: "DS"}, []byte(bad)); err != nil || inst.PixelSpacing != [2]float64{} {
 			t.Errorf("pixel spacing %q read as %v (%v)", bad, inst.PixelSpacing, err)

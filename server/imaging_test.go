@@ -476,3 +476,31 @@ func TestHeaderUIDsAreUIDs(t *testing.T) {
 		t.Fatalf("the same image with made UIDs: %v", err)
 	}
 }
+
+// TestTinyCalibrationIsNoCalibration: an ultrasound region of 1e-250 cm a pixel (vigild once
+// answered Internal, "json: unsupported value: NaN", and the worker retried it for ever) is
+// analysed as an uncalibrated image: findings, and no size in mm.
+func TestTinyCalibrationIsNoCalibration(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 900778, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+	u := dicomio.GreyUltrasound{Width: p.Truth.Cols, Height: p.Truth.Rows, Frames: p.Frames, MMPerPixel: 1e-249,
+		StudyDescription: "Vigil synthetic phantom"}
+	data, err := dicomio.UltrasoundDICOM(&u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), data, 64<<10)
+	if err != nil {
+		t.Fatalf("an image calibrated at 1e-250 cm a pixel: %v, want it analysed as uncalibrated", err)
+	}
+	if len(resp.Findings) == 0 {
+		t.Fatal("no findings on a phantom with a lesion")
+	}
+	for _, f := range resp.Findings {
+		for _, m := range f.Measurements {
+			if m.Unit == "mm" || m.Unit == "mm2" {
+				t.Errorf("a size in mm from an impossible calibration: %v", m)
+			}
+		}
+	}
+}
