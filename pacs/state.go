@@ -19,7 +19,13 @@ type State struct {
 	// Analysed maps each SOP Instance UID sent to its study.
 	Analysed map[string]string `json:"analysed"`
 	// Skipped counts the instances no model's route takes.
-	Skipped int64             `json:"skipped"`
+	Skipped int64 `json:"skipped"`
+	// Failed maps the SOP Instance UID of each instance given up on to why: refused by
+	// Imaging (InvalidArgument, FailedPrecondition), or Internal MaxTries times. It is not
+	// sent again; `vigil pacs status` lists it.
+	Failed map[string]string `json:"failed,omitempty"`
+	// Tries counts, per SOP Instance UID, the Internal answers so far.
+	Tries   map[string]int    `json:"tries,omitempty"`
 	Studies map[string]*Study `json:"studies"`
 	// LastError is the most recent failure, for `vigil pacs status`.
 	LastError   string    `json:"last_error,omitempty"`
@@ -52,7 +58,7 @@ const StateFile = "pacs-state.json"
 
 // LoadState reads the state in dir, or starts one.
 func LoadState(dir string) (*State, error) {
-	st := &State{Analysed: map[string]string{}, Studies: map[string]*Study{}}
+	st := &State{Analysed: map[string]string{}, Studies: map[string]*Study{}, Failed: map[string]string{}, Tries: map[string]int{}}
 	data, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
@@ -68,6 +74,12 @@ func LoadState(dir string) (*State, error) {
 	}
 	if st.Studies == nil {
 		st.Studies = map[string]*Study{}
+	}
+	if st.Failed == nil {
+		st.Failed = map[string]string{}
+	}
+	if st.Tries == nil {
+		st.Tries = map[string]int{}
 	}
 	return st, nil
 }

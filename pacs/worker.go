@@ -53,7 +53,7 @@ type Metrics struct {
 func NewMetrics() *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry(),
 		seen: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_pacs_instances_total",
-			Help: "Instances the PACS worker saw, by what it did: analysed, skipped (no route takes it), already (sent before)."}, []string{"outcome"}),
+			Help: "Instances the PACS worker saw, by what it did: analysed, skipped (no route takes it), already (sent before), failed (refused, or Internal MaxTries times)."}, []string{"outcome"}),
 		reports: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_pacs_reports_stored_total", Help: "Structured reports stored back into the archive."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_pacs_errors_total",
 			Help: "Failures, by step (archive, analyse, watch, report); each is retried with backoff."}, []string{"step"}),
@@ -214,15 +214,23 @@ func (w *Worker) instance(ctx context.Context, inst Instance) error {
 		}
 	}
 	resp, err := stream.CloseAndRecv()
-	if st, ok := status.FromError(err); ok && (st.Code() == codes.InvalidArgument || st.Code() == codes.FailedPrecondition) {
-		// The instance cannot be analysed (the message says why): sending it again would not
-		// change that.
-		w.Log.Warn("instance refused", slog.String("sop_instance_uid", inst.SOPInstanceUID), slog.String("code", st.Code().String()), slog.String("reason", st.Message()))
-		w.mu.Lock()
-		w.state.Analysed[inst.SOPInstanceUID] = inst.StudyInstanceUID
-		w.mu.Unlock()
-		w.count("refused")
-		return nil
+	if st, ok := status.FromError(err); ok && err != nil {
+		switch st.Code() {
+		case codes.InvalidArgument, codes.FailedPrecondition:
+			// The instance cannot be analysed (the message says why): sending it again would
+			// not change that.
+			return w.giveUp(inst, st.Code().String()+": "+st.Message())
+		case codes.Internal:
+			// A fault of the server's on this instance: tried again on the next cycles, then
+			// given up on, so that one instance does not stop the rest.
+			w.mu.Lock()
+			w.state.Tries[inst.SOPInstanceUID]++
+			tries := w.state.Tries[inst.SOPInstanceUID]
+			w.mu.Unlock()
+			if tries >= MaxTries {
+				return w.giveUp(inst, fmt.Sprintf("Internal %d times, the last: %s", tries, st.Message()))
+			}
+		}
 	}
 	if err != nil {
 		return err
@@ -242,6 +250,22 @@ func (w *Worker) instance(ctx context.Context, inst Instance) error {
 		}
 	}
 	w.count("analysed")
+	return w.state.Save(w.Dir)
+}
+
+// MaxTries is how many Internal answers an instance gets before the worker gives up on it.
+const MaxTries = 3
+
+// giveUp records an instance as failed, with why, so that it is not sent again and the
+// worker goes on to the next.
+func (w *Worker) giveUp(inst Instance, reason string) error {
+	w.Log.Warn("instance given up on", slog.String("sop_instance_uid", inst.SOPInstanceUID), slog.String("reason", reason))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.state.Analysed[inst.SOPInstanceUID] = inst.StudyInstanceUID
+	w.state.Failed[inst.SOPInstanceUID] = reason
+	delete(w.state.Tries, inst.SOPInstanceUID)
+	w.count("failed")
 	return w.state.Save(w.Dir)
 }
 

@@ -123,6 +123,17 @@ func pacsStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "  %s: %d of %d findings decided\n", tt(uid), decided, len(s.Findings))
 	}
+	if len(st.Failed) > 0 {
+		fmt.Fprintf(stdout, "instances given up on: %d\n", len(st.Failed))
+		failed := make([]string, 0, len(st.Failed))
+		for uid := range st.Failed {
+			failed = append(failed, uid)
+		}
+		sort.Strings(failed)
+		for _, uid := range failed {
+			fmt.Fprintf(stdout, "  %s: %s\n", tt(uid), tt(st.Failed[uid]))
+		}
+	}
 	if st.Errors > 0 {
 		fmt.Fprintf(stdout, "errors %d, the last at %s: %s\n", st.Errors, st.LastErrorAt.Format(time.RFC3339), tt(st.LastError))
 	}
