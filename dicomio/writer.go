@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -155,6 +156,11 @@ func part10(sopClass, sopInstance string, body dataset) ([]byte, error) {
 	out = append(out, metaBytes...)
 	return append(out, bodyBytes...), nil
 }
+
+var uidPattern = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+
+// ValidUID says whether s is a DICOM UID: digits and dots, at most 64 characters.
+func ValidUID(s string) bool { return len(s) <= 64 && uidPattern.MatchString(s) }
 
 // NewUID returns a fresh UID under 2.25 (a random UUID as a decimal number), which needs no
 // registered root.

@@ -2,6 +2,8 @@ package pacs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/models"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 )
@@ -184,6 +187,10 @@ func (w *Worker) instance(ctx context.Context, inst Instance) error {
 	case sent:
 		w.count("already")
 		return nil
+	case !dicomio.ValidUID(inst.SOPInstanceUID) || !dicomio.ValidUID(inst.StudyInstanceUID):
+		// The archive's own listing names the instance: what is not a UID is not used, in a
+		// file name or anywhere else.
+		return w.giveUp(inst, "the archive lists it with a SOP or Study Instance UID that is not a UID")
 	case !w.routed(inst):
 		w.count("skipped")
 		w.mu.Lock()
@@ -346,8 +353,15 @@ func (w *Worker) reports(ctx context.Context) error {
 	return nil
 }
 
+// reportPath is where a study's report waits for the archive: named by a hash of the study's
+// UID, never by the UID itself, which came from the archive.
+func (w *Worker) reportPath(studyUID string) string {
+	sum := sha256.Sum256([]byte(studyUID))
+	return filepath.Join(w.Dir, "sr-"+hex.EncodeToString(sum[:16])+".dcm")
+}
+
 func (w *Worker) report(ctx context.Context, studyUID string) error {
-	path := filepath.Join(w.Dir, "sr-"+studyUID+".dcm")
+	path := w.reportPath(studyUID)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		resp, err := w.Review.ExportReport(ctx, &vigilv1.ExportReportRequest{StudyInstanceUid: studyUID})

@@ -70,17 +70,19 @@ func (s *imaging) AnalyzeInstance(stream grpc.ClientStreamingServer[vigilv1.Anal
 	return stream.SendAndClose(&vigilv1.AnalyzeInstanceResponse{})
 }
 
-type catalogue struct{ vigilv1.UnimplementedModelsServer }
+type catalogue struct {
+	vigilv1.UnimplementedModelsServer
+}
 
 func (catalogue) ListModels(context.Context, *vigilv1.ListModelsRequest) (*vigilv1.ListModelsResponse, error) {
 	return &vigilv1.ListModelsResponse{Models: []*vigilv1.ModelInfo{{Name: "m", State: vigilv1.ModelState_MODEL_STATE_READY,
 		RouteRules: []*vigilv1.Route{{Modality: []string{"US"}}}}}}, nil
 }
 
-// TestOneBadInstanceStopsNothing: an instance the server answers with Internal is sent
-// MaxTries times and then given up on, one it refuses is given up on at once, each with its
-// reason in the state; the good instance after them is analysed, and nothing is sent again
-// after a restart.
+// TestOneBadInstanceStopsNothing: an instance the archive lists with a path for its study
+// UID is given up on unsent; one the server answers with Internal is sent MaxTries times and
+// then given up on, one it refuses is given up on at once, each with its reason in the state;
+// the good instance after them is analysed, and nothing is sent again after a restart.
 func TestOneBadInstanceStopsNothing(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,10 +100,11 @@ func TestOneBadInstanceStopsNothing(t *testing.T) {
 	}
 	defer conn.Close()
 	arch := &archive{
-		insts: []Instance{{Ref: "a", SOPInstanceUID: "1.2.3.1", StudyInstanceUID: "1.2.3", Modality: "US"},
+		insts: []Instance{{Ref: "x", SOPInstanceUID: "1.2.3.9", StudyInstanceUID: "/../../victim/secret", Modality: "US"},
+			{Ref: "a", SOPInstanceUID: "1.2.3.1", StudyInstanceUID: "1.2.3", Modality: "US"},
 			{Ref: "b", SOPInstanceUID: "1.2.3.2", StudyInstanceUID: "1.2.3", Modality: "US"},
 			{Ref: "c", SOPInstanceUID: "1.2.3.3", StudyInstanceUID: "1.2.3", Modality: "US"}},
-		files: map[string][]byte{"a": []byte("internal"), "b": []byte("refused"), "c": []byte("good")},
+		files: map[string][]byte{"x": []byte("path"), "a": []byte("internal"), "b": []byte("refused"), "c": []byte("good")},
 	}
 	dir := t.TempDir()
 	run := func() {
@@ -132,14 +135,17 @@ func TestOneBadInstanceStopsNothing(t *testing.T) {
 	if !strings.HasPrefix(st.Failed["1.2.3.2"], "InvalidArgument: ") {
 		t.Errorf("the refused instance: failed %q, want InvalidArgument with the reason", st.Failed["1.2.3.2"])
 	}
+	if !strings.Contains(st.Failed["1.2.3.9"], "not a UID") {
+		t.Errorf("the instance the archive lists under a path for a study UID: failed %q, want given up on, unsent", st.Failed["1.2.3.9"])
+	}
 	if _, ok := st.Analysed["1.2.3.3"]; !ok || st.Failed["1.2.3.3"] != "" {
 		t.Errorf("the good instance after them was not analysed: analysed %v, failed %v", st.Analysed, st.Failed)
 	}
 	img.mu.Lock()
-	sends := map[string]int{"internal": img.sends["internal"], "refused": img.sends["refused"], "good": img.sends["good"]}
+	sends := map[string]int{"internal": img.sends["internal"], "refused": img.sends["refused"], "good": img.sends["good"], "path": img.sends["path"]}
 	img.mu.Unlock()
-	if sends["internal"] != MaxTries || sends["refused"] != 1 || sends["good"] != 1 {
-		t.Errorf("sends %v, want internal %d, refused 1, good 1", sends, MaxTries)
+	if sends["internal"] != MaxTries || sends["refused"] != 1 || sends["good"] != 1 || sends["path"] != 0 {
+		t.Errorf("sends %v, want internal %d, refused 1, good 1, path 0", sends, MaxTries)
 	}
 	// A restart goes on from the state: the archive is read from the start again (a new
 	// cursor), and no instance is sent again.

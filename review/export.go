@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/vigil-health/vigil/dicomio"
@@ -13,11 +12,10 @@ import (
 var (
 	// ErrNothingToReport means the study has no accepted or amended finding.
 	ErrNothingToReport = errors.New("review: no accepted or amended findings for this study")
-	validUID           = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
 )
 
-// ValidUID says whether s is a DICOM UID: digits and dots, at most 64 characters.
-func ValidUID(s string) bool { return len(s) <= 64 && validUID.MatchString(s) }
+// ValidUID says whether s is a DICOM UID (dicomio.ValidUID).
+func ValidUID(s string) bool { return dicomio.ValidUID(s) }
 
 // Report is an exported structured report.
 type Report struct {
