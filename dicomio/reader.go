@@ -155,6 +155,29 @@ func (r Region) MillimetresPerPixel() (x, y float64, ok bool) {
 	return x, y, true
 }
 
+// maxChars is the longest value, in characters, PS3.5 (table 6.2-1) allows for the text VRs
+// of the identifying attributes: a person name up to three component groups of 64.
+var maxChars = map[string]int{"AE": 16, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "PN": 3*64 + 2,
+	"SH": 16, "TM": 16, "UI": 64}
+
+// CutToVR cuts a text value to the longest its VR allows, at a character boundary. A sender
+// may write a 255 KiB accession number; what Vigil stores, lists and writes back into a
+// report fits the VR.
+func CutToVR(vr, s string) string {
+	limit, ok := maxChars[vr]
+	if !ok || len(s) <= limit {
+		return s
+	}
+	n := 0
+	for i := range s {
+		if n == limit {
+			return s[:i]
+		}
+		n++
+	}
+	return s
+}
+
 // Patient is the Patient module, as text in UTF-8 (names in DICOM's form: FAMILY^GIVEN).
 type Patient struct {
 	Name, ID, BirthDate, Sex string
@@ -639,29 +662,29 @@ func (inst *Instance) set(h header, v []byte) error {
 	case Tag{0x0008, 0x0060}:
 		inst.Modality = text(v)
 	case Tag{0x0008, 0x1030}:
-		inst.StudyDescription = inst.decode(v)
+		inst.StudyDescription = CutToVR("LO", inst.decode(v))
 	case Tag{0x0008, 0x103E}:
-		inst.SeriesDescription = inst.decode(v)
+		inst.SeriesDescription = CutToVR("LO", inst.decode(v))
 	case Tag{0x0008, 0x0005}:
 		inst.CharacterSet = text(v)
 	case Tag{0x0010, 0x0010}:
-		inst.Patient.Name = inst.decode(v)
+		inst.Patient.Name = CutToVR("PN", inst.decode(v))
 	case Tag{0x0010, 0x0020}:
-		inst.Patient.ID = inst.decode(v)
+		inst.Patient.ID = CutToVR("LO", inst.decode(v))
 	case Tag{0x0010, 0x0030}:
-		inst.Patient.BirthDate = inst.decode(v)
+		inst.Patient.BirthDate = CutToVR("DA", inst.decode(v))
 	case Tag{0x0010, 0x0040}:
-		inst.Patient.Sex = inst.decode(v)
+		inst.Patient.Sex = CutToVR("CS", inst.decode(v))
 	case Tag{0x0008, 0x0050}:
-		inst.Study.AccessionNumber = inst.decode(v)
+		inst.Study.AccessionNumber = CutToVR("SH", inst.decode(v))
 	case Tag{0x0008, 0x0020}:
-		inst.Study.Date = inst.decode(v)
+		inst.Study.Date = CutToVR("DA", inst.decode(v))
 	case Tag{0x0008, 0x0030}:
-		inst.Study.Time = inst.decode(v)
+		inst.Study.Time = CutToVR("TM", inst.decode(v))
 	case Tag{0x0008, 0x0090}:
-		inst.Study.ReferringPhysician = inst.decode(v)
+		inst.Study.ReferringPhysician = CutToVR("PN", inst.decode(v))
 	case Tag{0x0020, 0x0010}:
-		inst.Study.ID = inst.decode(v)
+		inst.Study.ID = CutToVR("SH", inst.decode(v))
 	case Tag{0x0018, 0x0015}:
 		inst.BodyPartExamined = text(v)
 	case Tag{0x0028, 0x0030}:

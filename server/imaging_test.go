@@ -12,10 +12,12 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/dicomio"
@@ -502,5 +504,52 @@ func TestTinyCalibrationIsNoCalibration(t *testing.T) {
 				t.Errorf("a size in mm from an impossible calibration: %v", m)
 			}
 		}
+	}
+}
+
+// TestHugeHeaderFieldsAreCut: an instance whose eleven identifying fields each hold 60,000
+// bytes (two such instances once broke `vigil review list`, the page's list and the study's
+// export) is analysed, and what is stored of each field fits its VR: 64 characters for LO,
+// 16 for SH, 8 for DA, three groups of 64 for PN, cut at a character boundary.
+func TestHugeHeaderFieldsAreCut(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 900779, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+	huge := strings.Repeat("ä", 30000) // 60,000 bytes of two-byte characters
+	u := dicomio.GreyUltrasound{Width: p.Truth.Cols, Height: p.Truth.Rows, Frames: p.Frames,
+		StudyDescription: huge, SeriesDescription: huge,
+		Patient: dicomio.Patient{Name: huge, ID: huge, BirthDate: huge, Sex: huge},
+		Study:   dicomio.Study{AccessionNumber: huge, Date: huge, Time: huge, ReferringPhysician: huge, ID: huge}}
+	data, err := dicomio.UltrasoundDICOM(&u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := send(ts.as(auth.RolePACSWorker), vigilv1.NewImagingClient(ts.conn), data, 64<<10); err != nil {
+		t.Fatalf("an instance with huge header fields: %v", err)
+	}
+	list, _, err := ts.store.List(context.Background(), review.Query{})
+	if err != nil || len(list) == 0 || list[0].Context == nil {
+		t.Fatalf("stored %d findings (%v), want them with their context", len(list), err)
+	}
+	c := list[0].Context
+	for _, f := range []struct {
+		name, value string
+		chars       int
+	}{
+		{"patient name (PN)", c.PatientName, 194}, {"patient ID (LO)", c.PatientID, 64}, {"birth date (DA)", c.PatientBirthDate, 8},
+		{"sex (CS)", c.PatientSex, 16}, {"accession (SH)", c.AccessionNumber, 16}, {"study date (DA)", c.StudyDate, 8},
+		{"study time (TM)", c.StudyTime, 16}, {"study description (LO)", c.StudyDescription, 64},
+		{"referring physician (PN)", c.ReferringPhysician, 194}, {"study ID (SH)", c.StudyID, 16},
+		{"series description (LO)", c.SeriesDescription, 64},
+	} {
+		if n := utf8.RuneCountInString(f.value); n != f.chars || !utf8.ValidString(f.value) {
+			t.Errorf("%s: %d characters stored (valid UTF-8: %v), want %d", f.name, n, utf8.ValidString(f.value), f.chars)
+		}
+	}
+	resp, err := vigilv1.NewReviewClient(ts.conn).List(ts.as(auth.RoleReviewer), &vigilv1.ListRequest{})
+	if err != nil || len(resp.Findings) == 0 {
+		t.Fatalf("List: %v", err)
+	}
+	if size := proto.Size(resp); size > 64<<10 {
+		t.Errorf("the list reply is %d bytes for %d findings, want it small", size, len(resp.Findings))
 	}
 }
