@@ -12,6 +12,9 @@ import (
 var (
 	// ErrNothingToReport means the study has no accepted or amended finding.
 	ErrNothingToReport = errors.New("review: no accepted or amended findings for this study")
+	// ErrOtherPatient means a study's findings name more than one patient: an instance was
+	// sent under another patient's study, or an export would mix them.
+	ErrOtherPatient = errors.New("review: the study holds findings of another patient")
 )
 
 // ValidUID says whether s is a DICOM UID (dicomio.ValidUID).
@@ -41,8 +44,13 @@ func ExportReport(ctx context.Context, s Store, studyUID, deviceUID string, now 
 		}
 		for i := range page {
 			groups = append(groups, measurementGroup(&page[i]))
-			if context == nil {
-				context = page[i].Context
+			c := page[i].Context
+			switch {
+			case context == nil:
+				context = c
+			case c != nil && c.PatientID != context.PatientID:
+				// One report is one patient's: never write two patients' findings under one name.
+				return Report{}, fmt.Errorf("%w: the study's findings name more than one patient ID", ErrOtherPatient)
 			}
 		}
 		if next == "" {
@@ -65,6 +73,30 @@ func ExportReport(ctx context.Context, s Store, studyUID, deviceUID string, now 
 		return Report{}, err
 	}
 	return Report{Data: data, SOPInstanceUID: uid, Findings: len(groups)}, nil
+}
+
+// CheckPatient says whether findings of another patient than patientID are stored under the
+// study: ErrOtherPatient when one is. An empty patientID, or findings without one, say nothing.
+func CheckPatient(ctx context.Context, s Store, studyUID, patientID string) error {
+	if studyUID == "" || patientID == "" {
+		return nil
+	}
+	q := Query{Filter: Filter{StudyUID: studyUID}, PageSize: MaxPageSize}
+	for {
+		page, next, err := s.List(ctx, q)
+		if err != nil {
+			return err
+		}
+		for i := range page {
+			if c := page[i].Context; c != nil && c.PatientID != "" && c.PatientID != patientID {
+				return ErrOtherPatient
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		q.PageToken = next
+	}
 }
 
 // measurementGroup is a decided finding as the report shows it, corrections applied.

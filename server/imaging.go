@@ -167,6 +167,11 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 			return fail(fmt.Errorf("%w: %s %s (%d bytes) is not a UID: digits and dots, at most 64 characters", dicomio.ErrMalformed, u.tag, u.name, len(u.value)))
 		}
 	}
+	// A study is one patient: an instance that names another patient than the findings
+	// already stored under its study is refused, before anything is stored.
+	if err := review.CheckPatient(ctx, s.store, inst.StudyInstanceUID, inst.Patient.ID); err != nil {
+		return fail(err)
+	}
 	prev, err := s.store.GetAnalysis(ctx, inst.SOPInstanceUID)
 	switch {
 	case err == nil:

@@ -553,3 +553,62 @@ func TestHugeHeaderFieldsAreCut(t *testing.T) {
 		t.Errorf("the list reply is %d bytes for %d findings, want it small", size, len(resp.Findings))
 	}
 }
+
+// TestAStudyIsOnePatient: an instance sent under a study whose findings name another patient
+// is refused with FailedPrecondition, before anything is stored, and without naming either
+// patient; and a study whose stored findings name two patients (stored before this check)
+// is not exported: a report is one patient's.
+func TestAStudyIsOnePatient(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	c := vigilv1.NewImagingClient(ts.conn)
+	ctx := ts.as(auth.RolePACSWorker)
+	study := dicomio.NewUID()
+	p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 900780, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+	image := func(patientID string) []byte {
+		u := dicomio.GreyUltrasound{Width: p.Truth.Cols, Height: p.Truth.Rows, Frames: p.Frames, StudyInstanceUID: study,
+			Patient: dicomio.Patient{Name: "DOE^JANE", ID: patientID}}
+		data, err := dicomio.UltrasoundDICOM(&u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	if _, err := send(ctx, c, image("PID-FIRST"), 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	before, _, _ := ts.store.List(context.Background(), review.Query{})
+	_, err := send(ctx, c, image("PID-SECOND"), 64<<10)
+	if status.Code(err) != codes.FailedPrecondition || strings.Contains(err.Error(), "PID-") {
+		t.Errorf("another patient's instance under the study: got %v, want FailedPrecondition naming no patient", err)
+	}
+	after, _, _ := ts.store.List(context.Background(), review.Query{})
+	if len(after) != len(before) {
+		t.Errorf("the refused instance stored findings: %d before, %d after", len(before), len(after))
+	}
+	if _, err := send(ctx, c, image("PID-FIRST"), 64<<10); err != nil {
+		t.Errorf("the same patient's next instance under the study: %v", err)
+	}
+
+	// Two patients' findings under one study, put straight into the store, both accepted.
+	mixed := dicomio.NewUID()
+	var fs []review.Finding
+	for _, id := range []string{"PID-A", "PID-B"} {
+		fs = append(fs, review.Finding{Pipeline: review.PipelineTriage, Label: "hypoechoic lesion", Score: 0.9, Priority: 1,
+			Model: review.ModelRef{Name: "us-lesion-demo", Version: "1"},
+			Source: review.Source{StudyInstanceUID: mixed, SOPInstanceUID: dicomio.NewUID(), Modality: "US"},
+			Context: &review.Context{PatientName: "X^" + id, PatientID: id}})
+	}
+	stored, err := ts.store.Add(context.Background(), "test", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range stored {
+		if _, err := ts.store.Decide(context.Background(), "dr.test", f.ID, f.Version, review.Decision{Outcome: review.OutcomeAccept, ReasonCode: "confirmed"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = vigilv1.NewReviewClient(ts.conn).ExportReport(ts.as(auth.RoleAdmin), &vigilv1.ExportReportRequest{StudyInstanceUid: mixed})
+	if status.Code(err) != codes.FailedPrecondition || strings.Contains(err.Error(), "PID-") {
+		t.Errorf("exporting a study with two patients' findings: got %v, want FailedPrecondition naming no patient", err)
+	}
+}

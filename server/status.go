@@ -45,6 +45,7 @@ var errorCodes = []struct {
 	{review.ErrNotClaimed, codes.FailedPrecondition},
 	{review.ErrInvalid, codes.InvalidArgument},
 	{review.ErrNothingToReport, codes.FailedPrecondition},
+	{review.ErrOtherPatient, codes.FailedPrecondition},
 	{review.ErrStoreFull, codes.ResourceExhausted},
 	{review.ErrStoreUnwritable, codes.Unavailable},
 	{review.ErrStoreUnreachable, codes.Unavailable},
