@@ -594,8 +594,8 @@ func TestAStudyIsOnePatient(t *testing.T) {
 	var fs []review.Finding
 	for _, id := range []string{"PID-A", "PID-B"} {
 		fs = append(fs, review.Finding{Pipeline: review.PipelineTriage, Label: "hypoechoic lesion", Score: 0.9, Priority: 1,
-			Model: review.ModelRef{Name: "us-lesion-demo", Version: "1"},
-			Source: review.Source{StudyInstanceUID: mixed, SOPInstanceUID: dicomio.NewUID(), Modality: "US"},
+			Model:   review.ModelRef{Name: "us-lesion-demo", Version: "1"},
+			Source:  review.Source{StudyInstanceUID: mixed, SOPInstanceUID: dicomio.NewUID(), Modality: "US"},
 			Context: &review.Context{PatientName: "X^" + id, PatientID: id}})
 	}
 	stored, err := ts.store.Add(context.Background(), "test", fs)
