@@ -344,6 +344,7 @@ func (s *sqlStore) AddAnalysis(ctx context.Context, actor string, a Analysis, fi
 	if err != nil {
 		return Analysis{}, false, err
 	}
+	a.SubmittedBy = actor
 	a.FindingIDs = make([]string, 0, len(out))
 	for _, f := range out {
 		a.FindingIDs = append(a.FindingIDs, f.ID)

@@ -64,6 +64,9 @@ type Analysis struct {
 	Notes      []string  `json:"notes,omitempty"`
 	FindingIDs []string  `json:"finding_ids"`
 	CreatedAt  time.Time `json:"created_at"`
+	// SubmittedBy is the principal that sent the instance (set by AddAnalysis; empty in
+	// analyses stored before it was kept).
+	SubmittedBy string `json:"submitted_by,omitempty"`
 }
 
 // Filter narrows the worklist. Empty fields match everything.

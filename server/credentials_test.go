@@ -269,3 +269,34 @@ func TestPACSWorkerSeesOnlyWhatItSent(t *testing.T) {
 		t.Errorf("the refused export is not kept: %+v", refusals(t, ts))
 	}
 }
+
+// TestAnotherWorkerCannotReplayMyInstance: a second PACS worker that sends the first bytes of
+// a file carrying my instance's SOP Instance UID gets PermissionDenied, not my finding, its
+// outline, study, decision or overlay; I still get my own answer back.
+func TestAnotherWorkerCannotReplayMyInstance(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	other, err := auth.AddToken(ts.tokensPath, auth.RolePACSWorker, "pacs-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	imaging := vigilv1.NewImagingClient(ts.conn)
+	mine, _ := phantomFile(t, 900303, 1)
+	sent, err := send(ts.as(auth.RolePACSWorker), imaging, mine, 64<<10)
+	if err != nil || len(sent.Findings) == 0 {
+		t.Fatalf("my instance: %v", err)
+	}
+	theirs := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+other)
+	stream, err := imaging.AnalyzeInstance(theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: mine[:3000], Options: &vigilv1.AnalyzeOptions{IncludeOverlays: true}})
+	stolen, err := stream.CloseAndRecv()
+	if status.Code(err) != codes.PermissionDenied || stolen != nil {
+		t.Fatalf("another worker replaying my SOP Instance UID: got %d findings (%v), want PermissionDenied and nothing", len(stolen.GetFindings()), err)
+	}
+	again, err := send(ts.as(auth.RolePACSWorker), imaging, mine, 64<<10)
+	if err != nil || !again.AlreadyAnalyzed || len(again.Findings) != len(sent.Findings) {
+		t.Errorf("my own resend: %v, %v; want my analysis back", again, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/internal/panics"
@@ -177,6 +178,9 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	case err == nil:
 		pr.Close() // the rest of the file is not needed
 		<-pumpErr
+		if err := s.owns(ctx, prev); err != nil {
+			return nil, err
+		}
 		return s.response(ctx, prev, true, includeOverlays)
 	case !errors.Is(err, review.ErrNotFound):
 		// A store that cannot say whether the instance was analysed must not analyse it again.
@@ -224,7 +228,36 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
+	if existed { // another call stored it first
+		if err := s.owns(ctx, stored); err != nil {
+			return nil, err
+		}
+	}
 	return s.response(ctx, stored, existed, includeOverlays)
+}
+
+// owns refuses a PACS worker the stored analysis of an instance another principal sent: its
+// findings, study, decisions and overlays are that principal's. SOP Instance UIDs are unique
+// and unguessable, so a second sender of one is refused outright (PermissionDenied) rather
+// than answered with an analysis of its own; the refusal says no more than that the UID is
+// taken. An analysis stored before senders were kept is judged by its first finding's.
+func (s *imagingService) owns(ctx context.Context, a review.Analysis) error {
+	p, ok := auth.PrincipalFrom(ctx)
+	if !ok || p.Role != auth.RolePACSWorker {
+		return nil
+	}
+	owner := a.SubmittedBy
+	if owner == "" && len(a.FindingIDs) > 0 {
+		f, err := s.store.Get(ctx, a.FindingIDs[0])
+		if err != nil {
+			return toStatus(ctx, s.log, err)
+		}
+		owner = f.SubmittedBy
+	}
+	if owner != "" && owner != p.Name {
+		return status.Error(codes.PermissionDenied, "this SOP Instance UID was sent by another principal: a PACS worker gets back only the analyses of the instances it sent")
+	}
+	return nil
 }
 
 // choose picks the model for an instance: the one asked for, the configured default, or the
