@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Instance is an archived instance, as the worker needs to pick and fetch it.
@@ -44,7 +45,32 @@ var ErrArchive = errors.New("pacs: archive")
 type httpArchive struct {
 	base   string
 	client *http.Client
+	// user and password, when user is set, go with every request as HTTP basic auth.
+	user, password string
 }
+
+// MaxAnswer bounds an archive's JSON answer (a page of changes, a QIDO-RS page, an instance's
+// tags): a larger one is refused, not read into memory.
+const MaxAnswer = 8 << 20
+
+// NewHTTPClient is the client the worker talks to an archive with: a timeout on every call,
+// and redirects followed only within the origin they started from (scheme, host and port), so
+// that an archive cannot send the worker, and its credentials, elsewhere.
+func NewHTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		first := via[0].URL
+		if req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+			return fmt.Errorf("%w: refused a redirect from %s to another origin, %s://%s", ErrArchive, first.Host, req.URL.Scheme, req.URL.Host)
+		}
+		if len(via) >= 5 {
+			return fmt.Errorf("%w: more than 5 redirects", ErrArchive)
+		}
+		return nil
+	}}
+}
+
+// SetCredentials makes every request carry HTTP basic auth.
+func (a *httpArchive) SetCredentials(user, password string) { a.user, a.password = user, password }
 
 func (a *httpArchive) get(ctx context.Context, path string, accept string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", a.base+path, nil)
@@ -53,6 +79,9 @@ func (a *httpArchive) get(ctx context.Context, path string, accept string) (*htt
 	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)
+	}
+	if a.user != "" {
+		req.SetBasicAuth(a.user, a.password)
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {
@@ -72,7 +101,17 @@ func (a *httpArchive) getJSON(ctx context.Context, path string, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+	if resp.ContentLength > MaxAnswer {
+		return fmt.Errorf("%w: GET %s: an answer of %d bytes is over the worker's limit of %d", ErrArchive, path, resp.ContentLength, MaxAnswer)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer+1))
+	if err != nil {
+		return fmt.Errorf("%w: GET %s: %v", ErrArchive, path, err)
+	}
+	if len(body) > MaxAnswer {
+		return fmt.Errorf("%w: GET %s: the answer is over the worker's limit of %d bytes", ErrArchive, path, MaxAnswer)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("%w: GET %s: %v", ErrArchive, path, err)
 	}
 	return nil
@@ -94,6 +133,9 @@ func (a *httpArchive) stow(ctx context.Context, path string, data []byte) error 
 	}
 	req.Header.Set("Content-Type", `multipart/related; type="application/dicom"; boundary=`+mw.Boundary())
 	req.Header.Set("Accept", "application/dicom+json")
+	if a.user != "" {
+		req.SetBasicAuth(a.user, a.password)
+	}
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: STOW-RS %s: %v", ErrArchive, path, err)

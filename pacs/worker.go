@@ -144,6 +144,18 @@ func (w *Worker) cycle(ctx context.Context) error {
 		if !more {
 			break
 		}
+		if next == cursor {
+			// The archive says there is more but did not move on: take it at the next poll,
+			// rather than ask again at once, for ever.
+			w.Log.Warn("the archive says more instances wait but its cursor did not move", slog.String("cursor", cursor))
+			break
+		}
+		// Even an archive with more to give is asked at most once per PageInterval.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(PageInterval):
+		}
 	}
 	return w.reports(ctx)
 }
@@ -259,6 +271,9 @@ func (w *Worker) instance(ctx context.Context, inst Instance) error {
 	w.count("analysed")
 	return w.state.Save(w.Dir)
 }
+
+// PageInterval is the least time between two pages asked of the archive.
+const PageInterval = 100 * time.Millisecond
 
 // MaxTries is how many Internal answers an instance gets before the worker gives up on it.
 const MaxTries = 3

@@ -79,25 +79,39 @@ func (catalogue) ListModels(context.Context, *vigilv1.ListModelsRequest) (*vigil
 		RouteRules: []*vigilv1.Route{{Modality: []string{"US"}}}}}}, nil
 }
 
-// TestOneBadInstanceStopsNothing: an instance the archive lists with a path for its study
-// UID is given up on unsent; one the server answers with Internal is sent MaxTries times and
-// then given up on, one it refuses is given up on at once, each with its reason in the state;
-// the good instance after them is analysed, and nothing is sent again after a restart.
-func TestOneBadInstanceStopsNothing(t *testing.T) {
+// grpcServer serves img and a catalogue whose one model takes every ultrasound instance, on a
+// loopback port, and returns a client connection to it.
+func grpcServer(t *testing.T, img *imaging) (*grpc.Server, *grpc.ClientConn) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	img := &imaging{sends: map[string]int{}}
 	vigilv1.RegisterImagingServer(srv, img)
 	vigilv1.RegisterModelsServer(srv, catalogue{})
 	go srv.Serve(lis)
-	defer srv.Stop()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, conn
+}
+
+// newWorker is a worker on src and the server at conn, polling every 20 ms.
+func newWorker(src Source, conn *grpc.ClientConn, dir string) *Worker {
+	return &Worker{Source: src, Imaging: vigilv1.NewImagingClient(conn), Review: vigilv1.NewReviewClient(conn),
+		Models: vigilv1.NewModelsClient(conn), Dir: dir, Poll: 20 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+// TestOneBadInstanceStopsNothing: an instance the archive lists with a path for its study
+// UID is given up on unsent; one the server answers with Internal is sent MaxTries times and
+// then given up on, one it refuses is given up on at once, each with its reason in the state;
+// the good instance after them is analysed, and nothing is sent again after a restart.
+func TestOneBadInstanceStopsNothing(t *testing.T) {
+	img := &imaging{sends: map[string]int{}}
+	srv, conn := grpcServer(t, img)
+	defer srv.Stop()
 	defer conn.Close()
 	arch := &archive{
 		insts: []Instance{{Ref: "x", SOPInstanceUID: "1.2.3.9", StudyInstanceUID: "/../../victim/secret", Modality: "US"},
@@ -108,8 +122,7 @@ func TestOneBadInstanceStopsNothing(t *testing.T) {
 	}
 	dir := t.TempDir()
 	run := func() {
-		w := &Worker{Source: arch, Imaging: vigilv1.NewImagingClient(conn), Review: vigilv1.NewReviewClient(conn),
-			Models: vigilv1.NewModelsClient(conn), Dir: dir, Poll: 20 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		w := newWorker(arch, conn, dir)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		done := make(chan struct{})

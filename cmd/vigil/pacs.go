@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 
 const pacsUsage = `usage:
   vigil --server ADDR --token TOKEN pacs --orthanc http://HOST:PORT [--state-dir DIR] [--poll 2s] [--metrics HOST:PORT]
+        [--archive-user NAME] [--archive-password-file FILE]   (or the password in $VIGIL_ARCHIVE_PASSWORD)
   vigil --server ADDR --token TOKEN pacs --dicomweb URL [--state-dir DIR] ...
   vigil pacs status [--state-dir DIR] [--json]`
 
@@ -40,16 +43,37 @@ func runPACS(g *globals, args []string, stdout, stderr io.Writer) error {
 	stateDir := fs.String("state-dir", "pacs-state", "where the worker keeps its cursor and what it sent")
 	poll := fs.Duration("poll", 2*time.Second, "how often the archive is asked for new instances")
 	metricsAddr := fs.String("metrics", "", "serve the worker's /metrics at this address (empty: off)")
+	user := fs.String("archive-user", "", "the archive's user name for HTTP basic auth; the password comes from $VIGIL_ARCHIVE_PASSWORD or --archive-password-file")
+	passwordFile := fs.String("archive-password-file", "", "a file holding the archive's password (one line)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if (*orthanc == "") == (*dicomweb == "") {
 		return usageError{"give one of --orthanc and --dicomweb\n" + pacsUsage}
 	}
-	client := &http.Client{Timeout: 5 * time.Minute}
-	var source pacs.Source = pacs.NewOrthanc(*orthanc, client)
+	for _, raw := range []string{*orthanc, *dicomweb} {
+		if u, err := url.Parse(raw); err == nil && u.User != nil {
+			return usageError{"the archive's URL holds credentials, which every process list shows: give --archive-user, and the password in $VIGIL_ARCHIVE_PASSWORD or --archive-password-file"}
+		}
+	}
+	password := os.Getenv("VIGIL_ARCHIVE_PASSWORD")
+	if *passwordFile != "" {
+		data, err := os.ReadFile(*passwordFile)
+		if err != nil {
+			return fmt.Errorf("--archive-password-file: %w", err)
+		}
+		password = strings.TrimRight(string(data), "\r\n")
+	}
+	client := pacs.NewHTTPClient(5 * time.Minute)
+	var source pacs.Source
 	if *dicomweb != "" {
-		source = pacs.NewDICOMweb(*dicomweb, client)
+		a := pacs.NewDICOMweb(*dicomweb, client)
+		a.SetCredentials(*user, password)
+		source = a
+	} else {
+		a := pacs.NewOrthanc(*orthanc, client)
+		a.SetCredentials(*user, password)
+		source = a
 	}
 	conn, err := g.dial()
 	if err != nil {
