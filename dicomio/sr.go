@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -314,11 +315,11 @@ func WriteSR(r Report) ([]byte, string, error) {
 	// Patient and General Study, as the source images have them.
 	ds.add(0x0010, 0x0010, "PN", r.Patient.Name)
 	ds.add(0x0010, 0x0020, "LO", r.Patient.ID)
-	ds.add(0x0010, 0x0030, "DA", r.Patient.BirthDate)
-	ds.add(0x0010, 0x0040, "CS", r.Patient.Sex)
+	ds.add(0x0010, 0x0030, "DA", validOr("DA", r.Patient.BirthDate))
+	ds.add(0x0010, 0x0040, "CS", validOr("sex", r.Patient.Sex))
 	ds.add(0x0020, 0x000D, "UI", r.StudyInstanceUID)
-	ds.add(0x0008, 0x0020, "DA", r.Study.Date)
-	ds.add(0x0008, 0x0030, "TM", r.Study.Time)
+	ds.add(0x0008, 0x0020, "DA", validOr("DA", r.Study.Date))
+	ds.add(0x0008, 0x0030, "TM", validOr("TM", r.Study.Time))
 	ds.add(0x0008, 0x0090, "PN", r.Study.ReferringPhysician)
 	ds.add(0x0020, 0x0010, "SH", r.Study.ID)
 	ds.add(0x0008, 0x0050, "SH", r.Study.AccessionNumber)
@@ -392,4 +393,23 @@ func WriteSR(r Report) ([]byte, string, error) {
 		return nil, "", err
 	}
 	return data, sopInstance, nil
+}
+
+// srValues are the forms a report writes dates, times and the patient's sex in (PS3.5 6.2:
+// DA YYYYMMDD, TM HH[MM[SS[.F{1,6}]]]; Patient's Sex M, F or O).
+var srValues = map[string]*regexp.Regexp{
+	"DA":  regexp.MustCompile(`^[0-9]{8}$`),
+	"TM":  regexp.MustCompile(`^[0-9]{2}([0-9]{2}([0-9]{2}(\.[0-9]{1,6})?)?)?$`),
+	"sex": regexp.MustCompile(`^[MFO]$`),
+}
+
+// validOr is a header value copied from the source into a report when it has its VR's form,
+// and empty (the type 2 attribute left empty) when it does not: a report holds no value a
+// validator would refuse.
+func validOr(kind, v string) string {
+	v = strings.TrimSpace(v)
+	if srValues[kind].MatchString(v) {
+		return v
+	}
+	return ""
 }

@@ -91,3 +91,54 @@ func TestDecimalString(t *testing.T) {
 		}
 	}
 }
+
+// TestSRLeavesOutValuesOfTheWrongForm: dates, a time and a sex copied from a source's header
+// in forms their VR does not allow are left empty in the report (dciodvfy warned of them),
+// and the ones in the right form are kept; dciodvfy finds no error or warning about them.
+func TestSRLeavesOutValuesOfTheWrongForm(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		study Study
+		p     Patient
+		want  map[string]string // tag: value dcmdump shows
+	}{
+		{"wrong forms", Study{Date: "2026-12-05", Time: "9am"}, Patient{Name: "DOE^JANE", ID: "P1", BirthDate: "yesterday", Sex: "female"},
+			map[string]string{"0008,0020": "(no value available)", "0008,0030": "(no value available)", "0010,0030": "(no value available)", "0010,0040": "(no value available)"}},
+		{"right forms", Study{Date: "20261205", Time: "093000.25"}, Patient{Name: "DOE^JANE", ID: "P1", BirthDate: "19700101", Sex: "F"},
+			map[string]string{"0008,0020": "[20261205]", "0008,0030": "[093000.25]", "0010,0030": "[19700101]", "0010,0040": "[F]"}},
+	} {
+		r := sampleReport()
+		r.Study, r.Patient = tt.study, tt.p
+		data, _, err := WriteSR(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "report.dcm")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("dcmdump", "+P", "0008,0020", "+P", "0008,0030", "+P", "0010,0030", "+P", "0010,0040", path).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dcmdump: %v\n%s", err, out)
+		}
+		for tag, want := range tt.want {
+			found := false
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(line, "("+tag+")") && strings.Contains(line, want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: (%s) is not %s in:\n%s", tt.name, tag, want, out)
+			}
+		}
+		check, _ := exec.Command("dciodvfy", path).CombinedOutput()
+		for _, line := range strings.Split(string(check), "\n") {
+			// An empty Study Date or Time only draws the note that a DICOMDIR would want one.
+			if (strings.HasPrefix(line, "Error") || strings.HasPrefix(line, "Warning")) && !strings.Contains(line, "DICOMDIR") &&
+				(strings.Contains(line, "Date") || strings.Contains(line, "Time") || strings.Contains(line, "Sex")) {
+				t.Errorf("%s: dciodvfy: %s", tt.name, line)
+			}
+		}
+	}
+}
