@@ -45,12 +45,15 @@ vet:
 	$(GO) vet ./...
 
 # test: format, vet, go.mod tidy, the race-enabled suite on real ONNX Runtime and real models (the proto
-# regeneration check is a test in proto/vigil/v1), the fall evaluation on the shared clips and
+# regeneration check is a test in proto/vigil/v1), the converter against TF.js, the fall evaluation on the shared clips and
 # the fetal head validation on the held-apart HC18 subjects,
 # vision again with gocv counting live Mats, and a CGO_ENABLED=0 build of the CLI.
 test: deps fmt-check vet
 	$(GO) mod tidy -diff
-	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/eval$$')
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -e '/eval$$' -e '/models/tfjs$$')
+	# The converter's check builds every buildable model from npm and compares ONNX Runtime
+	# with TF.js in Node on real frames; its Go side is a loop: without -race, about 2 minutes.
+	$(GO) test -count=1 -timeout 20m ./models/tfjs/
 	# The fall evaluation streams 13920 frames of every shared source through the Ward service,
 	# and the fetal head validation sends 139 held-apart images through Imaging: without -race
 	# (the services they drive are race-tested above), about 7 minutes.
