@@ -17,6 +17,7 @@ import (
 	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/biometry"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/pipelines/triage"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/review"
@@ -377,4 +378,4 @@ func frameRange(first, last int) []int {
 	return out
 }
 
-func round1(v float64) float64 { return float64(int64(v*10+0.5)) / 10 }
+func round1(v float64) float64 { return geom.Round(v, 1) }

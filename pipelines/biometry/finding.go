@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/review"
 )
 
@@ -55,7 +56,7 @@ func (r Result) Finding(ref review.ModelRef) (f *review.Finding, notes []string)
 	f.Evidence = append(f.Evidence, fmt.Sprintf("calibration from the %s: %.4f x %.4f mm per pixel", r.Calibration, r.MMPerPixel[0], r.MMPerPixel[1]),
 		"HC is the fitted ellipse's perimeter (Ramanujan); BPD and OFD are its short and long axes, outer edge to outer edge")
 	m := func(name string, v float64, unit string) review.Measurement {
-		return review.Measurement{Name: name, Value: math.Round(v*10) / 10, Unit: unit, LowQuality: q.Low(), Quality: quality}
+		return review.Measurement{Name: name, Value: geom.Round(v, 1), Unit: unit, LowQuality: q.Low(), Quality: quality}
 	}
 	f.Measurements = []review.Measurement{m(NameHC, h.HC, "mm"), m(NameBPD, h.BPD, "mm"), m(NameOFD, h.OFD, "mm")}
 	ga := h.GestationalAge

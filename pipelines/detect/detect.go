@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -314,16 +315,6 @@ func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, 
 	return d.kept, nil
 }
 
-// IoU is the intersection over union of two boxes.
-func IoU(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	ia := float64(in.Dx() * in.Dy())
-	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
-}
-
 // nms keeps, among boxes of one label that overlap more than limit, the best scored; and it
 // drops a box lying for the most part (four fifths) inside a better one of the same label:
 // FastestDet often finds a lying person whole and, again, in parts.
@@ -332,7 +323,7 @@ func nms(dets []Detection, limit float64, keep []Detection) []Detection {
 	for _, d := range dets {
 		ok := true
 		for _, k := range keep {
-			if k.Label == d.Label && (IoU(k.Box, d.Box) > limit || within(d.Box, k.Box) >= 0.8) {
+			if k.Label == d.Label && (geom.IoU(k.Box, d.Box) > limit || geom.Inside(d.Box, k.Box) >= 0.8) {
 				ok = false
 				break
 			}
@@ -342,13 +333,4 @@ func nms(dets []Detection, limit float64, keep []Detection) []Detection {
 		}
 	}
 	return keep
-}
-
-// within is the share of a's area that lies inside b.
-func within(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() || a.Empty() {
-		return 0
-	}
-	return float64(in.Dx()*in.Dy()) / float64(a.Dx()*a.Dy())
 }

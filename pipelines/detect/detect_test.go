@@ -10,6 +10,7 @@ import (
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/internal/leakcheck"
 	"github.com/vigil-health/vigil/internal/testenv"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -92,8 +93,8 @@ func TestPeopleInTheWalkersClip(t *testing.T) {
 				t.Errorf("frame %d: detection %+v is not an upright person in the frame", n, a)
 			}
 			for _, b := range dets[i+1:] {
-				if IoU(a.Box, b.Box) > 0.45 {
-					t.Errorf("frame %d: %v and %v overlap by %.2f after NMS", n, a.Box, b.Box, IoU(a.Box, b.Box))
+				if geom.IoU(a.Box, b.Box) > 0.45 {
+					t.Errorf("frame %d: %v and %v overlap by %.2f after NMS", n, a.Box, b.Box, geom.IoU(a.Box, b.Box))
 				}
 			}
 		}

@@ -4,6 +4,7 @@
 package track
 
 import (
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"image"
 	"math"
 	"sort"
@@ -98,15 +99,6 @@ func centre(r image.Rectangle) (float64, float64) {
 	return float64(r.Min.X+r.Max.X) / 2, float64(r.Min.Y+r.Max.Y) / 2
 }
 
-func iou(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	ia := float64(in.Dx() * in.Dy())
-	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
-}
-
 // predicted is where the track's box should be now.
 func (t *Track) predicted() image.Rectangle {
 	steps := float64(t.Missed + 1)
@@ -176,7 +168,7 @@ func (tr *Tracker) persist(obs []Observation, out []*Track) []bool {
 		}
 		best, bestIoU := -1, 0.3
 		for c := range tr.candidates {
-			if v := iou(tr.candidates[c].box, o.Box); !used[c] && v >= bestIoU {
+			if v := geom.IoU(tr.candidates[c].box, o.Box); !used[c] && v >= bestIoU {
 				best, bestIoU = c, v
 			}
 		}
@@ -223,7 +215,7 @@ func (tr *Tracker) match(obs []Observation, out []*Track, usedT []bool, use func
 			if out[oi] != nil || !use(o) {
 				continue
 			}
-			if o := iou(p, o.Box); o >= tr.cfg.MinIoU {
+			if o := geom.IoU(p, o.Box); o >= tr.cfg.MinIoU {
 				pairs = append(pairs, pair{ti, oi, 1 - o})
 				continue
 			}
@@ -255,7 +247,7 @@ func (tr *Tracker) match(obs []Observation, out []*Track, usedT []bool, use func
 		// frame to the next; and after hiding for a while, comes back about as tall.
 		r := float64(nb.Dy()) / math.Max(float64(t.Box.Dy()), 1)
 		if t.Missed == 0 {
-			t.Jumped = iou(t.Box, nb) < 0.2
+			t.Jumped = geom.IoU(t.Box, nb) < 0.2
 		} else {
 			t.Jumped = r < 1/1.3 || r > 1.3
 		}

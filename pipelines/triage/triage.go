@@ -16,6 +16,7 @@ import (
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/internal/panics"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -378,15 +379,6 @@ func components(out []float32, seen []bool, w, h int, cut float32, activate func
 	return comps
 }
 
-func iou(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	if in.Empty() {
-		return 0
-	}
-	ia := float64(in.Dx() * in.Dy())
-	return ia / (float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia)
-}
-
 // leastFrames is the fewest frames a lesion must be seen on: a lesion lasts, and on a loop
 // of four frames or more a component seen on a single frame is speckle.
 func leastFrames(frames int) int {
@@ -435,7 +427,7 @@ func follow(tracks []*track, cands []candidate, frame int, f dicomio.Frame) []*t
 		best, bestIoU := -1, 0.3
 		for i, c := range cands {
 			if !used[i] && c.label == t.label {
-				if o := iou(t.lastBox, c.box); o >= bestIoU {
+				if o := geom.IoU(t.lastBox, c.box); o >= bestIoU {
 					best, bestIoU = i, o
 				}
 			}

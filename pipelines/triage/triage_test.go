@@ -13,6 +13,7 @@ import (
 	"github.com/vigil-health/vigil/internal/leakcheck"
 	"github.com/vigil-health/vigil/internal/testenv"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -67,7 +68,7 @@ func analyzePhantom(t testing.TB, m Model, spec dicomio.PhantomSpec) (Result, di
 }
 
 func boxIoU(a image.Rectangle, b [4]int) float64 {
-	return iou(a, image.Rect(b[0], b[1], b[0]+b[2], b[1]+b[3]))
+	return geom.IoU(a, image.Rect(b[0], b[1], b[0]+b[2], b[1]+b[3]))
 }
 
 // TestPhantomAccuracy runs the whole pipeline on held-out phantoms (seeds the model was not

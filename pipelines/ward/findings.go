@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/gait"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/pipelines/pose"
 	"github.com/vigil-health/vigil/pipelines/risk"
 	"github.com/vigil-health/vigil/review"
@@ -109,5 +110,5 @@ func GaitFinding(camera string, s Summary, ref review.ModelRef) review.Finding {
 // Reportable says whether a track's summary is worth a finding: a gait of enough steps.
 func (s Summary) Reportable() bool { return s.Gait.Steps >= gait.MinSteps }
 
-func round2(x float64) float64 { return math.Round(x*100) / 100 }
-func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+func round2(x float64) float64 { return geom.Round(x, 2) }
+func round3(x float64) float64 { return geom.Round(x, 3) }

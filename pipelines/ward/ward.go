@@ -15,6 +15,7 @@ import (
 	"github.com/vigil-health/vigil/pipelines/detect"
 	"github.com/vigil-health/vigil/pipelines/fall"
 	"github.com/vigil-health/vigil/pipelines/gait"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	"github.com/vigil-health/vigil/pipelines/pose"
 	"github.com/vigil-health/vigil/pipelines/risk"
 	"github.com/vigil-health/vigil/pipelines/track"
@@ -427,20 +428,18 @@ func (p *Pipeline) lostNear(t time.Time, person Person, seen map[int64]bool) *fa
 // which holds four fifths of the other are one person found twice (the detector finds a
 // person coming down both whole and in part): the better scored is the person.
 func overlapped(person Person, people []Person) bool {
-	area := person.Box.Dx() * person.Box.Dy()
 	for _, o := range people {
 		if o.TrackID == person.TrackID {
 			continue
 		}
-		in := person.Box.Intersect(o.Box)
-		shared := in.Dx() * in.Dy()
-		if oArea := o.Box.Dx() * o.Box.Dy(); 5*shared >= 4*min(area, oArea) {
+		mine, theirs := geom.Inside(person.Box, o.Box), geom.Inside(o.Box, person.Box)
+		if max(mine, theirs) >= 0.8 {
 			if o.Score > person.Score {
 				return true // the same person, better found by the other box
 			}
 			continue
 		}
-		if 5*shared > area {
+		if mine > 0.2 {
 			return true
 		}
 	}
