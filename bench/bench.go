@@ -23,6 +23,7 @@ import (
 
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
+	"github.com/vigil-health/vigil/pipelines/geom"
 )
 
 // Options say what to measure and where the inputs are.
@@ -206,12 +207,12 @@ func (r *Report) ratio(name string, value, limit float64, atMost bool) {
 	if atMost {
 		target, met = fmt.Sprintf("<= %.2f", limit), value <= limit
 	}
-	r.Ratios = append(r.Ratios, Ratio{Name: name, Value: math.Round(value*1000) / 1000, Target: target, Met: met})
+	r.Ratios = append(r.Ratios, Ratio{Name: name, Value: geom.Round(value, 3), Target: target, Met: met})
 }
 
 // info adds a ratio that has no target: a figure to read, not a bar to clear.
 func (r *Report) info(name string, value float64) {
-	r.Ratios = append(r.Ratios, Ratio{Name: name, Value: math.Round(value*1000) / 1000, Met: true})
+	r.Ratios = append(r.Ratios, Ratio{Name: name, Value: geom.Round(value, 3), Met: true})
 }
 
 func (r *Report) note(format string, args ...any) {

@@ -15,6 +15,7 @@ import (
 	"github.com/vigil-health/vigil/internal/loopback"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/biometry"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 )
 
@@ -110,7 +111,7 @@ func Biometry(ctx context.Context, o BiometryOptions) (*BiometryReport, error) {
 			r.NotMeasured[why]++
 		} else {
 			res.HC, res.LowQuality, res.Quality = hc, low, quality
-			res.Error = math.Round(math.Abs(hc-im.HC)*100) / 100
+			res.Error = geom.Round(math.Abs(hc-im.HC), 2)
 			if low {
 				res.Why = why
 			}
@@ -196,7 +197,7 @@ func (r *BiometryReport) total() {
 	}
 	r.All, r.Trusted = stats(all), stats(trusted)
 	if r.Measured > 0 {
-		r.Within5 = math.Round(float64(within)/float64(r.Measured)*1000) / 1000
+		r.Within5 = geom.Round(float64(within)/float64(r.Measured), 3)
 	}
 }
 
@@ -213,7 +214,7 @@ func stats(v []float64) ErrorStats {
 	at := func(q float64) float64 { // nearest rank
 		return s[min(len(s)-1, int(math.Ceil(q*float64(len(s))))-1)]
 	}
-	r2 := func(x float64) float64 { return math.Round(x*100) / 100 }
+	r2 := func(x float64) float64 { return geom.Round(x, 2) }
 	return ErrorStats{N: len(s), Mean: r2(sum / float64(len(s))), Median: r2(at(0.5)), P90: r2(at(0.9)), Worst: r2(s[len(s)-1])}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-health/vigil/internal/loopback"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/pipelines/fall"
+	"github.com/vigil-health/vigil/pipelines/geom"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 	"github.com/vigil-health/vigil/server"
 	"github.com/vigil-health/vigil/vision"
@@ -324,7 +325,7 @@ func (res *ClipResult) match(within, late, floor float64) {
 		switch first := firstAlert[j]; {
 		case inTime[j]:
 			res.Alerted++
-			res.Latencies = append(res.Latencies, math.Round((first-f.End)*100)/100)
+			res.Latencies = append(res.Latencies, geom.Round(first-f.End, 2))
 		case !math.IsInf(first, 1):
 			res.Late++
 		}
@@ -332,7 +333,7 @@ func (res *ClipResult) match(within, late, floor float64) {
 }
 
 // seconds is a duration in seconds to the hundredth: frames are 17 ms apart at 60 frames/s.
-func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*100) / 100 }
+func seconds(d time.Duration) float64 { return geom.Round(d.Seconds(), 2) }
 
 // total sums the clips: in all, per source (in the order first met) and over the sources
 // never tuned on.

@@ -79,7 +79,7 @@ func outline(h *Head, n int) []review.Point {
 	for i := range pts {
 		t := 2 * math.Pi * float64(i) / float64(n)
 		u, v := e.Width/2*math.Cos(t), e.Height/2*math.Sin(t)
-		pts[i] = review.Point{X: math.Round((e.CX+u*cos-v*sin)*10) / 10, Y: math.Round((e.CY+u*sin+v*cos)*10) / 10}
+		pts[i] = review.Point{X: geom.Round(e.CX+u*cos-v*sin, 1), Y: geom.Round(e.CY+u*sin+v*cos, 1)}
 	}
 	return pts
 }
