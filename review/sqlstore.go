@@ -483,6 +483,11 @@ func parsePageToken(tok string) (pageKey, error) {
 // MaxPageSize bounds one List page.
 const MaxPageSize = 500
 
+// MaxPageBytes bounds one page of List by size as well as by count: a page ends before the
+// finding that would take its stored bodies over 1 MiB (it always holds at least one), so a
+// reply fits a client's 4 MiB message limit whatever the findings hold.
+const MaxPageBytes = 1 << 20
+
 // List returns the worklist: priority first, then the oldest.
 func (s *sqlStore) List(ctx context.Context, q Query) (_ []Finding, _ string, err error) {
 	defer s.reading(&err)
@@ -509,11 +514,17 @@ func (s *sqlStore) List(ctx context.Context, q Query) (_ []Finding, _ string, er
 	}
 	defer rows.Close()
 	var out []Finding
+	total, full := 0, false
 	for rows.Next() {
 		var body string
 		if err := rows.Scan(&body); err != nil {
 			return nil, "", fmt.Errorf("review store: %w", err)
 		}
+		if len(out) > 0 && total+len(body) > MaxPageBytes {
+			full = true
+			break
+		}
+		total += len(body)
 		var f Finding
 		if err := json.Unmarshal([]byte(body), &f); err != nil {
 			return nil, "", fmt.Errorf("review store: %w", err)
@@ -524,9 +535,9 @@ func (s *sqlStore) List(ctx context.Context, q Query) (_ []Finding, _ string, er
 		return nil, "", fmt.Errorf("review store: %w", err)
 	}
 	next := ""
-	if len(out) > size {
-		out = out[:size]
-		last := out[size-1]
+	if len(out) > size || full {
+		out = out[:min(len(out), size)]
+		last := out[len(out)-1]
 		next = pageKey{last.Priority, last.CreatedAt.UnixNano(), last.ID}.token()
 	}
 	return out, next, nil

@@ -1,9 +1,11 @@
 package review
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -429,4 +431,46 @@ func TestValidID(t *testing.T) {
 			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
 		}
 	}
+}
+
+// TestListPagesBySize: findings whose stored bodies are large (60 KB of evidence each) come
+// in pages of at most MaxPageBytes, whatever page size was asked for, and paging walks every
+// finding exactly once, in order.
+func TestListPagesBySize(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s testStore, _ func() testStore) {
+		const n = 40
+		for i := 0; i < n; i++ {
+			f := finding(fmt.Sprintf("1.2.%d", i), 1+i%3)
+			f.Evidence = []string{strings.Repeat("e", 60_000)}
+			add(t, s, f)
+		}
+		seen := map[string]bool{}
+		tok, pages := "", 0
+		for {
+			page, next, err := s.List(ctx, Query{PageSize: MaxPageSize, PageToken: tok})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			size := 0
+			for _, f := range page {
+				if seen[f.ID] {
+					t.Errorf("finding %s came twice", f.ID)
+				}
+				seen[f.ID] = true
+				body, _ := json.Marshal(f)
+				size += len(body)
+			}
+			if size > MaxPageBytes+len(page)*64 { // the stored body and a re-encoding differ by a few bytes
+				t.Errorf("page %d holds %d findings, %d bytes, over %d", pages, len(page), size, MaxPageBytes)
+			}
+			if next == "" {
+				break
+			}
+			tok = next
+		}
+		if len(seen) != n || pages < 3 {
+			t.Errorf("%d findings over %d pages, want %d over at least 3 (2.4 MB in pages of 1 MiB)", len(seen), pages, n)
+		}
+	})
 }
