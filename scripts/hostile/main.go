@@ -31,6 +31,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/internal/hostile"
@@ -390,6 +391,52 @@ func main() {
 					return fmt.Sprintf("%s after %s", code(err), time.Since(start).Round(100*time.Millisecond))
 				}
 			}
+		}},
+		{"A Study Instance UID that is a path, /../../victim/secret", func(s *server) string {
+			p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 990101, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+			u := dicomio.GreyUltrasound{Width: 320, Height: 240, Frames: p.Frames, StudyInstanceUID: "/../../victim/secret"}
+			data, _ := dicomio.UltrasoundDICOM(&u)
+			_, err := upload(as(pacs), s.conn, data)
+			return code(err) + ": " + status.Convert(err).Message()
+		}},
+		{"A second PACS worker replaying the first 3000 bytes of the first one's instance", func(s *server) string {
+			data, _ := phantom(990102)
+			if _, err := upload(as(pacs), s.conn, data); err != nil {
+				return "the first upload: " + err.Error()
+			}
+			resp, err := upload(as(other), s.conn, data[:3000])
+			return fmt.Sprintf("%s, %d findings back", code(err), len(resp.GetFindings()))
+		}},
+		{"An instance naming another Patient ID under an existing study", func(s *server) string {
+			p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 990103, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+			study := dicomio.NewUID()
+			for i, id := range []string{"HOSTILE-1", "HOSTILE-2"} {
+				u := dicomio.GreyUltrasound{Width: 320, Height: 240, Frames: p.Frames, StudyInstanceUID: study, Patient: dicomio.Patient{ID: id},
+					StudyDescription: "Vigil synthetic phantom"}
+				data, _ := dicomio.UltrasoundDICOM(&u)
+				if _, err := upload(as(pacs), s.conn, data); i == 1 || err != nil {
+					return code(err)
+				}
+			}
+			return ""
+		}},
+		{"Eleven 60,000-byte patient and study fields, then the reviewer's list", func(s *server) string {
+			p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 990104, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+			huge := strings.Repeat("x", 60000)
+			u := dicomio.GreyUltrasound{Width: 320, Height: 240, Frames: p.Frames, StudyDescription: huge, SeriesDescription: "Vigil synthetic phantom",
+				Patient: dicomio.Patient{Name: huge, ID: huge, BirthDate: huge, Sex: huge},
+				Study:   dicomio.Study{AccessionNumber: huge, Date: huge, Time: huge, ReferringPhysician: huge, ID: huge}}
+			data, _ := dicomio.UltrasoundDICOM(&u)
+			_, err := upload(as(pacs), s.conn, data)
+			list, lerr := vigilv1.NewReviewClient(s.conn).List(as(reviewer), &vigilv1.ListRequest{PageSize: 500})
+			return fmt.Sprintf("%s; the list: %s, %d findings, %d KB", code(err), code(lerr), len(list.GetFindings()), proto.Size(list)/1024)
+		}},
+		{"PhysicalDeltaX = 1e-250 cm", func(s *server) string {
+			p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 990105, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
+			u := dicomio.GreyUltrasound{Width: 320, Height: 240, Frames: p.Frames, MMPerPixel: 1e-249, StudyDescription: "Vigil synthetic phantom"}
+			data, _ := dicomio.UltrasoundDICOM(&u)
+			resp, err := upload(as(pacs), s.conn, data)
+			return fmt.Sprintf("%s, %d findings, notes %q", code(err), len(resp.GetFindings()), resp.GetNotes())
 		}},
 		{"Non-ASCII Authorization header over HTTP", func(s *server) string {
 			req, _ := http.NewRequest("POST", "http://"+s.httpAddr+"/api/v1/review/List", strings.NewReader("{}"))
