@@ -395,36 +395,11 @@ func TestOnTheFloorWhenTheStreamStarts(t *testing.T) {
 	mattress := &vigilv1.Zone{Name: "mattress", Kind: vigilv1.ZoneKind_ZONE_KIND_BED,
 		Polygon: []*vigilv1.Point{{X: 240, Y: 275}, {X: 400, Y: 280}, {X: 410, Y: 480}, {X: 145, Y: 480}}}
 	stream := func(camera string, zones ...*vigilv1.Zone) []*vigilv1.FallAlert {
-		s, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+		alerts, err := streamFrames(t, ts, camera, 18, frames, zones...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
-			CameraId: camera, FrameRate: 18, Zones: zones, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
-		start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
-		go func() {
-			for i, jpg := range frames {
-				f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / 18)),
-					Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
-				if s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
-					return
-				}
-			}
-			s.CloseSend()
-		}()
-		var alerts []*vigilv1.FallAlert
-		for {
-			ev, err := s.Recv()
-			if err == io.EOF {
-				return alerts
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if a := ev.GetFall(); a != nil {
-				alerts = append(alerts, a)
-			}
-		}
+		return alerts
 	}
 	alerts := stream("ward-4-floor")
 	if len(alerts) != 1 || alerts[0].Kind != vigilv1.FallKind_FALL_KIND_ON_FLOOR {
@@ -473,36 +448,8 @@ func TestWardFallsBackWhenTheDetectorIsMissing(t *testing.T) {
 	frames := clipJPEGs(t, "video/falls-upfall/A3_S1_T1_Cam1.mp4", 140)
 	run := func(ward WardOptions) ([]*vigilv1.FallAlert, *testServer, error) {
 		ts := startServer(t, nil, func(o *Options) { o.Registry = registry; o.Ward = ward })
-		s, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
-			CameraId: "ward-2-fallback", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
-		start := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
-		go func() {
-			for i, jpg := range frames {
-				f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / 18)),
-					Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
-				if s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
-					return
-				}
-			}
-			s.CloseSend()
-		}()
-		var alerts []*vigilv1.FallAlert
-		for {
-			ev, err := s.Recv()
-			if err == io.EOF {
-				return alerts, ts, nil
-			}
-			if err != nil {
-				return alerts, ts, err
-			}
-			if a := ev.GetFall(); a != nil {
-				alerts = append(alerts, a)
-			}
-		}
+		alerts, err := streamFrames(t, ts, "ward-2-fallback", 18, frames)
+		return alerts, ts, err
 	}
 	alerts, ts, err := run(WardOptions{})
 	if err != nil {
@@ -517,5 +464,41 @@ func TestWardFallsBackWhenTheDetectorIsMissing(t *testing.T) {
 	_, _, err = run(WardOptions{DetectorModel: DefaultDetector})
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), DefaultDetector) {
 		t.Errorf("a detector set with no fallback, missing: got %v, want FailedPrecondition naming %s", err, DefaultDetector)
+	}
+}
+
+// streamFrames sends JPEG frames down one every-frame Ward stream at fps, stamped from a fixed
+// start, and returns the fall alerts and how the stream ended (nil when it ended cleanly).
+func streamFrames(t *testing.T, ts *testServer, camera string, fps int32, frames [][]byte, zones ...*vigilv1.Zone) ([]*vigilv1.FallAlert, error) {
+	t.Helper()
+	s, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+		CameraId: camera, FrameRate: float64(fps), Zones: zones, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	go func() {
+		for i, jpg := range frames {
+			f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / time.Duration(fps))),
+				Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
+			if s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}) != nil {
+				return
+			}
+		}
+		s.CloseSend()
+	}()
+	var alerts []*vigilv1.FallAlert
+	for {
+		ev, err := s.Recv()
+		if err == io.EOF {
+			return alerts, nil
+		}
+		if err != nil {
+			return alerts, err
+		}
+		if a := ev.GetFall(); a != nil {
+			alerts = append(alerts, a)
+		}
 	}
 }

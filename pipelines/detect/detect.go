@@ -170,15 +170,9 @@ func (d *Detector) decodePeople(v []float32, shape []int64, fw, fh int) ([]Detec
 			continue
 		}
 		box := image.Rect(int(float64(row[52])*float64(fw)), int(float64(row[51])*float64(fh)), int(float64(row[54])*float64(fw)), int(float64(row[53])*float64(fh)))
-		box = box.Intersect(image.Rect(0, 0, fw, fh))
-		if box.Empty() {
-			continue
-		}
-		dets = append(dets, Detection{Label: d.man.Labels[0], Score: score, Box: box})
+		dets = clipped(dets, d.man.Labels[0], score, box, fw, fh)
 	}
-	d.found = dets
-	d.kept = nms(dets, d.nmsIoU, d.kept[:0])
-	return d.kept, nil
+	return d.suppress(dets)
 }
 
 // decodeBoxes reads a list of boxes in the input's pixels: x1, y1, x2, y2, score, class.
@@ -200,15 +194,9 @@ func (d *Detector) decodeBoxes(v []float32, shape []int64, fw, fh int) ([]Detect
 			continue
 		}
 		box := image.Rect(int(float64(row[0])*sx), int(float64(row[1])*sy), int(float64(row[2])*sx), int(float64(row[3])*sy))
-		box = box.Intersect(image.Rect(0, 0, fw, fh))
-		if box.Empty() {
-			continue
-		}
-		dets = append(dets, Detection{Label: label, Score: score, Box: box})
+		dets = clipped(dets, label, score, box, fw, fh)
 	}
-	d.found = dets
-	d.kept = nms(dets, d.nmsIoU, d.kept[:0])
-	return d.kept, nil
+	return d.suppress(dets)
 }
 
 // outputTensor is room for the model's one output, which must be float32 of a fixed shape.
@@ -304,12 +292,23 @@ func (d *Detector) decode(v []float32, shape []int64, fw, fh int) ([]Detection, 
 		cy := (float64(gy) + math.Tanh(at(2, i))) / float64(gh)
 		bw, bh := sigmoid(at(3, i)), sigmoid(at(4, i))
 		box := image.Rect(int((cx-bw/2)*float64(fw)), int((cy-bh/2)*float64(fh)), int((cx+bw/2)*float64(fw)), int((cy+bh/2)*float64(fh)))
-		box = box.Intersect(image.Rect(0, 0, fw, fh))
-		if box.Empty() {
-			continue
-		}
-		dets = append(dets, Detection{Label: label, Score: score, Box: box})
+		dets = clipped(dets, label, score, box, fw, fh)
 	}
+	return d.suppress(dets)
+}
+
+// clipped appends a box, cut to the frame, unless none of it is in the frame.
+func clipped(dets []Detection, label string, score float64, box image.Rectangle, fw, fh int) []Detection {
+	box = box.Intersect(image.Rect(0, 0, fw, fh))
+	if box.Empty() {
+		return dets
+	}
+	return append(dets, Detection{Label: label, Score: score, Box: box})
+}
+
+// suppress keeps the best of the boxes found (nms) and returns them; both slices are the
+// detector's own, reused.
+func (d *Detector) suppress(dets []Detection) ([]Detection, error) {
 	d.found = dets
 	d.kept = nms(dets, d.nmsIoU, d.kept[:0])
 	return d.kept, nil
