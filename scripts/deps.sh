@@ -97,25 +97,21 @@ else
   say "ONNX Runtime ${ORT_VERSION} installed at $ORT_LIB"
 fi
 
-# --- The benchmark's peer: onnxruntime-node, its install script never run -------
-peer="$root/scripts/peer-node"
-if [ -f "$peer/node_modules/onnxruntime-node/package.json" ]; then
-  say "benchmark peer (onnxruntime-node ${ORT_VERSION}): ok"
-else
-  say "installing the benchmark peer (npm ci --ignore-scripts in scripts/peer-node)"
-  (cd "$peer" && npm ci --ignore-scripts --no-audit --no-fund --silent) \
-    || die "npm ci in scripts/peer-node failed; check access to registry.npmjs.org."
-fi
-
-# --- TF.js, the converter's reference -----------------------------------------
-tfjs="$root/models/tfjs/check"
-if [ -f "$tfjs/node_modules/@tensorflow/tfjs/package.json" ]; then
-  say "TF.js (models/tfjs/check): ok"
-else
-  say "installing TF.js (npm ci --ignore-scripts in models/tfjs/check)"
-  (cd "$tfjs" && npm ci --ignore-scripts --no-audit --no-fund --silent) \
-    || die "npm ci in models/tfjs/check failed; check access to registry.npmjs.org."
-fi
+# --- Node packages: the benchmark's peer and TF.js, install scripts never run ------
+# npm_ci FOLDER PACKAGE WHAT: npm ci in FOLDER (its lock file pins everything) unless
+# PACKAGE is already installed there.
+npm_ci() {
+  local dir="$root/$1" pkg=$2 what=$3
+  if [ -f "$dir/node_modules/$pkg/package.json" ]; then
+    say "$what: ok"
+    return
+  fi
+  say "installing $what (npm ci --ignore-scripts in $1)"
+  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --silent) \
+    || die "npm ci in $1 failed; check access to registry.npmjs.org."
+}
+npm_ci scripts/peer-node onnxruntime-node "the benchmark peer (onnxruntime-node ${ORT_VERSION})"
+npm_ci models/tfjs/check @tensorflow/tfjs "TF.js, the converter's reference (models/tfjs/check)"
 
 # --- The demo's ultrasound files from Debian packages ---------------------------
 # python3-pydicom (installed above) ships ExplVR_BigEnd.dcm, a small ultrasound image;
