@@ -20,12 +20,17 @@ type StreamLimits struct {
 	// MaxStreams bounds the streams open on the server; MaxStreamsPerPrincipal those of one
 	// principal (a runaway bridge or worker cannot take every slot).
 	MaxStreams, MaxStreamsPerPrincipal int
+	// MaxOpenStreams bounds the streams of callers without a credential (health's Watch, the
+	// one open stream): a budget of their own, apart from MaxStreams, so that no one without
+	// a token can take the slots of uploads, cameras and reviewers.
+	MaxOpenStreams int
 	// IdleTimeout ends a client stream that sends nothing for this long.
 	IdleTimeout time.Duration
 }
 
-// DefaultStreamLimits suit one site: a few dozen cameras and workers, and reviewers' pages.
-var DefaultStreamLimits = StreamLimits{MaxStreams: 256, MaxStreamsPerPrincipal: 32, IdleTimeout: time.Minute}
+// DefaultStreamLimits suit one site: a few dozen cameras and workers, and reviewers' pages;
+// a few load balancers or probes watching health.
+var DefaultStreamLimits = StreamLimits{MaxStreams: 256, MaxStreamsPerPrincipal: 32, MaxOpenStreams: 16, IdleTimeout: time.Minute}
 
 func (l StreamLimits) withDefaults() StreamLimits {
 	if l.MaxStreams <= 0 {
@@ -33,6 +38,9 @@ func (l StreamLimits) withDefaults() StreamLimits {
 	}
 	if l.MaxStreamsPerPrincipal <= 0 {
 		l.MaxStreamsPerPrincipal = DefaultStreamLimits.MaxStreamsPerPrincipal
+	}
+	if l.MaxOpenStreams <= 0 {
+		l.MaxOpenStreams = DefaultStreamLimits.MaxOpenStreams
 	}
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = DefaultStreamLimits.IdleTimeout
@@ -49,7 +57,8 @@ var errWithdrawn = status.Error(codes.Unauthenticated, "the credential this stre
 type openStreams struct {
 	limits StreamLimits
 	mu     sync.Mutex
-	total  int
+	total  int // streams of principals
+	anon   int // streams of callers without a credential
 	by     map[string]int
 	open   map[*openStream]bool
 	stop   chan struct{}
@@ -106,17 +115,25 @@ func (o *openStreams) sweep() {
 func (o *openStreams) acquire(p *auth.Principal, recheck func() error, cancel context.CancelCauseFunc) (release func(), err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if p == nil {
+		if o.anon >= o.limits.MaxOpenStreams {
+			return nil, status.Errorf(codes.ResourceExhausted, "%d streams without a credential are open, their limit (vigild --max-open-streams): try again later", o.anon)
+		}
+		o.anon++
+		return func() {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			o.anon--
+		}, nil
+	}
 	if o.total >= o.limits.MaxStreams {
 		return nil, status.Errorf(codes.ResourceExhausted, "the server has %d streams open, its limit (vigild --max-streams): try again later", o.total)
 	}
-	key := ""
-	if p != nil {
-		key = string(p.Role) + "/" + p.Name
-		if o.by[key] >= o.limits.MaxStreamsPerPrincipal {
-			return nil, status.Errorf(codes.ResourceExhausted, "principal %q has %d streams open, its limit (vigild --max-streams-per-principal): close one first", p.Name, o.by[key])
-		}
-		o.by[key]++
+	key := string(p.Role) + "/" + p.Name
+	if o.by[key] >= o.limits.MaxStreamsPerPrincipal {
+		return nil, status.Errorf(codes.ResourceExhausted, "principal %q has %d streams open, its limit (vigild --max-streams-per-principal): close one first", p.Name, o.by[key])
 	}
+	o.by[key]++
 	o.total++
 	var s *openStream
 	if recheck != nil {
@@ -128,10 +145,8 @@ func (o *openStreams) acquire(p *auth.Principal, recheck func() error, cancel co
 		defer o.mu.Unlock()
 		o.total--
 		delete(o.open, s)
-		if key != "" {
-			if o.by[key]--; o.by[key] == 0 {
-				delete(o.by, key)
-			}
+		if o.by[key]--; o.by[key] == 0 {
+			delete(o.by, key)
 		}
 	}, nil
 }

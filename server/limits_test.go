@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-health/vigil/auth"
@@ -68,6 +69,37 @@ func TestStreamsPerPrincipalAndServer(t *testing.T) {
 			t.Fatalf("after the reviewer's streams closed: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestOpenStreamsHaveABudgetOfTheirOwn: health's Watch needs no credential, so its streams
+// have a budget apart from the server's: filled, they refuse the next one without a credential,
+// and a reviewer still opens a stream while they are all open.
+func TestOpenStreamsHaveABudgetOfTheirOwn(t *testing.T) {
+	ts := startServer(t, nil, func(o *Options) { o.Streams = StreamLimits{MaxStreams: 2, MaxOpenStreams: 3} })
+	anyone, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	healthWatch := func() error {
+		stream, err := healthpb.NewHealthClient(ts.conn).Watch(anyone, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		_, err = stream.Recv() // the current status, or the refusal
+		return err
+	}
+	for i := range 3 {
+		if err := healthWatch(); err != nil {
+			t.Fatalf("health watch %d of 3: %v", i+1, err)
+		}
+	}
+	err := healthWatch()
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-open-streams") {
+		t.Fatalf("a fourth health watch: got %v, want ResourceExhausted naming --max-open-streams", err)
+	}
+	for i := range 2 {
+		if err := watch(t, ts, ts.as(auth.RoleReviewer)); err != nil {
+			t.Fatalf("reviewer's stream %d of 2 beside three health watches: %v", i+1, err)
+		}
 	}
 }
 

@@ -42,6 +42,37 @@ type Options struct {
 	TLS *tls.Config
 	// Streams bounds the streams clients may hold (DefaultStreamLimits where zero).
 	Streams StreamLimits
+	// Connections bounds the connections each listener holds and how long one may sit idle
+	// (DefaultConnectionLimits where zero).
+	Connections ConnectionLimits
+}
+
+// ConnectionLimits bound a listener's connections.
+type ConnectionLimits struct {
+	// Max is how many connections one listener holds at once (LimitConnections).
+	Max int
+	// Idle closes a connection with no call open for this long; a client reconnects when it
+	// next calls.
+	Idle time.Duration
+	// Handshake is how long a new connection has to finish its TLS and HTTP/2 handshakes.
+	Handshake time.Duration
+}
+
+// DefaultConnectionLimits: a site's clients keep a connection each and call often; one silent
+// for five minutes is gone or broken.
+var DefaultConnectionLimits = ConnectionLimits{Max: DefaultMaxConnections, Idle: 5 * time.Minute, Handshake: 10 * time.Second}
+
+func (l ConnectionLimits) withDefaults() ConnectionLimits {
+	if l.Max <= 0 {
+		l.Max = DefaultConnectionLimits.Max
+	}
+	if l.Idle <= 0 {
+		l.Idle = DefaultConnectionLimits.Idle
+	}
+	if l.Handshake <= 0 {
+		l.Handshake = DefaultConnectionLimits.Handshake
+	}
+	return l
 }
 
 // Server is the gRPC server with its health service. It is two grpc.Servers with the same
@@ -55,6 +86,7 @@ type Server struct {
 	health     *health.Server
 	log        *slog.Logger
 	gate       *gate
+	maxConns   int
 }
 
 // serviceNames are the names health reports on, beside the overall "".
@@ -79,6 +111,7 @@ func New(o Options) *Server {
 	if o.Review != nil {
 		refusals = o.Review
 	}
+	conns := o.Connections.withDefaults()
 	g := &gate{tokens: o.Tokens, refusals: refusals, log: log, streams: newOpenStreams(o.Streams.withDefaults())}
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unaryRecover(log, m), unaryObserve(log, m), g.unary()),
@@ -88,9 +121,12 @@ func New(o Options) *Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}
-	network := opts
+	// Network connections are bounded (LimitConnections in Serve) and timed; the in-process
+	// one, the web page's, is the server's own.
+	network := append(slices.Clip(opts), grpc.ConnectionTimeout(conns.Handshake),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: conns.Idle}))
 	if o.TLS != nil {
-		network = append(slices.Clip(opts), grpc.Creds(credentials.NewTLS(o.TLS)))
+		network = append(network, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
 	imaging := &imagingService{log: log, store: o.Review, registry: o.Registry, opts: o.Imaging}
 	ward := &wardService{log: log, registry: o.Registry, store: o.Review, opts: o.Ward.withDefaults(), metrics: m}
@@ -100,7 +136,8 @@ func New(o Options) *Server {
 	for _, name := range append([]string{""}, serviceNames...) {
 		h.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
-	s := &Server{grpc: grpc.NewServer(network...), inproc: grpc.NewServer(opts...), healthOnly: grpc.NewServer(), health: h, log: log, gate: g}
+	s := &Server{grpc: grpc.NewServer(network...), inproc: grpc.NewServer(opts...), health: h, log: log, gate: g, maxConns: conns.Max,
+		healthOnly: grpc.NewServer(grpc.ConnectionTimeout(conns.Handshake), grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: conns.Idle}))}
 	healthpb.RegisterHealthServer(s.healthOnly, h)
 	for _, gs := range []*grpc.Server{s.grpc, s.inproc} {
 		vigilv1.RegisterImagingServer(gs, imaging)
@@ -120,8 +157,10 @@ func (s *Server) SetServing() {
 	}
 }
 
-// Serve accepts connections on lis until Shutdown.
-func (s *Server) Serve(lis net.Listener) error { return s.grpc.Serve(lis) }
+// Serve accepts connections on lis, at most Connections.Max at once, until Shutdown.
+func (s *Server) Serve(lis net.Listener) error {
+	return s.grpc.Serve(LimitConnections(lis, s.maxConns))
+}
 
 // ServeInProcess accepts connections on an in-memory listener (such as bufconn) until
 // Shutdown: the same services, without TLS, for clients inside this process.
@@ -130,7 +169,9 @@ func (s *Server) ServeInProcess(lis net.Listener) error { return s.inproc.Serve(
 // ServeHealth serves only the health service, without TLS or credentials, on lis until
 // Shutdown: for probes that cannot speak TLS (Kubernetes' gRPC probes). It says nothing
 // but SERVING or NOT_SERVING.
-func (s *Server) ServeHealth(lis net.Listener) error { return s.healthOnly.Serve(lis) }
+func (s *Server) ServeHealth(lis net.Listener) error {
+	return s.healthOnly.Serve(LimitConnections(lis, s.maxConns))
+}
 
 // Shutdown stops in order: health says NOT_SERVING (so balancers stop sending), running calls
 // drain until ctx ends, and then whatever is left is cut off.

@@ -107,7 +107,7 @@ func runAnalyze(g *globals, args []string, stdout, stderr io.Writer) error {
 				}
 				res.Findings = append(res.Findings, af)
 				if *overlays != "" && f.Overlay != nil {
-					if err := os.WriteFile(filepath.Join(*overlays, f.Id+".png"), f.Overlay.Data, 0o644); err != nil {
+					if err := os.WriteFile(filepath.Join(*overlays, f.Id+".png"), f.Overlay.Data, 0o600); err != nil {
 						return err
 					}
 				}

@@ -14,6 +14,8 @@ import (
 	"os"
 
 	"google.golang.org/grpc/status"
+
+	"github.com/vigil-health/vigil/internal/fileperm"
 )
 
 // Exit codes.
@@ -31,7 +33,8 @@ type command struct {
 var commands = []command{
 	{"analyze", "send DICOM files to Imaging and print their findings", runAnalyze},
 	{"audit", "`audit verify`: check the audit's hash chain in a data folder or a PostgreSQL store (exit 1 names the first bad record)", runAudit},
-	{"backup", "copy the store consistently while the server runs; the copy's chain is checked", runBackup},
+	{"backup", "copy the store consistently while the server runs (its chain checked), with its tokens", runBackup},
+	{"restore", "put a backup (the store and its tokens) into an empty data folder", runRestore},
 	{"migrate", "bring a PostgreSQL store's schema to this build's version (vigild does it at start too)", runMigrate},
 	{"bench", "measure Vigil beside the bare runtime, onnxruntime-node and dcmtk, in one run (in process)", runBench},
 	{"bridge", "stream a video file, RTSP feed or camera to Ward and print the events", runBridge},
@@ -46,6 +49,7 @@ var commands = []command{
 }
 
 func main() {
+	fileperm.Private() // backups, SR exports and overlays hold patient data
 	os.Exit(vigil(os.Args[1:], os.Stdout, os.Stderr))
 }
 

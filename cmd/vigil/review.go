@@ -334,7 +334,7 @@ func runReview(g *globals, args []string, stdout, stderr io.Writer) error {
 			if resp.Finding.Overlay == nil {
 				return fmt.Errorf("finding %s has no overlay image", positional[0])
 			}
-			if err := os.WriteFile(*over, resp.Finding.Overlay.Data, 0o644); err != nil {
+			if err := os.WriteFile(*over, resp.Finding.Overlay.Data, 0o600); err != nil {
 				return err
 			}
 		}
@@ -442,7 +442,7 @@ func runReview(g *globals, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(*out, resp.Report, 0o644); err != nil {
+		if err := os.WriteFile(*out, resp.Report, 0o600); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s: SR %s with %d findings\n", *out, resp.SopInstanceUid, resp.FindingsIncluded)

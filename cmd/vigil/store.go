@@ -96,7 +96,8 @@ func short(h string) string {
 // runBackup copies the store, consistently, while the server writes, and checks the copy.
 func runBackup(_ *globals, args []string, stdout, stderr io.Writer) error {
 	fs, dataDir, store := storeFlags("backup", stderr)
-	out := fs.String("out", "", "the copy to write (must not exist); put it in an empty data folder as "+review.SQLiteFile+" to restore")
+	out := fs.String("out", "", "the copy to write (must not exist), and FILE"+tokensSuffix+" beside it; restore both with vigil restore")
+	tokensFile := fs.String("tokens-file", os.Getenv("VIGIL_TOKENS_FILE"), "the server's tokens file (default <data-dir>/tokens.json; also VIGIL_TOKENS_FILE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,7 +105,10 @@ func runBackup(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return usageError{"usage: vigil backup --data-dir DIR --out FILE"}
 	}
 	if *store != "" {
-		return usageError{"vigil backup copies a SQLite store; back a PostgreSQL store up with pg_dump (or the database's own backups), then check the restored copy with vigil audit verify --store"}
+		return usageError{"vigil backup copies a SQLite store; back a PostgreSQL store up with pg_dump (or the database's own backups), then check the restored copy with vigil audit verify --store; copy the tokens file apart"}
+	}
+	if *tokensFile == "" {
+		*tokensFile = filepath.Join(*dataDir, "tokens.json")
 	}
 	s, err := review.OpenSQLiteReadOnly(filepath.Join(*dataDir, review.SQLiteFile))
 	if err != nil {
@@ -120,5 +124,72 @@ func runBackup(_ *globals, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "backup written to %s: %d audit records (head %s), %d refusals; its chain holds\n",
 		*out, rep.AuditRecords, short(rep.AuditHead), rep.Refusals)
+	// Without its tokens and revocations, a restored server would refuse every caller, and a
+	// revoked principal's certificate would work again.
+	switch err := copyNew(*tokensFile, *out+tokensSuffix); {
+	case errors.Is(err, os.ErrNotExist):
+		fmt.Fprintf(stdout, "no tokens file at %s: none copied\n", *tokensFile)
+	case err != nil:
+		return fmt.Errorf("tokens: %w", err)
+	default:
+		fmt.Fprintf(stdout, "tokens and revocations written to %s\n", *out+tokensSuffix)
+	}
 	return nil
+}
+
+// tokensSuffix names a backup's copy of the tokens file.
+const tokensSuffix = ".tokens.json"
+
+// runRestore puts a backup (the store and its tokens) into an empty data folder.
+func runRestore(_ *globals, args []string, stdout, stderr io.Writer) error {
+	fs, dataDir, _ := storeFlags("restore", stderr)
+	from := fs.String("from", "", "the backup vigil backup wrote (FILE, and FILE"+tokensSuffix+" when there were tokens)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *from == "" {
+		return usageError{"usage: vigil restore --from FILE --data-dir DIR (a folder with no store in it)"}
+	}
+	if _, err := verifyStore(*from); err != nil {
+		return fmt.Errorf("the backup %s: %w", *from, err)
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return err
+	}
+	db := filepath.Join(*dataDir, review.SQLiteFile)
+	if err := copyNew(*from, db); err != nil {
+		return fmt.Errorf("restore the store: %w (restore into a folder with no %s)", err, review.SQLiteFile)
+	}
+	fmt.Fprintf(stdout, "store restored to %s\n", db)
+	switch err := copyNew(*from+tokensSuffix, filepath.Join(*dataDir, "tokens.json")); {
+	case errors.Is(err, os.ErrNotExist):
+		fmt.Fprintf(stdout, "the backup has no tokens: add them with vigil token add\n")
+	case err != nil:
+		return fmt.Errorf("restore the tokens: %w", err)
+	default:
+		fmt.Fprintf(stdout, "tokens and revocations restored to %s\n", filepath.Join(*dataDir, "tokens.json"))
+	}
+	return nil
+}
+
+// copyNew copies src to dst, which must not exist, private to this user, synced.
+func copyNew(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

@@ -65,6 +65,9 @@ type Config struct {
 type LimitsConfig struct {
 	MaxStreams             int           `yaml:"max_streams"`
 	MaxStreamsPerPrincipal int           `yaml:"max_streams_per_principal"`
+	MaxOpenStreams         int           `yaml:"max_open_streams"`
+	MaxConnections         int           `yaml:"max_connections"`
+	ConnIdleTimeout        time.Duration `yaml:"conn_idle_timeout"`
 	StreamIdleTimeout      time.Duration `yaml:"stream_idle_timeout"`
 	HTTPBodyIdleTimeout    time.Duration `yaml:"http_body_idle_timeout"`
 	HTTPBodyTimeout        time.Duration `yaml:"http_body_timeout"`
@@ -121,6 +124,8 @@ func DefaultConfig() Config {
 			MaxRows: dicomio.DefaultLimits.MaxRows, MaxCols: dicomio.DefaultLimits.MaxCols, MaxBytes: int(dicomio.DefaultLimits.MaxBytes)},
 		Limits: LimitsConfig{
 			MaxStreams: server.DefaultStreamLimits.MaxStreams, MaxStreamsPerPrincipal: server.DefaultStreamLimits.MaxStreamsPerPrincipal,
+			MaxOpenStreams: server.DefaultStreamLimits.MaxOpenStreams, MaxConnections: server.DefaultConnectionLimits.Max,
+			ConnIdleTimeout:   server.DefaultConnectionLimits.Idle,
 			StreamIdleTimeout: server.DefaultStreamLimits.IdleTimeout, HTTPBodyIdleTimeout: web.DefaultBodyIdle, HTTPBodyTimeout: web.DefaultBodyTimeout,
 			MaxFrameBytes: server.DefaultMaxFrameBytes, MaxFrameSide: server.DefaultMaxFrameSide,
 			MaxTracksPerStream: track.DefaultMaxTracks, MaxTracksPerLoop: triage.DefaultMaxTracks, MaxTrackHistory: gait.DefaultMaxSamples,
@@ -172,6 +177,9 @@ func (c *Config) settings() []setting {
 		{"max-overlay-bytes", "VIGIL_MAX_OVERLAY_BYTES", "overlay bytes stored per instance; the most urgent findings keep theirs", &c.Limits.MaxOverlayBytes},
 		{"max-streams", "VIGIL_MAX_STREAMS", "streams open at once on the server (uploads, cameras, watches)", &c.Limits.MaxStreams},
 		{"max-streams-per-principal", "VIGIL_MAX_STREAMS_PER_PRINCIPAL", "streams one principal may hold open", &c.Limits.MaxStreamsPerPrincipal},
+		{"max-open-streams", "VIGIL_MAX_OPEN_STREAMS", "streams open at once by callers without a credential (health watches), apart from --max-streams", &c.Limits.MaxOpenStreams},
+		{"max-connections", "VIGIL_MAX_CONNECTIONS", "connections each listener (gRPC, health, HTTP) holds at once; more are closed when accepted", &c.Limits.MaxConnections},
+		{"conn-idle-timeout", "VIGIL_CONN_IDLE_TIMEOUT", "a connection with no call open this long is closed (gRPC and HTTP keep-alive)", &c.Limits.ConnIdleTimeout},
 		{"stream-idle-timeout", "VIGIL_STREAM_IDLE_TIMEOUT", "a client stream (upload or camera) that sends nothing this long is closed", &c.Limits.StreamIdleTimeout},
 		{"http-body-idle-timeout", "VIGIL_HTTP_BODY_IDLE_TIMEOUT", "an HTTP request body that sends nothing this long fails", &c.Limits.HTTPBodyIdleTimeout},
 		{"http-body-timeout", "VIGIL_HTTP_BODY_TIMEOUT", "an HTTP request body not whole this long after it starts fails", &c.Limits.HTTPBodyTimeout},
@@ -361,14 +369,14 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, f := range []*int{&c.Imaging.MaxFrames, &c.Imaging.MaxRows, &c.Imaging.MaxCols, &c.Imaging.MaxBytes,
-		&c.Limits.MaxStreams, &c.Limits.MaxStreamsPerPrincipal, &c.Limits.MaxFrameBytes, &c.Limits.MaxFrameSide,
+		&c.Limits.MaxStreams, &c.Limits.MaxStreamsPerPrincipal, &c.Limits.MaxOpenStreams, &c.Limits.MaxConnections, &c.Limits.MaxFrameBytes, &c.Limits.MaxFrameSide,
 		&c.Limits.MaxTracksPerStream, &c.Limits.MaxTracksPerLoop, &c.Limits.MaxTrackHistory, &c.Limits.MaxOverlayBytes,
 		&c.Limits.MaxCameraLabels, &c.Limits.MaxRegions} {
 		if *f <= 0 {
 			return fmt.Errorf("%s: %d must be positive", name(f), *f)
 		}
 	}
-	for _, f := range []*time.Duration{&c.Limits.StreamIdleTimeout, &c.Limits.HTTPBodyIdleTimeout, &c.Limits.HTTPBodyTimeout} {
+	for _, f := range []*time.Duration{&c.Limits.ConnIdleTimeout, &c.Limits.StreamIdleTimeout, &c.Limits.HTTPBodyIdleTimeout, &c.Limits.HTTPBodyTimeout} {
 		if *f <= 0 {
 			return fmt.Errorf("%s: must be positive", name(f))
 		}

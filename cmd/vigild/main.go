@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/vigil-health/vigil/auth"
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/internal/fileperm"
 	"github.com/vigil-health/vigil/models"
 	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/server"
@@ -33,6 +35,7 @@ import (
 )
 
 func main() {
+	fileperm.Private()
 	cfg, err := LoadConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -73,6 +76,16 @@ type Addresses struct {
 func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Addresses) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
+	}
+	// What an earlier version or an operator left readable by others is made private; what
+	// this process creates is private from the start (main sets the umask).
+	db := filepath.Join(cfg.DataDir, review.SQLiteFile)
+	changed, err := fileperm.Tighten(cfg.DataDir, db, db+"-wal", db+"-shm", cfg.TokensFile)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	for _, p := range changed {
+		log.Warn("was readable by other users: made private to vigild's user", slog.String("path", p))
 	}
 	tokens, err := auth.OpenTokenFile(cfg.TokensFile)
 	if err != nil {
@@ -159,7 +172,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		Ward: server.WardOptions{MaxSide: cfg.Limits.MaxFrameSide, MaxFrameBytes: cfg.Limits.MaxFrameBytes,
 			MaxTracks: cfg.Limits.MaxTracksPerStream, MaxHistory: cfg.Limits.MaxTrackHistory},
 		Streams: server.StreamLimits{MaxStreams: cfg.Limits.MaxStreams, MaxStreamsPerPrincipal: cfg.Limits.MaxStreamsPerPrincipal,
-			IdleTimeout: cfg.Limits.StreamIdleTimeout},
+			MaxOpenStreams: cfg.Limits.MaxOpenStreams, IdleTimeout: cfg.Limits.StreamIdleTimeout},
+		Connections:    server.ConnectionLimits{Max: cfg.Limits.MaxConnections, Idle: cfg.Limits.ConnIdleTimeout},
 		RuntimeVersion: runtimeVersion, TLS: tlsConfig,
 	})
 
@@ -204,7 +218,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 		mux.Handle("GET /metrics", metrics.Handler())
 		mux.Handle("/", web.Handler(inprocConn, log, web.Options{BodyIdle: cfg.Limits.HTTPBodyIdleTimeout,
 			BodyTimeout: cfg.Limits.HTTPBodyTimeout, ViewerURL: cfg.ViewerURL}))
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: httpTLS}
+		// A new connection has ReadHeaderTimeout to send its first request; one kept alive
+		// after a request is closed after IdleTimeout; at most MaxConnections are open.
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: cfg.Limits.ConnIdleTimeout, TLSConfig: httpTLS}
+		httpLis = server.LimitConnections(httpLis, cfg.Limits.MaxConnections)
 		if httpTLS != nil {
 			httpLis = tls.NewListener(httpLis, httpTLS)
 		}
