@@ -114,7 +114,8 @@ func (r *Registry) Session(name string) (*Session, error) {
 	}
 	st, ok := r.status[name]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownModel, name)
+		// The name is the caller's text: it is not repeated (it could be anything, of any size).
+		return nil, fmt.Errorf("%w: no model by the name asked for (%d bytes) is loaded; ListModels names those that are", ErrUnknownModel, len(name))
 	}
 	return nil, fmt.Errorf("%w: %s is %s: %s", ErrModelNotReady, name, st.State, st.Reason)
 }

@@ -308,15 +308,16 @@ func validateDecision(d *Decision) error {
 		if a.Box != nil && (a.Box.Width <= 0 || a.Box.Height <= 0) {
 			return invalid("the amended box must have a positive size")
 		}
-		for _, m := range a.Measurements {
+		// The reviewer's text is not repeated in errors: measurements are named by position.
+		for i, m := range a.Measurements {
 			if m.Name == "" || m.Unit == "" {
 				return invalid("an amended measurement needs a name and a unit")
 			}
 			if math.IsNaN(m.Value) || math.IsInf(m.Value, 0) || math.Abs(m.Value) > dicomio.MaxMeasurement {
-				return invalid("the amended %s is %v: a measurement must be a finite number", m.Name, m.Value)
+				return invalid("amended measurement %d is %v: a measurement must be a finite number", i+1, m.Value)
 			}
 			if !dicomio.KnownUnit(m.Unit) {
-				return invalid("the amended %s's unit %q is not one Vigil reports (UCUM: mm, mm2, cm, cm2, wk, %%, 1, s, /min, m/s, deg, {steps}, {body_height}, {body_height}/s)", m.Name, m.Unit)
+				return invalid("amended measurement %d's unit (%d bytes, not repeated here) is not one Vigil reports (UCUM: mm, mm2, cm, cm2, wk, %%, 1, s, /min, m/s, deg, {steps}, {body_height}, {body_height}/s)", i+1, len(m.Unit))
 			}
 		}
 	default:

@@ -470,12 +470,12 @@ func parsePageToken(tok string) (pageKey, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(tok)
 	parts := strings.SplitN(string(raw), "|", 3)
 	if err != nil || len(parts) != 3 {
-		return pageKey{}, invalid("page token %q is not one this server gave", tok)
+		return pageKey{}, invalid("the page token (%d bytes, not repeated here) is not one this server gave: ask without it for the first page", len(tok))
 	}
 	p, err1 := strconv.Atoi(parts[0])
 	c, err2 := strconv.ParseInt(parts[1], 10, 64)
 	if err1 != nil || err2 != nil {
-		return pageKey{}, invalid("page token %q is not one this server gave", tok)
+		return pageKey{}, invalid("the page token (%d bytes, not repeated here) is not one this server gave: ask without it for the first page", len(tok))
 	}
 	return pageKey{p, c, parts[2]}, nil
 }
