@@ -155,27 +155,29 @@ func (r Region) MillimetresPerPixel() (x, y float64, ok bool) {
 	return x, y, true
 }
 
-// maxChars is the longest value, in characters, PS3.5 (table 6.2-1) allows for the text VRs
-// of the identifying attributes: a person name up to three component groups of 64.
-var maxChars = map[string]int{"AE": 16, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "PN": 3*64 + 2,
-	"SH": 16, "TM": 16, "UI": 64}
+// maxBytes is the longest value, in bytes, PS3.5 (table 6.2-1) allows for the text VRs of
+// the identifying attributes and of what reviewers write: a person name up to three component
+// groups of 64. The table counts characters; with UTF-8 (ISO_IR 192) a character may take up
+// to four bytes, and checkers (dciodvfy) and many archives count bytes, so Vigil does too.
+var maxBytes = map[string]int{"AE": 16, "CS": 16, "DA": 8, "DS": 16, "IS": 12, "LO": 64, "PN": 3*64 + 2,
+	"SH": 16, "TM": 16, "UI": 64, "ST": 1024, "LT": 10240}
 
 // CutToVR cuts a text value to the longest its VR allows, at a character boundary. A sender
 // may write a 255 KiB accession number; what Vigil stores, lists and writes back into a
 // report fits the VR.
 func CutToVR(vr, s string) string {
-	limit, ok := maxChars[vr]
+	limit, ok := maxBytes[vr]
 	if !ok || len(s) <= limit {
 		return s
 	}
-	n := 0
+	end := 0
 	for i := range s {
-		if n == limit {
-			return s[:i]
+		if i > limit {
+			break
 		}
-		n++
+		end = i
 	}
-	return s
+	return s[:end]
 }
 
 // Patient is the Patient module, as text in UTF-8 (names in DICOM's form: FAMILY^GIVEN).

@@ -86,7 +86,7 @@ func LocalCode(meaning string) Code {
 	if len(value) > 16 {
 		value = value[:16]
 	}
-	return Code{value, LocalScheme, truncate(meaning, 64)}
+	return Code{value, LocalScheme, CutToVR("LO", meaning)}
 }
 
 // MeasurementConcept is the code for a measurement name.
@@ -246,13 +246,6 @@ func numItem(m Measurement, region []float32, ref ImageRef) dataset {
 func trackingUID(id string) string {
 	sum := sha256.Sum256([]byte("vigil-finding:" + id))
 	return "2.25." + new(big.Int).SetBytes(sum[:16]).String()
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 // WriteSR writes a Comprehensive SR document of the groups as a DICOM Part 10 file, in the

@@ -332,5 +332,20 @@ func validateDecision(d *Decision) error {
 	if len(d.Comment) > 4000 {
 		return invalid("comment is longer than 4000 characters")
 	}
+	// What the report will hold must be valid in its VR: the comment is written as UT, an
+	// amended label and measurement names as code meanings (LO).
+	if err := dicomio.CheckText("UT", d.Comment); err != nil {
+		return invalid("the comment %v", err)
+	}
+	if a := d.Amendment; a != nil {
+		if err := dicomio.CheckText("LO", a.Label); err != nil {
+			return invalid("the amended label %v", err)
+		}
+		for i, m := range a.Measurements {
+			if err := dicomio.CheckText("LO", m.Name); err != nil {
+				return invalid("amended measurement %d's name %v", i+1, err)
+			}
+		}
+	}
 	return nil
 }

@@ -259,3 +259,39 @@ func TestOtherModalityNamedForFetalHead(t *testing.T) {
 		t.Errorf("%d findings stored", len(page))
 	}
 }
+
+// TestReviewerTextMustFitTheReport: what a reviewer types is refused at the API, with
+// InvalidArgument, unless the report can hold it in its VR (29.8: a NUL in a comment, a
+// backslash in a label, a label cut inside a character, and a 120,000-character label were
+// answered OK, and the SR then failed dciodvfy); what fits is exported and dciodvfy passes it.
+func TestReviewerTextMustFitTheReport(t *testing.T) {
+	ts := startServer(t, nil)
+	id := seed(t, ts.review, 1)[0].ID
+	rc := vigilv1.NewReviewClient(ts.conn)
+	ctx := ts.as(auth.RoleReviewer)
+	amend := func(label string) *vigilv1.DecideRequest {
+		return &vigilv1.DecideRequest{Id: id, Version: 1, Outcome: vigilv1.Outcome_OUTCOME_AMEND, ReasonCode: "wrong-label",
+			Amendment: &vigilv1.Amendment{Label: label}}
+	}
+	nul := &vigilv1.DecideRequest{Id: id, Version: 1, Outcome: vigilv1.Outcome_OUTCOME_ACCEPT, ReasonCode: "confirmed", Comment: "seen\x00twice"}
+	for name, req := range map[string]*vigilv1.DecideRequest{
+		"a NUL in a comment": nul, "a backslash in a label": amend(`cyst\fibroadenoma`),
+		"a 120,000-character label":                amend(strings.Repeat("a", 120000)),
+		"a 33-character accented label (66 bytes)": amend(strings.Repeat("é", 33)),
+	} {
+		_, err := rc.Decide(ctx, req)
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || len(st.Message()) > 300 {
+			t.Errorf("%s: %v, want a short InvalidArgument", name, err)
+		}
+	}
+	if got, err := rc.Get(ctx, &vigilv1.GetRequest{Id: id}); err != nil || got.Finding.Version != 1 {
+		t.Errorf("after the refusals: %v, %v; want the finding unchanged at version 1", got, err)
+	}
+
+	label := strings.Repeat("é", 32)
+	_, text := decidedReport(t, heldApart(t, 1)[0], &vigilv1.DecideRequest{Outcome: vigilv1.Outcome_OUTCOME_AMEND, ReasonCode: "other",
+		Comment: "two lines:\r\nfirst second", Amendment: &vigilv1.Amendment{Label: label}})
+	if !strings.Contains(text, label) {
+		t.Errorf("dsrdump lacks the 32-character accented label (64 bytes):\n%s", text)
+	}
+}

@@ -509,8 +509,9 @@ func TestTinyCalibrationIsNoCalibration(t *testing.T) {
 
 // TestHugeHeaderFieldsAreCut: an instance whose eleven identifying fields each hold 60,000
 // bytes (two such instances once broke `vigil review list`, the page's list and the study's
-// export) is analysed, and what is stored of each field fits its VR: 64 characters for LO,
-// 16 for SH, 8 for DA, three groups of 64 for PN, cut at a character boundary.
+// export) is analysed, and what is stored of each field fits its VR: 64 bytes for LO, 16 for
+// SH, 8 for DA, three groups of 64 for PN (bytes, as dciodvfy counts them), cut at a character
+// boundary (the two-byte characters here fill each exactly).
 func TestHugeHeaderFieldsAreCut(t *testing.T) {
 	ts := startServer(t, nil, withTriage(t))
 	p := dicomio.MakePhantom(dicomio.PhantomSpec{Seed: 900779, Rows: 240, Cols: 320, Frames: 1, Lesions: 1})
@@ -533,7 +534,7 @@ func TestHugeHeaderFieldsAreCut(t *testing.T) {
 	c := list[0].Context
 	for _, f := range []struct {
 		name, value string
-		chars       int
+		bytes       int
 	}{
 		{"patient name (PN)", c.PatientName, 194}, {"patient ID (LO)", c.PatientID, 64}, {"birth date (DA)", c.PatientBirthDate, 8},
 		{"sex (CS)", c.PatientSex, 16}, {"accession (SH)", c.AccessionNumber, 16}, {"study date (DA)", c.StudyDate, 8},
@@ -541,8 +542,8 @@ func TestHugeHeaderFieldsAreCut(t *testing.T) {
 		{"referring physician (PN)", c.ReferringPhysician, 194}, {"study ID (SH)", c.StudyID, 16},
 		{"series description (LO)", c.SeriesDescription, 64},
 	} {
-		if n := utf8.RuneCountInString(f.value); n != f.chars || !utf8.ValidString(f.value) {
-			t.Errorf("%s: %d characters stored (valid UTF-8: %v), want %d", f.name, n, utf8.ValidString(f.value), f.chars)
+		if n := len(f.value); n != f.bytes || !utf8.ValidString(f.value) {
+			t.Errorf("%s: %d bytes stored (valid UTF-8: %v), want %d", f.name, n, utf8.ValidString(f.value), f.bytes)
 		}
 	}
 	resp, err := vigilv1.NewReviewClient(ts.conn).List(ts.as(auth.RoleReviewer), &vigilv1.ListRequest{})
