@@ -3,10 +3,15 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,6 +53,45 @@ type imagingService struct {
 	store    review.Store
 	registry *inference.Registry
 	opts     ImagingOptions
+	// analysing holds one lock per SOP Instance UID being analysed: a second upload of the
+	// same instance waits for the first and gets its stored result, rather than run the
+	// models again (on this server; replicas may each analyse it once, and the store keeps
+	// one).
+	analysing keyedLocks
+}
+
+// keyedLocks is a lock per key, made when first taken and dropped when released.
+type keyedLocks struct {
+	mu   sync.Mutex
+	held map[string]chan struct{}
+}
+
+// lock takes key's lock, waiting for its holder to release it, or returns ctx's error.
+func (k *keyedLocks) lock(ctx context.Context, key string) (unlock func(), err error) {
+	for {
+		k.mu.Lock()
+		released, busy := k.held[key]
+		if !busy {
+			if k.held == nil {
+				k.held = map[string]chan struct{}{}
+			}
+			released = make(chan struct{})
+			k.held[key] = released
+			k.mu.Unlock()
+			return func() {
+				k.mu.Lock()
+				delete(k.held, key)
+				k.mu.Unlock()
+				close(released)
+			}, nil
+		}
+		k.mu.Unlock()
+		select {
+		case <-released:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 func (s *imagingService) AnalyzeInstance(stream vigilv1.Imaging_AnalyzeInstanceServer) error {
@@ -81,13 +125,28 @@ var errChunkTooLarge = status.Errorf(codes.InvalidArgument, "a chunk is over %d 
 
 // pump writes the chunks into the reader's pipe until the client ends its side. It returns
 // nil when the reader stopped reading first: the reader's error is the one to report.
-func pump(first *vigilv1.AnalyzeInstanceRequest, recv func() (*vigilv1.AnalyzeInstanceRequest, error), pw *io.PipeWriter) error {
+// pump writes the chunks into the pipe the DICOM reader reads, and sums every chunk into sum.
+// Once the reader has what it needs (it closed the pipe), the rest is received and summed
+// too when rest is set, so that sum is of the whole file (up to maxBytes); otherwise (the
+// reader failed) the pump stops at once.
+func pump(first *vigilv1.AnalyzeInstanceRequest, recv func() (*vigilv1.AnalyzeInstanceRequest, error), pw *io.PipeWriter,
+	sum hash.Hash, rest *atomic.Bool, maxBytes int64) error {
+	reading, total := true, int64(0)
 	for msg := first; ; {
 		if len(msg.Chunk) > MaxChunkBytes {
 			return errChunkTooLarge
 		}
-		if _, err := pw.Write(msg.Chunk); err != nil {
-			return nil
+		if total += int64(len(msg.Chunk)); maxBytes > 0 && total > maxBytes {
+			return fmt.Errorf("%w: the file is over %d bytes (vigild --max-bytes)", dicomio.ErrTooLarge, maxBytes)
+		}
+		sum.Write(msg.Chunk)
+		if reading {
+			if _, err := pw.Write(msg.Chunk); err != nil {
+				if !rest.Load() {
+					return nil
+				}
+				reading = false
+			}
 		}
 		var err error
 		msg, err = recv()
@@ -98,6 +157,17 @@ func pump(first *vigilv1.AnalyzeInstanceRequest, recv func() (*vigilv1.AnalyzeIn
 			return err
 		}
 	}
+}
+
+// sameContent refuses a file whose content differs from the one first analysed under its
+// SOP Instance UID: a UID names one instance, and the stored result is not this file's.
+// Analyses stored before the sum was kept are not compared.
+func sameContent(stored review.Analysis, sum string) error {
+	if stored.ContentSHA256 == "" || stored.ContentSHA256 == sum {
+		return nil
+	}
+	return status.Errorf(codes.AlreadyExists, "this SOP Instance UID was analysed before with other content (that file's sha256 %s..., this one's %s...): "+
+		"a UID names one instance; send a changed instance under a new SOP Instance UID", stored.ContentSHA256[:12], sum[:12])
 }
 
 // analyze streams the chunks into the DICOM reader (the file is never held whole), runs
@@ -128,8 +198,18 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	pr, pw := io.Pipe()
 	defer pr.Close()
 	pumpErr := make(chan error, 1)
+	sum, rest := sha256.New(), &atomic.Bool{}
+	// finish takes the rest of the file after the reader is done with it, and returns its sum.
+	finish := func() (string, error) {
+		rest.Store(true)
+		pr.Close()
+		if err := <-pumpErr; err != nil {
+			return "", toStatus(ctx, s.log, err)
+		}
+		return hex.EncodeToString(sum.Sum(nil)), nil
+	}
 	go func() {
-		err := panics.Catch("imaging chunk pump", func() error { return pump(first, recv, pw) })
+		err := panics.Catch("imaging chunk pump", func() error { return pump(first, recv, pw, sum, rest, s.opts.Limits.MaxBytes) })
 		if err != nil {
 			pw.CloseWithError(err)
 		} else {
@@ -174,12 +254,24 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	if err := review.CheckPatient(ctx, s.store, inst.StudyInstanceUID, inst.Patient.ID); err != nil {
 		return fail(err)
 	}
+	unlock, err := s.analysing.lock(ctx, inst.SOPInstanceUID)
+	if err != nil {
+		return fail(err)
+	}
+	defer unlock()
 	prev, err := s.store.GetAnalysis(ctx, inst.SOPInstanceUID)
 	switch {
 	case err == nil:
-		pr.Close() // the rest of the file is not needed
-		<-pumpErr
 		if err := s.owns(ctx, prev); err != nil {
+			pr.CloseWithError(err)
+			<-pumpErr
+			return nil, err
+		}
+		sum, err := finish() // the rest is not read, only summed
+		if err != nil {
+			return nil, err
+		}
+		if err := sameContent(prev, sum); err != nil {
 			return nil, err
 		}
 		return s.response(ctx, prev, true, includeOverlays)
@@ -219,18 +311,19 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	for i := range findings {
 		findings[i].Context = context
 	}
-	// Every frame is read; what may follow (trailing padding) is not needed. Closing the
-	// pipe releases the pump, which may be waiting for the reader to take the rest.
-	pr.Close()
-	if err := <-pumpErr; err != nil {
-		return nil, toStatus(ctx, s.log, err)
+	// Every frame is read; what may follow (trailing padding) is only summed.
+	if analysis.ContentSHA256, err = finish(); err != nil {
+		return nil, err
 	}
 	stored, existed, err := s.store.AddAnalysis(ctx, who, analysis, findings)
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	if existed { // another call stored it first
+	if existed { // another replica stored it first
 		if err := s.owns(ctx, stored); err != nil {
+			return nil, err
+		}
+		if err := sameContent(stored, analysis.ContentSHA256); err != nil {
 			return nil, err
 		}
 	}
