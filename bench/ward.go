@@ -42,7 +42,7 @@ func measureWard(ctx context.Context, rg *rig, o Options, r *Report) error {
 	if err != nil {
 		return err
 	}
-	start := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	start := time.Now().Add(-time.Hour).Truncate(time.Second) // within the server's capture window
 	at := func(i int) time.Time { return start.Add(time.Duration(i) * time.Second / clipFPS) }
 
 	// One untimed pass finds each frame's people, for the models-alone path.

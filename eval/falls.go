@@ -219,7 +219,9 @@ func streamClip(ctx context.Context, client vigilv1.WardClient, path string, c C
 	if err := stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: cfg}}); err != nil {
 		return res, err
 	}
-	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Capture times as a live camera's would be: an hour ago onwards (the server refuses
+	// times far from its clock).
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	at := func(seq int64) time.Time {
 		return start.Add(time.Duration(float64(seq-1) / fps * float64(time.Second)))
 	}

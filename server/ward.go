@@ -46,7 +46,18 @@ type WardOptions struct {
 	// MaxTracks bounds the people one stream follows at once; MaxHistory the frames of gait
 	// kept per person. Zero means the pipeline's defaults.
 	MaxTracks, MaxHistory int
+	// CaptureAhead and CaptureBehind bound a frame's capture time around the server's clock
+	// (a camera's clock may run a little ahead; a bridge may send what it buffered through an
+	// outage, or a recorded file faster than it was filmed). Zero means the defaults.
+	CaptureAhead, CaptureBehind time.Duration
 }
+
+// DefaultCaptureAhead and DefaultCaptureBehind: an hour ahead (a recorded file sent as fast as
+// it decodes is stamped ahead by its length), a day behind.
+const (
+	DefaultCaptureAhead  = time.Hour
+	DefaultCaptureBehind = 24 * time.Hour
+)
 
 // DefaultDetector is the person detector the ward runs unless configured otherwise, and
 // DefaultFallbackDetector the one it runs when DefaultDetector is not ready.
@@ -77,6 +88,12 @@ func (o WardOptions) withDefaults() WardOptions {
 	}
 	if o.MaxFrameBytes == 0 {
 		o.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if o.CaptureAhead == 0 {
+		o.CaptureAhead = DefaultCaptureAhead
+	}
+	if o.CaptureBehind == 0 {
+		o.CaptureBehind = DefaultCaptureBehind
 	}
 	if o.StatsEvery == 0 {
 		o.StatsEvery = 5 * time.Second
@@ -543,6 +560,7 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 	go func() {
 		defer close(out)
 		backgroundThread()
+		var last time.Time // the capture time of the stream's last frame used
 		for f := range queue {
 			var buf *frameBuffer
 			select {
@@ -551,8 +569,11 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 				return
 			}
 			d := decodedFrame{f: f, release: func() { free <- buf }}
-			if err := panics.Catch("ward frame decoder", func() error { s.decodeAndDetect(ctx, pipe, buf, &d); return nil }); err != nil {
-				d.img, d.err, d.dets, d.detectErr = vision.Frame{}, nil, nil, err // ends the stream with Internal
+			// A frame with an impossible capture time is not decoded: its error event goes on.
+			if d.err = s.checkCapture(f, &last); d.err == nil {
+				if err := panics.Catch("ward frame decoder", func() error { s.decodeAndDetect(ctx, pipe, buf, &d); return nil }); err != nil {
+					d.img, d.err, d.dets, d.detectErr = vision.Frame{}, nil, nil, err // ends the stream with Internal
+				}
 			}
 			select {
 			case out <- d:
@@ -562,6 +583,34 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 		}
 	}()
 	return out
+}
+
+// checkCapture refuses a frame whose capture time is not a time, is outside the window around
+// the server's clock, or runs backwards from the stream's last frame: gait and the fall rules
+// measure time between frames, and a finding dated after year 9999 cannot be stored. It
+// returns the frame's error event, or nil and moves last on.
+func (s *wardService) checkCapture(f *vigilv1.Frame, last *time.Time) *vigilv1.WardEvent {
+	if f.CaptureTime == nil {
+		return nil // stamped on arrival
+	}
+	refuse := func(format string, args ...any) *vigilv1.WardEvent {
+		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameError{FrameError: &vigilv1.FrameError{Sequence: f.Sequence,
+			Code: codes.InvalidArgument.String(), Message: "the frame is not used: its capture time " + fmt.Sprintf(format, args...)}}}
+	}
+	if err := f.CaptureTime.CheckValid(); err != nil {
+		return refuse("is not a valid time (years 0001 to 9999, nanoseconds under a second)")
+	}
+	at, now := f.CaptureTime.AsTime(), time.Now()
+	switch {
+	case at.After(now.Add(s.opts.CaptureAhead)):
+		return refuse("is %s ahead of the server's clock, more than %s: check the camera's or the bridge's clock", at.Sub(now).Round(time.Second), s.opts.CaptureAhead)
+	case at.Before(now.Add(-s.opts.CaptureBehind)):
+		return refuse("is %s behind the server's clock, more than %s", now.Sub(at).Round(time.Second), s.opts.CaptureBehind)
+	case at.Before(*last):
+		return refuse("runs backwards, %s before the previous frame's", last.Sub(at))
+	}
+	*last = at
+	return nil
 }
 
 // decodeAndDetect fills d with the frame's pixels (or its error event) and the people detected.

@@ -279,7 +279,7 @@ func TestFallKeptWhenTheBridgeGoesAway(t *testing.T) {
 	}
 	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
 		CameraId: "ward-4-bay-1", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
-	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	go func() {
 		for i, jpg := range clipJPEGs(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4", 0) {
 			f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / 18)),
@@ -342,7 +342,7 @@ func TestFallAlertedOnceAmongBadFrames(t *testing.T) {
 	}
 	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
 		CameraId: "ward-4-bay-3", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
-	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	go func() {
 		seq := int64(0)
 		for i, jpg := range clipJPEGs(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4", 0) {
@@ -477,7 +477,7 @@ func streamFrames(t *testing.T, ts *testServer, camera string, fps int32, frames
 	}
 	s.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
 		CameraId: camera, FrameRate: float64(fps), Zones: zones, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
-	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	go func() {
 		for i, jpg := range frames {
 			f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: timestamppb.New(start.Add(time.Duration(i) * time.Second / time.Duration(fps))),
@@ -499,6 +499,63 @@ func streamFrames(t *testing.T, ts *testServer, camera string, fps int32, frames
 		}
 		if a := ev.GetFall(); a != nil {
 			alerts = append(alerts, a)
+		}
+	}
+}
+
+// TestCaptureTimesOutsideTheWindow: a frame stamped after the year 9999, a day and more ahead
+// of the server's clock, or earlier than the stream's previous frame gets a frame error saying
+// which (29.7: the first gave gait summaries that could not be stored, the last was processed
+// without a word); the frames around them are used.
+func TestCaptureTimesOutsideTheWindow(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t))
+	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+		CameraId: "ward-4-bay-5", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+	jpg := clipJPEGs(t, "video/falls-upfall/A4_S1_T1_Cam1.mp4", 0)[0]
+	start := time.Now().Add(-time.Hour)
+	times := []*timestamppb.Timestamp{
+		timestamppb.New(start),
+		{Seconds: 253402300800},                     // 10000-01-01: not a valid time
+		timestamppb.New(start.Add(48 * time.Hour)),  // ahead of the clock
+		timestamppb.New(start.Add(-time.Second)),    // before the first frame
+		timestamppb.New(start.Add(-48 * time.Hour)), // far behind the clock
+		timestamppb.New(start.Add(time.Second)),
+	}
+	want := []string{"", "not a valid time", "ahead of the server's clock", "runs backwards", "behind the server's clock", ""}
+	for i, at := range times {
+		f := &vigilv1.Frame{Sequence: int64(i + 1), CaptureTime: at, Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: jpg}
+		if err := stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.CloseSend()
+	got := map[int64]string{}
+	for {
+		ev, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fe := ev.GetFrameError(); fe != nil {
+			if fe.Code != codes.InvalidArgument.String() {
+				t.Errorf("frame %d: code %s, want InvalidArgument", fe.Sequence, fe.Code)
+			}
+			got[fe.Sequence] = fe.Message
+		}
+		if r := ev.GetFrameResult(); r != nil {
+			got[r.Sequence] = ""
+		}
+	}
+	for i, w := range want {
+		msg, ok := got[int64(i+1)]
+		if !ok || (w == "") != (msg == "") || !strings.Contains(msg, w) {
+			t.Errorf("frame %d: answered %v, %q; want %q", i+1, ok, msg, w)
 		}
 	}
 }
