@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -86,6 +88,22 @@ type gate struct {
 	refusals RefusalRecorder
 	log      *slog.Logger
 	streams  *openStreams
+	// refusalEvery is how often one principal's refusals of one kind (method and code) are
+	// written; those between are counted, and the next one written says how many there were.
+	refusalEvery time.Duration
+	runsMu       sync.Mutex
+	runs         map[refusalKind]*refusalRun
+}
+
+// DefaultRefusalEvery: a client refused in a loop writes a row a minute per kind of refusal,
+// not hundreds a second (issue 29: 581 a second from an expired token slowed reviewers).
+const DefaultRefusalEvery = time.Minute
+
+type refusalKind struct{ principal, role, method, code string }
+
+type refusalRun struct {
+	written time.Time // when the last one of this kind was written
+	since   int       // refused since, not written
 }
 
 // credential is a call's proof of identity: recheck says whether it still holds (a token
@@ -188,17 +206,36 @@ func (g *gate) authorize(ctx context.Context, method string) (context.Context, c
 	return auth.WithPrincipal(ctx, p), cred, nil
 }
 
-// refuse keeps a refusal of a known principal. Calls with no principal (no token, an unknown
-// one) are only logged and counted: anyone could write those without end.
+// refuse keeps a refusal of a known principal: the first of a kind (principal, method, code)
+// in each refusalEvery, the next one written counting those between. Every refusal is also
+// logged and counted (vigil_grpc_handled_total). Calls with no principal (no token, an
+// unknown one) are only logged and counted: anyone could write those without end.
 func (g *gate) refuse(ctx context.Context, p auth.Principal, method string, err error) {
 	if p.Name == "" || g.refusals == nil {
 		return
 	}
 	st := status.Convert(err)
+	now, kind := time.Now(), refusalKind{p.Name, string(p.Role), method, st.Code().String()}
+	g.runsMu.Lock()
+	if g.runs == nil {
+		g.runs = map[refusalKind]*refusalRun{}
+	}
+	run := g.runs[kind]
+	if run != nil && now.Sub(run.written) < g.refusalEvery {
+		run.since++
+		g.runsMu.Unlock()
+		return
+	}
+	reason := st.Message()
+	if run != nil && run.since > 0 {
+		reason += fmt.Sprintf(" (and %d more refusals of this kind since %s, not written one by one)", run.since, run.written.UTC().Format(time.RFC3339))
+	}
+	g.runs[kind] = &refusalRun{written: now}
+	g.runsMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := g.refusals.RecordRefusal(ctx, review.Refusal{Time: time.Now(), Principal: p.Name, Role: string(p.Role),
-		Method: method, Code: st.Code().String(), Reason: st.Message()}); err != nil {
+	if err := g.refusals.RecordRefusal(ctx, review.Refusal{Time: now, Principal: p.Name, Role: string(p.Role),
+		Method: method, Code: kind.code, Reason: reason}); err != nil {
 		g.log.Error("refusal not recorded", slog.String("principal", p.Name), slog.String("method", method), slog.String("error", err.Error()))
 	}
 }

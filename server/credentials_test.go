@@ -300,3 +300,32 @@ func TestAnotherWorkerCannotReplayMyInstance(t *testing.T) {
 		t.Errorf("my own resend: %v, %v; want my analysis back", again, err)
 	}
 }
+
+// TestRefusalsInALoopAreSummarised: a client refused 300 times in a row (a wrong-role token in
+// a loop; 29.4: each wrote a row, 706 a second) writes one row per window and kind; the next
+// row written counts those between, so none goes unaccounted.
+func TestRefusalsInALoopAreSummarised(t *testing.T) {
+	ts := startServer(t, nil, func(o *Options) { o.RefusalEvery = time.Hour })
+	ctx := ts.as(auth.RoleWardBridge) // may not list the worklist
+	list := func() {
+		t.Helper()
+		if _, err := vigilv1.NewReviewClient(ts.conn).List(ctx, &vigilv1.ListRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("a ward bridge listing the worklist: %v, want PermissionDenied", err)
+		}
+	}
+	for range 300 {
+		list()
+	}
+	if rs := refusals(t, ts); len(rs) != 1 {
+		t.Fatalf("300 calls refused in one window wrote %d rows, want 1", len(rs))
+	}
+	// The window ends (shortened here rather than waited out).
+	ts.srv.gate.runsMu.Lock()
+	ts.srv.gate.refusalEvery = time.Nanosecond
+	ts.srv.gate.runsMu.Unlock()
+	list()
+	rs := refusals(t, ts)
+	if len(rs) != 2 || !strings.Contains(rs[1].Reason, "and 299 more refusals of this kind") {
+		t.Fatalf("after the window: %d rows, the last %q; want 2, the last counting the 299 between", len(rs), rs[len(rs)-1].Reason)
+	}
+}

@@ -45,6 +45,9 @@ type Options struct {
 	// Connections bounds the connections each listener holds and how long one may sit idle
 	// (DefaultConnectionLimits where zero).
 	Connections ConnectionLimits
+	// RefusalEvery is how often one principal's refusals of one kind are written to the
+	// refusals chain (DefaultRefusalEvery where zero).
+	RefusalEvery time.Duration
 }
 
 // ConnectionLimits bound a listener's connections.
@@ -112,7 +115,11 @@ func New(o Options) *Server {
 		refusals = o.Review
 	}
 	conns := o.Connections.withDefaults()
-	g := &gate{tokens: o.Tokens, refusals: refusals, log: log, streams: newOpenStreams(o.Streams.withDefaults())}
+	every := o.RefusalEvery
+	if every <= 0 {
+		every = DefaultRefusalEvery
+	}
+	g := &gate{tokens: o.Tokens, refusals: refusals, log: log, streams: newOpenStreams(o.Streams.withDefaults()), refusalEvery: every}
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unaryRecover(log, m), unaryObserve(log, m), g.unary()),
 		grpc.ChainStreamInterceptor(streamRecover(log, m), streamObserve(log, m), g.stream()),
