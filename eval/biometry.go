@@ -30,18 +30,35 @@ type BiometryOptions struct {
 	Progress func(string)
 }
 
-// BiometryReport is the HC error through the whole gRPC path.
+// BiometryReport is the HC error through the whole gRPC path: over every image, and for each
+// folder apart when the images come from more than one.
 type BiometryReport struct {
-	Images []BiometryResult `json:"images"`
-	Count  int              `json:"count"`
-	// Measured images got an HC; Flagged of them carry the low-quality flag.
-	Measured int `json:"measured"`
-	Flagged  int `json:"flagged"`
+	BiometrySummary
+	Folders []FolderSummary  `json:"folders,omitempty"`
+	Images  []BiometryResult `json:"images"`
+}
+
+// FolderSummary is the summary of one folder's images.
+type FolderSummary struct {
+	Folder string `json:"folder"`
+	BiometrySummary
+}
+
+// BiometrySummary sums up a set of images.
+type BiometrySummary struct {
+	Count int `json:"count"`
+	// Measured images got an HC; Flagged of them carry the low-quality flag, FlaggedShare is
+	// Flagged over Measured.
+	Measured     int     `json:"measured"`
+	Flagged      int     `json:"flagged"`
+	FlaggedShare float64 `json:"flagged_share"`
 	// NotMeasured counts the images without HC, by reason.
 	NotMeasured map[string]int `json:"not_measured"`
 	// All is the absolute HC error over every measured image; Trusted over those not flagged.
 	All     ErrorStats `json:"hc_abs_error_mm_all"`
 	Trusted ErrorStats `json:"hc_abs_error_mm_not_flagged"`
+	// RelativeMean is the mean of |HC error| / the sonographer's HC over every measured image.
+	RelativeMean float64 `json:"relative_error_mean"`
 	// Within5 is the share of measured images within 5 mm of the sonographer.
 	Within5 float64 `json:"within_5mm"`
 	// SilentOver10 counts images with an error over 10 mm that carry no low-quality flag:
@@ -60,6 +77,7 @@ type ErrorStats struct {
 
 // BiometryResult is one image's outcome.
 type BiometryResult struct {
+	Folder     string  `json:"folder"`
 	File       string  `json:"file"`
 	TruthHC    float64 `json:"truth_hc_mm"`
 	HC         float64 `json:"hc_mm,omitempty"`
@@ -94,7 +112,7 @@ func Biometry(ctx context.Context, o BiometryOptions) (*BiometryReport, error) {
 	if o.Limit > 0 && o.Limit < len(images) {
 		images = images[:o.Limit]
 	}
-	r := &BiometryReport{NotMeasured: map[string]int{}}
+	r := &BiometryReport{}
 	for i, im := range images {
 		data, err := im.FetalHeadDICOM(false)
 		if err != nil {
@@ -104,11 +122,10 @@ func Biometry(ctx context.Context, o BiometryOptions) (*BiometryReport, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", im.File, err)
 		}
-		res := BiometryResult{File: im.File, TruthHC: im.HC}
+		res := BiometryResult{Folder: im.Folder, File: im.File, TruthHC: im.HC}
 		hc, low, why, quality := HeadCircumference(resp)
 		if hc == 0 {
 			res.Why = why
-			r.NotMeasured[why]++
 		} else {
 			res.HC, res.LowQuality, res.Quality = hc, low, quality
 			res.Error = geom.Round(math.Abs(hc-im.HC), 2)
@@ -121,7 +138,19 @@ func Biometry(ctx context.Context, o BiometryOptions) (*BiometryReport, error) {
 			progress(fmt.Sprintf("%d of %d images", i+1, len(images)))
 		}
 	}
-	r.total()
+	r.BiometrySummary = summarise(r.Images)
+	var folders []string
+	for _, im := range r.Images {
+		if !slices.Contains(folders, im.Folder) {
+			folders = append(folders, im.Folder)
+		}
+	}
+	if len(folders) > 1 {
+		for _, f := range folders {
+			of := slices.DeleteFunc(slices.Clone(r.Images), func(im BiometryResult) bool { return im.Folder != f })
+			r.Folders = append(r.Folders, FolderSummary{Folder: f, BiometrySummary: summarise(of)})
+		}
+	}
 	return r, nil
 }
 
@@ -173,16 +202,18 @@ func HeadCircumference(resp *vigilv1.AnalyzeInstanceResponse) (hc float64, low b
 	return 0, false, "no fetal head finding", ""
 }
 
-func (r *BiometryReport) total() {
+func summarise(images []BiometryResult) BiometrySummary {
 	var all, trusted []float64
-	within := 0
-	r.Count = len(r.Images)
-	for _, im := range r.Images {
+	within, relative := 0, 0.0
+	r := BiometrySummary{Count: len(images), NotMeasured: map[string]int{}}
+	for _, im := range images {
 		if im.HC == 0 {
+			r.NotMeasured[im.Why]++
 			continue
 		}
 		r.Measured++
 		all = append(all, im.Error)
+		relative += im.Error / im.TruthHC
 		if im.Error <= 5 {
 			within++
 		}
@@ -198,7 +229,10 @@ func (r *BiometryReport) total() {
 	r.All, r.Trusted = stats(all), stats(trusted)
 	if r.Measured > 0 {
 		r.Within5 = geom.Round(float64(within)/float64(r.Measured), 3)
+		r.FlaggedShare = geom.Round(float64(r.Flagged)/float64(r.Measured), 3)
+		r.RelativeMean = geom.Round(relative/float64(r.Measured), 4)
 	}
+	return r
 }
 
 func stats(v []float64) ErrorStats {
@@ -218,18 +252,16 @@ func stats(v []float64) ErrorStats {
 	return ErrorStats{N: len(s), Mean: r2(sum / float64(len(s))), Median: r2(at(0.5)), P90: r2(at(0.9)), Worst: r2(s[len(s)-1])}
 }
 
-// WriteTable prints the report for people.
+// WriteTable prints the report for people: each folder, then every image together.
 func (r *BiometryReport) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "images %d, measured %d (%d flagged low quality), not measured %d\n", r.Count, r.Measured, r.Flagged, r.Count-r.Measured)
-	for why, n := range r.NotMeasured {
-		fmt.Fprintf(w, "  not measured x%d: %s\n", n, why)
+	for _, f := range r.Folders {
+		fmt.Fprintf(w, "%s:\n", f.Folder)
+		f.writeTable(w, "  ")
 	}
-	row := func(name string, s ErrorStats) {
-		fmt.Fprintf(w, "HC abs error, %-22s n=%-4d mean %.2f mm  median %.2f  p90 %.2f  worst %.2f\n", name+":", s.N, s.Mean, s.Median, s.P90, s.Worst)
+	if len(r.Folders) > 0 {
+		fmt.Fprintln(w, "together:")
 	}
-	row("every measured image", r.All)
-	row("not flagged", r.Trusted)
-	fmt.Fprintf(w, "within 5 mm: %.1f%% of measured; over 10 mm without a low-quality flag: %d\n", 100*r.Within5, r.SilentOver10)
+	r.writeTable(w, "  ")
 	worst := slices.Clone(r.Images)
 	slices.SortFunc(worst, func(a, b BiometryResult) int { return -cmpFloat(a.Error, b.Error) })
 	fmt.Fprintln(w, "largest errors:")
@@ -240,6 +272,19 @@ func (r *BiometryReport) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %s: HC %.1f mm, sonographer %.1f mm, error %.1f mm%s\n", im.File, im.HC, im.TruthHC, im.Error, flag)
 	}
+}
+
+func (s *BiometrySummary) writeTable(w io.Writer, indent string) {
+	fmt.Fprintf(w, "%simages %d, measured %d (%d flagged low quality, %.1f%%), not measured %d\n", indent, s.Count, s.Measured, s.Flagged, 100*s.FlaggedShare, s.Count-s.Measured)
+	for why, n := range s.NotMeasured {
+		fmt.Fprintf(w, "%s  not measured x%d: %s\n", indent, n, why)
+	}
+	row := func(name string, e ErrorStats) {
+		fmt.Fprintf(w, "%sHC abs error, %-22s n=%-4d mean %.2f mm  median %.2f  p90 %.2f  worst %.2f\n", indent, name+":", e.N, e.Mean, e.Median, e.P90, e.Worst)
+	}
+	row("every measured image", s.All)
+	row("not flagged", s.Trusted)
+	fmt.Fprintf(w, "%smean relative error %.2f%%; within 5 mm: %.1f%% of measured; over 10 mm without a low-quality flag: %d\n", indent, 100*s.RelativeMean, 100*s.Within5, s.SilentOver10)
 }
 
 func cmpFloat(a, b float64) int {

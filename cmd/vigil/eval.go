@@ -27,7 +27,7 @@ func runEval(_ *globals, args []string, stdout, stderr io.Writer) error {
 		return runEvalPerception(args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "falls" {
-		return usageError{"usage: vigil eval falls --labels FILE[,FILE] [--clips DIR] [--transform NAME] [--detector NAME] [--json]\n       vigil eval perception --labels FILE[,FILE] [--detector NAME] [--poses NAME,NAME] [--json]\n       vigil eval biometry [--data DIR] [--split test|tune|train|all] [--limit N] [--json]"}
+		return usageError{"usage: vigil eval falls --labels FILE[,FILE] [--clips DIR] [--transform NAME] [--detector NAME] [--json]\n       vigil eval perception --labels FILE[,FILE] [--detector NAME] [--poses NAME,NAME] [--json]\n       vigil eval biometry [--data DIR[,DIR]] [--split test|tune|train|all] [--limit N] [--json]"}
 	}
 	fs := flag.NewFlagSet("eval falls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -162,7 +162,7 @@ func runEvalBiometry(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eval biometry", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	ip := registerInProcess(fs)
-	data := fs.String("data", "", "the HC18 folder (default: ultrasound-hc18 in the shared data folder)")
+	data := fs.String("data", "", "the HC18 folders, ',' separated, each reported apart (default: ultrasound-hc18 and ultrasound-hc18-late in the shared data folder)")
 	split := fs.String("split", hc18.HeldApart, "which subjects: test (held apart), tune, train (models/fetal-head/MODEL_CARD.md), or all (a folder of other subjects)")
 	limit := fs.Int("limit", 0, "only the first N images of the split")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -173,12 +173,24 @@ func runEvalBiometry(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
-	if *data == "" {
-		*data = filepath.Join(ip.data, "ultrasound-hc18")
+	var dirs []string
+	for _, d := range strings.Split(*data, ",") {
+		if d != "" {
+			dirs = append(dirs, d)
+		}
 	}
-	images, err := hc18Split(*data, *split)
-	if err != nil {
-		return err
+	if len(dirs) == 0 {
+		for _, f := range hc18.SharedFolders {
+			dirs = append(dirs, filepath.Join(ip.data, f))
+		}
+	}
+	var images []hc18.Image
+	for _, d := range dirs {
+		of, err := hc18Split(d, *split)
+		if err != nil {
+			return err
+		}
+		images = append(images, of...)
 	}
 	o := eval.BiometryOptions{Engine: ip.engine(), Entries: models.Builtin(), Resolver: ip.resolver(), Images: images, Limit: *limit}
 	if !*quiet {

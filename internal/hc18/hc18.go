@@ -1,4 +1,5 @@
-// Package hc18 reads the shared HC18 fetal head folder (../shared/data/ultrasound-hc18) and
+// Package hc18 reads the shared HC18 fetal head folders (../shared/data/ultrasound-hc18 and
+// ultrasound-hc18-late, the same format and split rule, subjects 000-559 and 561-805) and
 // wraps its images as the calibrated ultrasound DICOM files a scanner would send, for
 // `vigil eval biometry`, the demo and the tests.
 package hc18
@@ -27,6 +28,8 @@ type Folder struct {
 
 // Image is one labelled image.
 type Image struct {
+	// Folder is the base name of the folder it came from (ultrasound-hc18, ultrasound-hc18-late).
+	Folder     string
 	File       string
 	Subject    int
 	PixelMM    float64
@@ -34,6 +37,10 @@ type Image struct {
 	Split      string
 	pathOnDisk string
 }
+
+// SharedFolders are the shared data's HC18 folders, first the one of earlier pregnancy (heads of
+// 44-196 mm), then the later one (160-346 mm).
+var SharedFolders = []string{"ultrasound-hc18", "ultrasound-hc18-late"}
 
 // The split by subject, as models/fetal-head/train.py makes it: a subject's images (NNN_HC,
 // NNN_2HC, ...) are on one side.
@@ -78,7 +85,7 @@ func Read(dir string) (*Folder, error) {
 		if err := errors.Join(err1, err2, err3); err != nil || px <= 0 || hc <= 0 {
 			return nil, fmt.Errorf("%s line %d: %v", f.Name(), i+1, row)
 		}
-		h.Images = append(h.Images, Image{File: row[0], Subject: subject, PixelMM: px, HC: hc, Split: splitOf(subject),
+		h.Images = append(h.Images, Image{Folder: filepath.Base(filepath.Clean(dir)), File: row[0], Subject: subject, PixelMM: px, HC: hc, Split: splitOf(subject),
 			pathOnDisk: filepath.Join(dir, "train", row[0])})
 	}
 	return h, nil

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Trains fetal-head, Vigil's fetal head segmentation model, on the HC18 images in
-../shared/data/ultrasound-hc18 (real ultrasound, sonographers' ellipses), and exports it to ONNX.
+../shared/data/ultrasound-hc18 (subjects 000-559, heads of 44-196 mm) and
+../shared/data/ultrasound-hc18-late (odd subjects 561-805, heads of 160-346 mm): real ultrasound,
+sonographers' ellipses. Exports it to ONNX.
 
     make fetal-head-model      (runs this script with the pinned seed and epochs)
 
@@ -61,6 +63,7 @@ def area_resize(img, w, h):
 
 
 def load(data):
+    folder = os.path.basename(os.path.normpath(data))
     rows = list(csv.reader(open(os.path.join(data, "train.csv"))))[1:]
     items = []
     for name, pixel_mm, hc in rows:
@@ -73,7 +76,8 @@ def load(data):
         centre, (a, b), angle = cv2.fitEllipse(max(contours, key=len).reshape(-1, 2).astype(np.float32))
         k = float(hc) / float(pixel_mm) / ramanujan(a / 2, b / 2)
         ellipse = (centre, (a * k, b * k), angle)
-        items.append(dict(name=name, img=img, ellipse=ellipse, pixel_mm=float(pixel_mm), hc=float(hc), split=split_of(name)))
+        items.append(dict(name=name, img=img, ellipse=ellipse, pixel_mm=float(pixel_mm), hc=float(hc), split=split_of(name),
+                          folder=folder))
     return items
 
 
@@ -204,7 +208,10 @@ def evaluate(model, items):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True, help="the HC18 folder (train.csv and train/)")
+    ap.add_argument("--data", required=True, action="append",
+                    help="an HC18 folder (train.csv and train/); give it once per folder")
+    ap.add_argument("--repeat", action="append", default=[],
+                    help="FOLDER=N: each of that folder's training images is seen N times an epoch")
     ap.add_argument("--out", required=True)
     ap.add_argument("--report", required=True)
     ap.add_argument("--epochs", type=int, default=25)
@@ -220,13 +227,20 @@ def main():
     cv2.setNumThreads(1)
     rng = np.random.default_rng(args.seed)
 
-    items = load(args.data)
+    items = [it for d in args.data for it in load(d)]
+    folders = sorted({it["folder"] for it in items})
+    repeat = {k: int(v) for k, v in (r.split("=") for r in args.repeat)}
     train = [it for it in items if it["split"] == "train"]
     if args.limit:
         train = train[:args.limit]
+    # The later-pregnancy folder is small (91 training images beside 472): its images are
+    # repeated so that large heads are a fair share of each epoch.
+    train = [it for it in train for _ in range(repeat.get(it["folder"], 1))]
     tune = [it for it in items if it["split"] == "tune"]
     test = [it for it in items if it["split"] == "test"]
-    print(f"images: {len(train)} train, {len(tune)} tune, {len(test)} held apart", flush=True)
+    for f in folders:
+        n = [sum(1 for it in part if it["folder"] == f) for part in (train, tune, test)]
+        print(f"{f}: {n[0]} train (with repeats), {n[1]} tune, {n[2]} held apart", flush=True)
 
     model = UNet()
     batch = 8
@@ -254,16 +268,20 @@ def main():
             total += loss.item() * len(pairs)
         line = f"epoch {epoch + 1}/{args.epochs}: loss {total / len(train):.4f}, {time.time() - start:.0f} s"
         if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
-            r = evaluate(model, tune)
-            line += f"; tune Dice {r['dice_mean']:.4f}, HC error mean {r['hc_abs_error_mm']['mean']:.2f} mm"
+            for f in folders:
+                r = evaluate(model, [it for it in tune if it["folder"] == f])
+                line += f"; {f} tune Dice {r['dice_mean']:.4f}, HC error mean {r['hc_abs_error_mm']['mean']:.2f} mm"
             export(model, args.out)  # a usable model at every check, should the run be cut short
         print(line, flush=True)
 
     model.eval()
-    report = dict(seed=args.seed, epochs=args.epochs, input=[H, W], train_images=len(train),
-                  tune=evaluate(model, tune), held_apart=evaluate(model, test))
+    report = dict(seed=args.seed, epochs=args.epochs, input=[H, W], train_images=len(train), repeat=repeat,
+                  tune=evaluate(model, tune), held_apart=evaluate(model, test),
+                  by_folder={f: dict(tune=evaluate(model, [it for it in tune if it["folder"] == f]),
+                                     held_apart=evaluate(model, [it for it in test if it["folder"] == f]))
+                             for f in folders})
     json.dump(report, open(args.report, "w"), indent=2)
-    print(json.dumps(report["held_apart"], indent=2), flush=True)
+    print(json.dumps(dict(held_apart=report["held_apart"], by_folder=report["by_folder"]), indent=2), flush=True)
     export(model, args.out)
     print(f"wrote {args.out}")
 

@@ -1,6 +1,7 @@
 package biometry
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -147,6 +148,24 @@ func TestHadlock1984(t *testing.T) {
 	// First-trimester heads are outside the formula's range: no age is given for them.
 	if ga := Hadlock1984(60); ga.InRange {
 		t.Errorf("HC 60 mm is in range: %+v", ga)
+	}
+	// The whole range, up to term: its edges are where the cubic gives 14 and 42 weeks, and
+	// the range the finding states holds them.
+	lo, hi := HadlockHC(14), HadlockHC(42)
+	if math.Abs(hadlockWeeks(lo)-14) > 0.001 || math.Abs(hadlockWeeks(hi)-42) > 0.001 {
+		t.Errorf("HC range %.2f-%.2f mm gives %.3f-%.3f weeks", lo, hi, hadlockWeeks(lo), hadlockWeeks(hi))
+	}
+	stated := fmt.Sprintf("(HC %d-%d mm)", int(math.Floor(lo)), int(math.Ceil(hi)))
+	if !strings.Contains(hadlockFormula, stated) {
+		t.Errorf("the formula states %q, want %s", hadlockFormula, stated)
+	}
+	for _, tc := range []struct {
+		hc float64
+		in bool
+	}{{lo - 0.1, false}, {lo + 0.1, true}, {330, true}, {hi - 0.1, true}, {hi + 0.1, false}} {
+		if ga := Hadlock1984(tc.hc); ga.InRange != tc.in {
+			t.Errorf("HC %.1f mm: %.2f weeks, in range %v, want %v", tc.hc, ga.Weeks, ga.InRange, tc.in)
+		}
 	}
 }
 
