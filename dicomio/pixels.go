@@ -155,6 +155,14 @@ func (r *Reader) Next() (Frame, error) {
 	}
 	r.next++
 	f.Number = r.next
+	r.digest.Write(f.Pix)
+	if len(f.Pix16) > 0 {
+		b := make([]byte, 0, 2*len(f.Pix16))
+		for _, v := range f.Pix16 {
+			b = binary.LittleEndian.AppendUint16(b, v)
+		}
+		r.digest.Write(b)
+	}
 	return f, nil
 }
 

@@ -3,9 +3,12 @@ package dicomio
 import (
 	"bufio"
 	"cmp"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"strconv"
@@ -264,6 +267,8 @@ type Reader struct {
 	// fragmentsEnded is set at the sequence delimiter after the last fragment.
 	fragmentsEnded bool
 	done           bool
+	// digest sums what the instance shows, as Digest says.
+	digest hash.Hash
 }
 
 type countingReader struct {
@@ -393,7 +398,30 @@ func Open(r io.Reader, opts Options) (*Reader, error) {
 	if err := rd.checkImage(); err != nil {
 		return nil, err
 	}
+	rd.digest = sha256.New()
+	in := &rd.inst
+	fmt.Fprintf(rd.digest, "%s\x00%s\x00%s\x00%dx%dx%d\x00", in.SOPInstanceUID, in.StudyInstanceUID, in.SeriesInstanceUID,
+		in.Columns, in.Rows, in.Frames)
 	return rd, nil
+}
+
+// Digest reads the frames not yet read and returns the hex sha256 of what the instance
+// shows: its SOP Instance, Study and Series UIDs, its size, and every frame's decoded
+// pixels. It is the same in any lossless transfer syntax (a PACS may send one instance
+// natively or RLE-compressed under one UID, and a converter may correct its SOP Class on
+// the way) and differs when a study or a pixel does. A frame that cannot be decoded is
+// Digest's error.
+func (r *Reader) Digest() (string, error) {
+	for {
+		_, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(r.digest.Sum(nil)), nil
 }
 
 // Instance returns what the instance says about itself.

@@ -393,3 +393,60 @@ func TestNotDICOM(t *testing.T) {
 		}
 	}
 }
+
+// digestOf opens data, reads frames frames, and returns Digest's answer.
+func digestOf(t *testing.T, data []byte, frames int) string {
+	t.Helper()
+	r, err := Open(bytes.NewReader(data), withJ2K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range frames {
+		if _, err := r.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := r.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestDigestIsOfWhatTheInstanceShows: one instance sent natively and RLE-compressed under
+// one UID has one digest, however many frames were read before; one pixel changed, or
+// another study named, gives another.
+func TestDigestIsOfWhatTheInstanceShows(t *testing.T) {
+	native, err := os.ReadFile(sharedDICOM(t, "ultrasound/ob-2frame-palette-native.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rle, err := os.ReadFile(sharedDICOM(t, "ultrasound/ob-2frame-palette-rle.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := digestOf(t, native, 0)
+	if got := digestOf(t, native, 1); got != want {
+		t.Errorf("native, one frame read first: %s, all at once: %s", got, want)
+	}
+	if got := digestOf(t, rle, 2); got != want {
+		t.Errorf("RLE Lossless: %s, native: %s; one instance in two lossless syntaxes must have one digest", got, want)
+	}
+	changed := bytes.Clone(native)
+	changed[len(changed)-1] ^= 0xFF // the last palette index of the last frame
+	if got := digestOf(t, changed, 0); got == want {
+		t.Error("one pixel changed: same digest")
+	}
+	r, err := Open(bytes.NewReader(native), withJ2K)
+	if err != nil {
+		t.Fatal(err)
+	}
+	study := r.Instance().StudyInstanceUID
+	other := bytes.Replace(native, []byte(study), []byte(study[:len(study)-1]+"9"), 1)
+	if study[len(study)-1] == '9' {
+		other = bytes.Replace(native, []byte(study), []byte(study[:len(study)-1]+"8"), 1)
+	}
+	if got := digestOf(t, other, 0); got == want {
+		t.Error("another Study Instance UID: same digest")
+	}
+}

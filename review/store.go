@@ -67,8 +67,9 @@ type Analysis struct {
 	// SubmittedBy is the principal that sent the instance (set by AddAnalysis; empty in
 	// analyses stored before it was kept).
 	SubmittedBy string `json:"submitted_by,omitempty"`
-	// ContentSHA256 is the sha256 of the file analysed, as sent (empty in analyses stored
-	// before it was kept): another file under the same UID is told apart from a resend.
+	// ContentSHA256 is dicomio's Digest of the instance analysed: its UIDs and decoded
+	// pixels, the same in any lossless transfer syntax (empty in analyses stored before it
+	// was kept): another instance under the same UID is told apart from a resend.
 	ContentSHA256 string `json:"content_sha256,omitempty"`
 }
 

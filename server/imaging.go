@@ -3,15 +3,11 @@ package server
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -125,28 +121,13 @@ var errChunkTooLarge = status.Errorf(codes.InvalidArgument, "a chunk is over %d 
 
 // pump writes the chunks into the reader's pipe until the client ends its side. It returns
 // nil when the reader stopped reading first: the reader's error is the one to report.
-// pump writes the chunks into the pipe the DICOM reader reads, and sums every chunk into sum.
-// Once the reader has what it needs (it closed the pipe), the rest is received and summed
-// too when rest is set, so that sum is of the whole file (up to maxBytes); otherwise (the
-// reader failed) the pump stops at once.
-func pump(first *vigilv1.AnalyzeInstanceRequest, recv func() (*vigilv1.AnalyzeInstanceRequest, error), pw *io.PipeWriter,
-	sum hash.Hash, rest *atomic.Bool, maxBytes int64) error {
-	reading, total := true, int64(0)
+func pump(first *vigilv1.AnalyzeInstanceRequest, recv func() (*vigilv1.AnalyzeInstanceRequest, error), pw *io.PipeWriter) error {
 	for msg := first; ; {
 		if len(msg.Chunk) > MaxChunkBytes {
 			return errChunkTooLarge
 		}
-		if total += int64(len(msg.Chunk)); maxBytes > 0 && total > maxBytes {
-			return fmt.Errorf("%w: the file is over %d bytes (vigild --max-bytes)", dicomio.ErrTooLarge, maxBytes)
-		}
-		sum.Write(msg.Chunk)
-		if reading {
-			if _, err := pw.Write(msg.Chunk); err != nil {
-				if !rest.Load() {
-					return nil
-				}
-				reading = false
-			}
+		if _, err := pw.Write(msg.Chunk); err != nil {
+			return nil
 		}
 		var err error
 		msg, err = recv()
@@ -159,15 +140,18 @@ func pump(first *vigilv1.AnalyzeInstanceRequest, recv func() (*vigilv1.AnalyzeIn
 	}
 }
 
-// sameContent refuses a file whose content differs from the one first analysed under its
-// SOP Instance UID: a UID names one instance, and the stored result is not this file's.
-// Analyses stored before the sum was kept are not compared.
-func sameContent(stored review.Analysis, sum string) error {
-	if stored.ContentSHA256 == "" || stored.ContentSHA256 == sum {
+// sameContent refuses an instance whose content (dicomio's Digest: study, series and
+// pixels) differs from the one first analysed under its SOP Instance UID: a UID names one
+// instance, and the stored result is not this one's. The same instance in another lossless
+// transfer syntax is the same content. Analyses stored before the digest was kept are not
+// compared.
+func sameContent(stored review.Analysis, digest string) error {
+	if stored.ContentSHA256 == "" || stored.ContentSHA256 == digest {
 		return nil
 	}
-	return status.Errorf(codes.AlreadyExists, "this SOP Instance UID was analysed before with other content (that file's sha256 %s..., this one's %s...): "+
-		"a UID names one instance; send a changed instance under a new SOP Instance UID", stored.ContentSHA256[:12], sum[:12])
+	return status.Errorf(codes.AlreadyExists, "this SOP Instance UID was analysed before with other content "+
+		"(study, series or pixels differ: that instance's digest %s..., this one's %s...): "+
+		"a UID names one instance; send a changed instance under a new SOP Instance UID", stored.ContentSHA256[:12], digest[:12])
 }
 
 // analyze streams the chunks into the DICOM reader (the file is never held whole), runs
@@ -198,18 +182,17 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	pr, pw := io.Pipe()
 	defer pr.Close()
 	pumpErr := make(chan error, 1)
-	sum, rest := sha256.New(), &atomic.Bool{}
-	// finish takes the rest of the file after the reader is done with it, and returns its sum.
-	finish := func() (string, error) {
-		rest.Store(true)
+	// finish releases the pump once every frame is read (what may follow, trailing
+	// padding, is not needed): the pump may be waiting for the reader to take the rest.
+	finish := func() error {
 		pr.Close()
 		if err := <-pumpErr; err != nil {
-			return "", toStatus(ctx, s.log, err)
+			return toStatus(ctx, s.log, err)
 		}
-		return hex.EncodeToString(sum.Sum(nil)), nil
+		return nil
 	}
 	go func() {
-		err := panics.Catch("imaging chunk pump", func() error { return pump(first, recv, pw, sum, rest, s.opts.Limits.MaxBytes) })
+		err := panics.Catch("imaging chunk pump", func() error { return pump(first, recv, pw) })
 		if err != nil {
 			pw.CloseWithError(err)
 		} else {
@@ -262,16 +245,10 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	prev, err := s.store.GetAnalysis(ctx, inst.SOPInstanceUID)
 	switch {
 	case err == nil:
-		if err := s.owns(ctx, prev); err != nil {
-			pr.CloseWithError(err)
-			<-pumpErr
-			return nil, err
+		if err := s.resent(ctx, prev, asked, reader); err != nil {
+			return fail(err)
 		}
-		sum, err := finish() // the rest is not read, only summed
-		if err != nil {
-			return nil, err
-		}
-		if err := sameContent(prev, sum); err != nil {
+		if err := finish(); err != nil {
 			return nil, err
 		}
 		return s.response(ctx, prev, true, includeOverlays)
@@ -311,8 +288,10 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 	for i := range findings {
 		findings[i].Context = context
 	}
-	// Every frame is read; what may follow (trailing padding) is only summed.
-	if analysis.ContentSHA256, err = finish(); err != nil {
+	if analysis.ContentSHA256, err = reader.Digest(); err != nil {
+		return fail(err)
+	}
+	if err := finish(); err != nil {
 		return nil, err
 	}
 	stored, existed, err := s.store.AddAnalysis(ctx, who, analysis, findings)
@@ -328,6 +307,27 @@ func (s *imagingService) analyze(ctx context.Context, recv func() (*vigilv1.Anal
 		}
 	}
 	return s.response(ctx, stored, existed, includeOverlays)
+}
+
+// resent checks an instance sent again against its stored analysis: the same sender
+// (owns), no other model asked for, and the same content (sameContent; its frames are
+// decoded for that, and no model runs).
+func (s *imagingService) resent(ctx context.Context, prev review.Analysis, asked string, reader *dicomio.Reader) error {
+	if err := s.owns(ctx, prev); err != nil {
+		return err
+	}
+	if asked != "" && asked != prev.Model.Name {
+		return status.Errorf(codes.AlreadyExists, "this SOP Instance UID was analysed before by model %s %s, not by the model asked for: "+
+			"one analysis per instance", prev.Model.Name, prev.Model.Version)
+	}
+	if prev.ContentSHA256 == "" {
+		return nil
+	}
+	digest, err := reader.Digest()
+	if err != nil {
+		return err
+	}
+	return sameContent(prev, digest)
 }
 
 // owns refuses a PACS worker the stored analysis of an instance another principal sent: its

@@ -79,9 +79,11 @@ func TestOneAnalysisPerInstance(t *testing.T) {
 	}
 }
 
-// TestOtherContentUnderAUsedUID: a different file under a SOP Instance UID already analysed
-// is refused with AlreadyExists, saying the content differs (29.6: it got the old result as
-// already analysed); the same file again gets its stored result; nothing stored changes.
+// TestOtherContentUnderAUsedUID: another instance (other pixels, another study) or another
+// model asked for under a SOP Instance UID already analysed is refused with AlreadyExists,
+// naming the conflict (29.6: it got the old result as already analysed); the same file
+// again gets its stored result; nothing stored changes. The same instance in another
+// lossless transfer syntax is the same content (cmd/vigil's TestAnalyzeRealFiles).
 func TestOtherContentUnderAUsedUID(t *testing.T) {
 	ts := startServer(t, nil, withTriage(t))
 	client := vigilv1.NewImagingClient(ts.conn)
@@ -98,6 +100,21 @@ func TestOtherContentUnderAUsedUID(t *testing.T) {
 	_, err = send(ctx, client, phantomUnder(t, 4, "2.25.903", "2.25.903.1"), 32<<10)
 	if st := status.Convert(err); st.Code() != codes.AlreadyExists || !strings.Contains(st.Message(), "other content") {
 		t.Fatalf("other pixels under the same UID: %v, want AlreadyExists saying the content differs", err)
+	}
+	// The same pixels under the same UID in another study.
+	_, err = send(ctx, client, phantomUnder(t, 3, "2.25.904", "2.25.903.1"), 32<<10)
+	if st := status.Convert(err); st.Code() != codes.AlreadyExists || !strings.Contains(st.Message(), "other content") {
+		t.Fatalf("another study under the same UID: %v, want AlreadyExists saying the content differs", err)
+	}
+	// The same file, with another model asked for.
+	stream, err := client.AnalyzeInstance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.AnalyzeInstanceRequest{Chunk: first, Options: &vigilv1.AnalyzeOptions{Model: "fetal-head"}})
+	_, err = stream.CloseAndRecv()
+	if st := status.Convert(err); st.Code() != codes.AlreadyExists || !strings.Contains(st.Message(), "us-lesion-demo") {
+		t.Fatalf("another model asked for: %v, want AlreadyExists naming the model that analysed it", err)
 	}
 	again, err := send(ctx, client, first, 32<<10)
 	if err != nil || !again.AlreadyAnalyzed || len(again.Findings) != len(resp.Findings) {

@@ -90,6 +90,7 @@ type Server struct {
 	log        *slog.Logger
 	gate       *gate
 	maxConns   int
+	ward       *wardService
 }
 
 // serviceNames are the names health reports on, beside the overall "".
@@ -136,7 +137,9 @@ func New(o Options) *Server {
 		network = append(network, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
 	imaging := &imagingService{log: log, store: o.Review, registry: o.Registry, opts: o.Imaging}
-	ward := &wardService{log: log, registry: o.Registry, store: o.Review, opts: o.Ward.withDefaults(), metrics: m}
+	wardOpts := o.Ward.withDefaults()
+	ward := &wardService{log: log, registry: o.Registry, store: o.Review, opts: wardOpts, metrics: m,
+		memory: &frameMemory{limit: wardOpts.MaxFrameMemory}}
 	rev := &reviewService{log: log, store: o.Review, metrics: m}
 	mod := &modelsService{log: log, registry: o.Registry, runtime: o.RuntimeVersion}
 	h := health.NewServer()
@@ -144,6 +147,7 @@ func New(o Options) *Server {
 		h.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 	s := &Server{grpc: grpc.NewServer(network...), inproc: grpc.NewServer(opts...), health: h, log: log, gate: g, maxConns: conns.Max,
+		ward:       ward,
 		healthOnly: grpc.NewServer(grpc.ConnectionTimeout(conns.Handshake), grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: conns.Idle}))}
 	healthpb.RegisterHealthServer(s.healthOnly, h)
 	for _, gs := range []*grpc.Server{s.grpc, s.inproc} {

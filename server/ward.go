@@ -50,6 +50,44 @@ type WardOptions struct {
 	// (a camera's clock may run a little ahead; a bridge may send what it buffered through an
 	// outage, or a recorded file faster than it was filmed). Zero means the defaults.
 	CaptureAhead, CaptureBehind time.Duration
+	// MaxFrameMemory bounds the bytes of decoded pixels all streams hold at once: each
+	// stream's reused frame buffers and the decoder's copy of the frame being decoded. A
+	// frame that would go over it gets a frame error (ResourceExhausted); its stream goes on.
+	// Zero means DefaultMaxFrameMemory.
+	MaxFrameMemory int64
+}
+
+// DefaultMaxFrameMemory: 512 MiB, about 120 streams of 1080p or 3 of 4K frames, at most.
+const DefaultMaxFrameMemory = 512 << 20
+
+// frameMemory is the budget of MaxFrameMemory, shared by every stream.
+type frameMemory struct {
+	mu          sync.Mutex
+	limit, used int64
+}
+
+// take reserves n bytes, or says there are not that many left.
+func (m *frameMemory) take(n int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.used+n > m.limit {
+		return false
+	}
+	m.used += n
+	return true
+}
+
+func (m *frameMemory) give(n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.used -= n
+}
+
+// inUse is the bytes reserved now.
+func (m *frameMemory) inUse() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.used
 }
 
 // DefaultCaptureAhead and DefaultCaptureBehind: an hour ahead (a recorded file sent as fast as
@@ -89,6 +127,9 @@ func (o WardOptions) withDefaults() WardOptions {
 	if o.MaxFrameBytes == 0 {
 		o.MaxFrameBytes = DefaultMaxFrameBytes
 	}
+	if o.MaxFrameMemory == 0 {
+		o.MaxFrameMemory = DefaultMaxFrameMemory
+	}
 	if o.CaptureAhead == 0 {
 		o.CaptureAhead = DefaultCaptureAhead
 	}
@@ -108,6 +149,8 @@ type wardService struct {
 	store    review.Store
 	opts     WardOptions
 	metrics  *Metrics
+	// memory is the budget for decoded frames, shared by every stream.
+	memory *frameMemory
 	// fallbackOnce logs the first stream that runs the fallback detector.
 	fallbackOnce sync.Once
 }
@@ -539,8 +582,9 @@ type decodedFrame struct {
 
 // frameBuffer is the memory a decoded frame lives in: reused, frame after frame.
 type frameBuffer struct {
-	pixels vision.Frame
-	dets   []detect.Detection
+	pixels   vision.Frame
+	dets     []detect.Detection
+	reserved int64 // bytes of the frame-memory budget its pixels hold
 }
 
 // decodeAhead decodes the queued frames and detects their people on a goroutine of its own,
@@ -549,8 +593,10 @@ type frameBuffer struct {
 func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Frame, pipe *ward.Pipeline, realtime bool) <-chan decodedFrame {
 	const buffers = 3 // one being decoded, one waiting, one in the models
 	free := make(chan *frameBuffer, buffers)
-	for range buffers {
-		free <- new(frameBuffer)
+	all := make([]*frameBuffer, buffers)
+	for i := range all {
+		all[i] = new(frameBuffer)
+		free <- all[i]
 	}
 	size := 1
 	if realtime {
@@ -559,6 +605,11 @@ func (s *wardService) decodeAhead(ctx context.Context, queue <-chan *vigilv1.Fra
 	out := make(chan decodedFrame, size)
 	go func() {
 		defer close(out)
+		defer func() { // the stream is over: its buffers go back to the budget
+			for _, b := range all {
+				s.memory.give(b.reserved)
+			}
+		}()
 		backgroundThread()
 		var last time.Time // the capture time of the stream's last frame used
 		for f := range queue {
@@ -616,7 +667,7 @@ func (s *wardService) checkCapture(f *vigilv1.Frame, last *time.Time) *vigilv1.W
 // decodeAndDetect fills d with the frame's pixels (or its error event) and the people detected.
 func (s *wardService) decodeAndDetect(ctx context.Context, pipe *ward.Pipeline, buf *frameBuffer, d *decodedFrame) {
 	start := time.Now()
-	d.img, d.err = s.decode(d.f, &buf.pixels)
+	d.img, d.err = s.decode(d.f, buf)
 	d.took = time.Since(start)
 	if d.err == nil {
 		start = time.Now()
@@ -629,7 +680,8 @@ func (s *wardService) decodeAndDetect(ctx context.Context, pipe *ward.Pipeline, 
 
 // decode turns a frame's bytes into pixels (into pixels when it is encoded), or into the
 // error event that replaces its result.
-func (s *wardService) decode(f *vigilv1.Frame, pixels *vision.Frame) (vision.Frame, *vigilv1.WardEvent) {
+func (s *wardService) decode(f *vigilv1.Frame, buf *frameBuffer) (vision.Frame, *vigilv1.WardEvent) {
+	pixels := &buf.pixels
 	frameError := func(msg string) *vigilv1.WardEvent {
 		return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameError{FrameError: &vigilv1.FrameError{Sequence: f.Sequence, Code: codes.InvalidArgument.String(), Message: msg}}}
 	}
@@ -638,11 +690,22 @@ func (s *wardService) decode(f *vigilv1.Frame, pixels *vision.Frame) (vision.Fra
 	}
 	switch f.Encoding {
 	case vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, vigilv1.FrameEncoding_FRAME_ENCODING_PNG:
-		if _, _, err := vision.CheckSize(f.Data, s.opts.MaxSide); errors.Is(err, vision.ErrTooLarge) {
+		w, h, err := vision.CheckSize(f.Data, s.opts.MaxSide)
+		if errors.Is(err, vision.ErrTooLarge) {
 			return vision.Frame{}, frameError(err.Error() + " (vigild --max-frame-side)")
 		} else if err != nil {
 			return vision.Frame{}, frameError(err.Error())
 		}
+		// The decoder's copy lives until the pixels are in the buffer; the buffer keeps what
+		// it grows by until the stream ends.
+		need := int64(w) * int64(h) * 3
+		grow := max(0, need-int64(cap(pixels.BGR)))
+		if !s.memory.take(need + grow) {
+			return vision.Frame{}, &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameError{FrameError: &vigilv1.FrameError{Sequence: f.Sequence,
+				Code: codes.ResourceExhausted.String(), Message: fmt.Sprintf("decoding this %d x %d frame would take the server's decoded frames, across all streams, over %d MiB (vigild --max-frame-memory): the frame is not used", w, h, s.opts.MaxFrameMemory>>20)}}}
+		}
+		defer s.memory.give(need)
+		buf.reserved += grow
 		if err := vision.DecodeInto(pixels, f.Data); err != nil {
 			return vision.Frame{}, frameError(err.Error())
 		}

@@ -559,3 +559,61 @@ func TestCaptureTimesOutsideTheWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodedFramesShareOneMemoryBudget: a frame whose decoded pixels would take the streams'
+// shared budget over its limit gets a frame error (ResourceExhausted naming
+// --max-frame-memory) and the stream goes on (29.3: each 4096 x 4096 stream took 155 MB, with
+// no bound across streams); when the stream ends its buffers go back to the budget.
+func TestDecodedFramesShareOneMemoryBudget(t *testing.T) {
+	ts := startServer(t, nil, withTriage(t), func(o *Options) { o.Ward.MaxFrameMemory = 8 << 20 })
+	stream, err := vigilv1.NewWardClient(ts.conn).StreamCamera(ts.as(auth.RoleWardBridge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+		CameraId: "ward-4-bay-6", FrameRate: 18, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+	jpeg := func(w, h int) []byte {
+		data, err := vision.EncodeJPEG(vision.Frame{Width: w, Height: h, BGR: make([]byte, w*h*3)}, 80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	small, large := jpeg(640, 480), jpeg(2048, 2048) // 0.9 MiB and 12 MiB of pixels
+	for i, data := range [][]byte{small, large, small} {
+		f := &vigilv1.Frame{Sequence: int64(i + 1), Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_JPEG, Data: data}
+		if err := stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: f}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.CloseSend()
+	got := map[int64]string{}
+	for {
+		ev, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fe := ev.GetFrameError(); fe != nil {
+			got[fe.Sequence] = fe.Code + ": " + fe.Message
+		}
+		if r := ev.GetFrameResult(); r != nil {
+			got[r.Sequence] = "result"
+		}
+	}
+	if got[1] != "result" || got[3] != "result" {
+		t.Errorf("the 640 x 480 frames: %q, %q; want results", got[1], got[3])
+	}
+	if !strings.HasPrefix(got[2], "ResourceExhausted") || !strings.Contains(got[2], "--max-frame-memory") {
+		t.Errorf("the 2048 x 2048 frame over an 8 MiB budget: %q, want ResourceExhausted naming --max-frame-memory", got[2])
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.srv.ward.memory.inUse() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes of the budget still held after the stream ended", ts.srv.ward.memory.inUse())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

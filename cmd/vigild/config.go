@@ -72,6 +72,7 @@ type LimitsConfig struct {
 	HTTPBodyIdleTimeout    time.Duration `yaml:"http_body_idle_timeout"`
 	HTTPBodyTimeout        time.Duration `yaml:"http_body_timeout"`
 	MaxFrameBytes          int           `yaml:"max_frame_bytes"`
+	MaxFrameMemory         int           `yaml:"max_frame_memory"`
 	MaxFrameSide           int           `yaml:"max_frame_side"`
 	MaxTracksPerStream     int           `yaml:"max_tracks_per_stream"`
 	MaxTracksPerLoop       int           `yaml:"max_tracks_per_loop"`
@@ -127,7 +128,7 @@ func DefaultConfig() Config {
 			MaxOpenStreams: server.DefaultStreamLimits.MaxOpenStreams, MaxConnections: server.DefaultConnectionLimits.Max,
 			ConnIdleTimeout:   server.DefaultConnectionLimits.Idle,
 			StreamIdleTimeout: server.DefaultStreamLimits.IdleTimeout, HTTPBodyIdleTimeout: web.DefaultBodyIdle, HTTPBodyTimeout: web.DefaultBodyTimeout,
-			MaxFrameBytes: server.DefaultMaxFrameBytes, MaxFrameSide: server.DefaultMaxFrameSide,
+			MaxFrameBytes: server.DefaultMaxFrameBytes, MaxFrameSide: server.DefaultMaxFrameSide, MaxFrameMemory: server.DefaultMaxFrameMemory,
 			MaxTracksPerStream: track.DefaultMaxTracks, MaxTracksPerLoop: triage.DefaultMaxTracks, MaxTrackHistory: gait.DefaultMaxSamples,
 			MaxOverlayBytes: server.DefaultMaxOverlayBytes, MaxCameraLabels: server.MaxCameraLabels, MaxRegions: dicomio.MaxRegions,
 		},
@@ -184,6 +185,7 @@ func (c *Config) settings() []setting {
 		{"http-body-idle-timeout", "VIGIL_HTTP_BODY_IDLE_TIMEOUT", "an HTTP request body that sends nothing this long fails", &c.Limits.HTTPBodyIdleTimeout},
 		{"http-body-timeout", "VIGIL_HTTP_BODY_TIMEOUT", "an HTTP request body not whole this long after it starts fails", &c.Limits.HTTPBodyTimeout},
 		{"max-frame-bytes", "VIGIL_MAX_FRAME_BYTES", "largest camera frame accepted, in bytes", &c.Limits.MaxFrameBytes},
+		{"max-frame-memory", "VIGIL_MAX_FRAME_MEMORY", "bytes of decoded camera frames all streams may hold at once; a frame over it gets a frame error", &c.Limits.MaxFrameMemory},
 		{"max-frame-side", "VIGIL_MAX_FRAME_SIDE", "largest camera frame width or height accepted, in pixels", &c.Limits.MaxFrameSide},
 		{"max-tracks-per-stream", "VIGIL_MAX_TRACKS_PER_STREAM", "most people one camera stream follows at once", &c.Limits.MaxTracksPerStream},
 		{"max-track-history", "VIGIL_MAX_TRACK_HISTORY", "frames of gait kept per person, whatever the capture times (the fall rules keep 4 s, at most 480)", &c.Limits.MaxTrackHistory},
@@ -369,7 +371,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, f := range []*int{&c.Imaging.MaxFrames, &c.Imaging.MaxRows, &c.Imaging.MaxCols, &c.Imaging.MaxBytes,
-		&c.Limits.MaxStreams, &c.Limits.MaxStreamsPerPrincipal, &c.Limits.MaxOpenStreams, &c.Limits.MaxConnections, &c.Limits.MaxFrameBytes, &c.Limits.MaxFrameSide,
+		&c.Limits.MaxStreams, &c.Limits.MaxStreamsPerPrincipal, &c.Limits.MaxOpenStreams, &c.Limits.MaxConnections, &c.Limits.MaxFrameBytes, &c.Limits.MaxFrameMemory, &c.Limits.MaxFrameSide,
 		&c.Limits.MaxTracksPerStream, &c.Limits.MaxTracksPerLoop, &c.Limits.MaxTrackHistory, &c.Limits.MaxOverlayBytes,
 		&c.Limits.MaxCameraLabels, &c.Limits.MaxRegions} {
 		if *f <= 0 {

@@ -114,7 +114,7 @@ func TestHelpStatesEveryLimit(t *testing.T) {
 	LoadConfig([]string{"--help"}, env(nil), &help)
 	for flag, def := range map[string]string{
 		"max-streams": "256", "max-streams-per-principal": "32", "stream-idle-timeout": "1m0s",
-		"max-open-streams": "16", "max-connections": "512", "conn-idle-timeout": "5m0s",
+		"max-open-streams": "16", "max-frame-memory": "536870912", "max-connections": "512", "conn-idle-timeout": "5m0s",
 		"http-body-idle-timeout": "10s", "http-body-timeout": "30s", "max-frame-bytes": "8388608", "max-frame-side": "4096",
 		"max-tracks-per-stream": "32", "max-tracks-per-loop": "32", "max-track-history": "600",
 		"max-overlay-bytes": "33554432", "max-camera-labels": "64", "max-regions": "32",

@@ -169,7 +169,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 			MaxTracks:       cfg.Limits.MaxTracksPerLoop,
 			MaxOverlayBytes: cfg.Limits.MaxOverlayBytes,
 		},
-		Ward: server.WardOptions{MaxSide: cfg.Limits.MaxFrameSide, MaxFrameBytes: cfg.Limits.MaxFrameBytes,
+		Ward: server.WardOptions{MaxSide: cfg.Limits.MaxFrameSide, MaxFrameBytes: cfg.Limits.MaxFrameBytes, MaxFrameMemory: int64(cfg.Limits.MaxFrameMemory),
 			MaxTracks: cfg.Limits.MaxTracksPerStream, MaxHistory: cfg.Limits.MaxTrackHistory},
 		Streams: server.StreamLimits{MaxStreams: cfg.Limits.MaxStreams, MaxStreamsPerPrincipal: cfg.Limits.MaxStreamsPerPrincipal,
 			MaxOpenStreams: cfg.Limits.MaxOpenStreams, IdleTimeout: cfg.Limits.StreamIdleTimeout},

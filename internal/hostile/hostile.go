@@ -21,3 +21,11 @@ func HugePNG(side uint32) []byte {
 	binary.BigEndian.PutUint32(data[29:], crc32.ChecksumIEEE(data[12:29]))
 	return data
 }
+
+// FlatPNG is a whole PNG of side x side grey pixels, all one value: a few kilobytes that a
+// decoder turns into side*side*3 bytes of colour (issue 29.3's frame).
+func FlatPNG(side int) []byte {
+	var buf bytes.Buffer
+	png.Encode(&buf, image.NewGray(image.Rect(0, 0, side, side)))
+	return buf.Bytes()
+}

@@ -438,6 +438,106 @@ func main() {
 			resp, err := upload(as(pacs), s.conn, data)
 			return fmt.Sprintf("%s, %d findings, notes %q", code(err), len(resp.GetFindings()), resp.GetNotes())
 		}},
+		{"256 health Watch streams without a credential, then an upload (issue 29.1)", func(s *server) string {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			codes := map[string]int{}
+			for range 256 {
+				stream, err := healthpb.NewHealthClient(s.conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+				if err == nil {
+					_, err = stream.Recv()
+				}
+				codes[code(err)]++
+			}
+			data, _ := phantom(990201)
+			_, err := upload(as(pacs), s.conn, data)
+			return fmt.Sprintf("watches: %v; the upload beside them: %s", codes, code(err))
+		}},
+		{"2000 idle HTTP connections (issue 29.2)", func(s *server) string {
+			var conns []net.Conn
+			for range 2000 {
+				c, err := net.Dial("tcp", s.httpAddr)
+				if err != nil {
+					break
+				}
+				conns = append(conns, c)
+			}
+			time.Sleep(time.Second)
+			open := 0
+			for _, c := range conns {
+				c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+				if _, err := c.Read(make([]byte, 1)); isTimeout(err) {
+					open++
+				}
+			}
+			healthy := s.serving()
+			for _, c := range conns {
+				c.Close()
+			}
+			return fmt.Sprintf("%d connected, %d held open by the server (--max-connections), the rest closed; gRPC health meanwhile: serving %v", len(conns), open, healthy)
+		}},
+		{"8 camera streams, each 3 PNGs of 25 KB that decode to 4096 x 4096 (issue 29.3)", func(s *server) string {
+			png := hostile.FlatPNG(4096)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			outcomes := map[string]int{}
+			for cam := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					stream, err := vigilv1.NewWardClient(s.conn).StreamCamera(as(bridgeTok))
+					if err != nil {
+						return
+					}
+					stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Config{Config: &vigilv1.StreamConfig{
+						CameraId: fmt.Sprintf("hostile-4k-%d", cam), FrameRate: 5, Policy: vigilv1.FramePolicy_FRAME_POLICY_EVERY_FRAME}}})
+					for i := range 3 {
+						stream.Send(&vigilv1.WardRequest{Message: &vigilv1.WardRequest_Frame{Frame: &vigilv1.Frame{Sequence: int64(i + 1),
+							Encoding: vigilv1.FrameEncoding_FRAME_ENCODING_PNG, Data: png}}})
+					}
+					stream.CloseSend()
+					for {
+						ev, err := stream.Recv()
+						if err != nil {
+							return
+						}
+						mu.Lock()
+						if fe := ev.GetFrameError(); fe != nil {
+							outcomes[fe.Code]++
+						} else if ev.GetFrameResult() != nil {
+							outcomes["result"]++
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			return fmt.Sprintf("frames: %v (decoded frames bounded by --max-frame-memory, 512 MiB)", outcomes)
+		}},
+		{"20 parallel uploads of one SOP Instance UID (issue 29.5)", func(s *server) string {
+			data, _ := phantom(990202)
+			start := time.Now()
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			fresh, failed := 0, 0
+			for range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := upload(as(pacs), s.conn, data)
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case err != nil:
+						failed++
+					case !resp.AlreadyAnalyzed:
+						fresh++
+					}
+				}()
+			}
+			wg.Wait()
+			return fmt.Sprintf("%d analysed, %d given the stored result, %d failed, in %.2f s", fresh, 20-fresh-failed, failed, time.Since(start).Seconds())
+		}},
 		{"Non-ASCII Authorization header over HTTP", func(s *server) string {
 			req, _ := http.NewRequest("POST", "http://"+s.httpAddr+"/api/v1/review/List", strings.NewReader("{}"))
 			req.Header.Set("Authorization", "Bearer t\xc3\xb6ken")
@@ -457,6 +557,11 @@ func main() {
 		time.Sleep(time.Second)
 		fmt.Printf("| %s | %s | %v | %d → %d |\n", p.name, got, s.serving(), before, s.rssMB())
 	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
 }
 
 // jpegOf is a plain grey JPEG frame, with a gradient.
