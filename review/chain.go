@@ -38,6 +38,9 @@ func (e *ChainError) Unwrap() error { return ErrChainBroken }
 type ChainReport struct {
 	AuditRecords, Refusals int64
 	AuditHead, RefusalHead string
+	// RefusalsPruned is the last refusal record pruned (0 when none was): the refusals are
+	// verified from its checkpoint.
+	RefusalsPruned int64
 }
 
 // chainHasher writes fields length-prefixed, so that no two records hash alike by moving a
@@ -139,6 +142,44 @@ func (s *sqlStore) RecordRefusal(ctx context.Context, r Refusal) error {
 	})
 }
 
+// PruneRefusals deletes the refusals recorded before the given time, all but the newest
+// record, and returns how many it deleted. It first writes a checkpoint (the last deleted
+// record's number and hash), from which VerifyChains then starts: what remains still
+// verifies, and the checkpoints (append-only) say what was pruned. Records are pruned
+// from the oldest in number order, up to the newest one older than before.
+func (s *sqlStore) PruneRefusals(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.update(ctx, func(tx txn) error {
+		if err := tx.d.lockChain(ctx, tx, "refusals"); err != nil {
+			return fmt.Errorf("review store: %w", err)
+		}
+		head, _, err := chainHead(ctx, tx, "refusals")
+		if err != nil {
+			return err
+		}
+		var seq int64
+		var h string
+		err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM refusals WHERE at < ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
+			before.UnixNano(), head).Scan(&seq, &h)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("review store: refusals to prune: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO refusals_pruned (seq, hash, pruned_at) VALUES (?, ?, ?)`, seq, h, time.Now().UnixNano()); err != nil {
+			return fmt.Errorf("review store: refusal checkpoint: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM refusals WHERE seq <= ?`, seq)
+		if err != nil {
+			return fmt.Errorf("review store: prune refusals: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
 // Refusals returns up to limit refusals after sequence, oldest first.
 func (s *sqlStore) Refusals(ctx context.Context, after int64, limit int) ([]Refusal, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT at, principal, role, method, code, reason FROM refusals WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
@@ -194,12 +235,18 @@ func (s *sqlStore) VerifyChains(ctx context.Context) (ChainReport, error) {
 	}
 	rep.AuditHead = prev
 
+	// The refusals are verified from the newest checkpoint, where pruning left them.
+	prev, last = "", 0
+	err = tx.QueryRowContext(ctx, `SELECT seq, hash FROM refusals_pruned ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return rep, fmt.Errorf("review store: refusal checkpoint: %w", err)
+	}
+	rep.RefusalsPruned = last
 	rows, err = tx.QueryContext(ctx, `SELECT seq, at, principal, role, method, code, reason, hash FROM refusals ORDER BY seq`)
 	if err != nil {
 		return rep, fmt.Errorf("review store: %w", err)
 	}
 	defer rows.Close()
-	prev, last = "", 0
 	for rows.Next() {
 		var r refusalRow
 		var stored string

@@ -36,9 +36,10 @@ func fillChains(t *testing.T, s Store) {
 func tamper(t *testing.T, s testStore, stmts ...string) {
 	t.Helper()
 	lift := []string{`DROP TRIGGER audit_no_update`, `DROP TRIGGER audit_no_delete`,
-		`DROP TRIGGER refusals_no_update`, `DROP TRIGGER refusals_no_delete`}
+		`DROP TRIGGER refusals_no_update`, `DROP TRIGGER refusals_prune_only`}
 	if _, ok := s.(*Postgres); ok {
-		lift = []string{`ALTER TABLE audit DISABLE TRIGGER audit_append_only`, `ALTER TABLE refusals DISABLE TRIGGER refusals_append_only`}
+		lift = []string{`ALTER TABLE audit DISABLE TRIGGER audit_append_only`, `ALTER TABLE refusals DISABLE TRIGGER refusals_append_only`,
+			`ALTER TABLE refusals DISABLE TRIGGER refusals_prune_only`}
 	}
 	for _, q := range append(lift, stmts...) {
 		if err := s.raw(q); err != nil {
@@ -168,4 +169,54 @@ func TestBackupWhileWriting(t *testing.T) {
 	if err != nil || counts.ByState[StatePending] != rep.AuditRecords || rep.AuditRecords < 21 {
 		t.Errorf("the backup holds %d findings and %d create records (%v): want one snapshot, after 20 adds", counts.ByState[StatePending], rep.AuditRecords, err)
 	}
+}
+
+// TestRefusalsArePrunedFromACheckpoint: the retention deletes the oldest refusals (never
+// the newest), leaves a checkpoint the rest verifies from, and nothing else can delete:
+// not a refusal after the checkpoint, not a checkpoint. A refusal deleted after pruning
+// still breaks the chain.
+func TestRefusalsArePrunedFromACheckpoint(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s testStore, reopen func() testStore) {
+		base := time.Now().Add(-48 * time.Hour)
+		record := func(at time.Time) {
+			t.Helper()
+			if err := s.RecordRefusal(ctx, Refusal{Time: at, Principal: "pacs-1", Role: "pacs-worker", Method: "/vigil.v1.Review/List", Code: "PermissionDenied", Reason: "role"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 10 {
+			record(base.Add(time.Duration(i) * time.Minute))
+		}
+		n, err := s.PruneRefusals(ctx, base.Add(5*time.Minute))
+		if err != nil || n != 5 {
+			t.Fatalf("pruning before the sixth: %d, %v; want the first 5 deleted", n, err)
+		}
+		rep, err := s.VerifyChains(ctx)
+		if err != nil || rep.Refusals != 5 || rep.RefusalsPruned != 5 {
+			t.Fatalf("after pruning: %+v, %v; want 5 refusals verified from the checkpoint after record 5", rep, err)
+		}
+		attempts := []string{`DELETE FROM refusals WHERE seq = 7`, `DELETE FROM refusals_pruned`, `UPDATE refusals_pruned SET seq = 9`}
+		if _, ok := s.(*Postgres); ok {
+			attempts = append(attempts, `TRUNCATE refusals`, `TRUNCATE refusals_pruned`)
+		}
+		for _, q := range attempts {
+			if err := s.raw(q); err == nil {
+				t.Errorf("%s succeeded; only the retention may delete, and only up to its checkpoint", q)
+			}
+		}
+		if n, err := s.PruneRefusals(ctx, time.Now()); err != nil || n != 4 {
+			t.Fatalf("pruning everything old: %d, %v; want 4 (the newest record stays, to chain on)", n, err)
+		}
+		record(time.Now())
+		s = reopen()
+		if rep, err := s.VerifyChains(ctx); err != nil || rep.Refusals != 2 || rep.RefusalsPruned != 9 {
+			t.Fatalf("a refusal after pruning: %+v, %v; want records 10 and 11 verified from the checkpoint after 9", rep, err)
+		}
+		tamper(t, s, `DELETE FROM refusals WHERE seq = 10`)
+		_, err = reopen().VerifyChains(ctx)
+		var ce *ChainError
+		if !errors.As(err, &ce) || ce.Table != "refusals" || ce.Seq != 10 {
+			t.Errorf("record 10 deleted by hand: %v, want the refusals chain broken at 10", err)
+		}
+	})
 }

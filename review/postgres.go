@@ -234,6 +234,31 @@ CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit
 CREATE TRIGGER refusals_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON refusals
 	FOR EACH STATEMENT EXECUTE FUNCTION vigil_append_only();
 `,
+	// 2: the refusals' retention. A checkpoint keeps the last pruned record's number and
+	// hash, so the chain is verified from there; records up to the newest checkpoint may be
+	// deleted, no others, and checkpoints never.
+	`
+CREATE TABLE refusals_pruned (
+	seq       BIGINT PRIMARY KEY,
+	hash      TEXT NOT NULL,
+	pruned_at BIGINT NOT NULL
+);
+CREATE TRIGGER refusals_pruned_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON refusals_pruned
+	FOR EACH STATEMENT EXECUTE FUNCTION vigil_append_only();
+DROP TRIGGER refusals_append_only ON refusals;
+CREATE TRIGGER refusals_append_only BEFORE UPDATE OR TRUNCATE ON refusals
+	FOR EACH STATEMENT EXECUTE FUNCTION vigil_append_only();
+CREATE FUNCTION vigil_refusals_prune_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF OLD.seq > (SELECT COALESCE(MAX(seq), 0) FROM refusals_pruned) THEN
+		RAISE EXCEPTION 'refusal records are append-only: only those up to the last checkpoint are pruned';
+	END IF;
+	RETURN OLD;
+END
+$$;
+CREATE TRIGGER refusals_prune_only BEFORE DELETE ON refusals
+	FOR EACH ROW EXECUTE FUNCTION vigil_refusals_prune_only();
+`,
 }
 
 // SchemaVersion is the PostgreSQL schema version this build writes.

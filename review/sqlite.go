@@ -74,8 +74,19 @@ CREATE TABLE IF NOT EXISTS refusals (
 );
 CREATE TRIGGER IF NOT EXISTS refusals_no_update BEFORE UPDATE ON refusals
 	BEGIN SELECT RAISE(ABORT, 'refusal records are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS refusals_no_delete BEFORE DELETE ON refusals
-	BEGIN SELECT RAISE(ABORT, 'refusal records are append-only'); END;
+DROP TRIGGER IF EXISTS refusals_no_delete;
+CREATE TABLE IF NOT EXISTS refusals_pruned (
+	seq       INTEGER PRIMARY KEY,
+	hash      TEXT NOT NULL,
+	pruned_at INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS refusals_pruned_no_update BEFORE UPDATE ON refusals_pruned
+	BEGIN SELECT RAISE(ABORT, 'refusal checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS refusals_pruned_no_delete BEFORE DELETE ON refusals_pruned
+	BEGIN SELECT RAISE(ABORT, 'refusal checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS refusals_prune_only BEFORE DELETE ON refusals
+	WHEN OLD.seq > (SELECT COALESCE(MAX(seq), 0) FROM refusals_pruned)
+	BEGIN SELECT RAISE(ABORT, 'refusal records are append-only: only those up to the last checkpoint are pruned'); END;
 CREATE TABLE IF NOT EXISTS analyses (
 	sop_instance_uid TEXT PRIMARY KEY,
 	body             TEXT NOT NULL

@@ -44,6 +44,9 @@ type Store interface {
 	// RecordRefusal appends a call refused to a known principal to the refusals, a hash
 	// chain like the audit's.
 	RecordRefusal(ctx context.Context, r Refusal) error
+	// PruneRefusals deletes the refusals recorded before a time (the retention), keeping a
+	// checkpoint the chain is verified from, and returns how many it deleted.
+	PruneRefusals(ctx context.Context, before time.Time) (int64, error)
 	// Counts returns the number of findings per state, and acceptance per model version.
 	Counts(ctx context.Context, f Filter) (Counts, error)
 	// Close releases the store.

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigil-health/vigil/review"
 )
@@ -94,5 +97,40 @@ func TestRestoreRestoresAccess(t *testing.T) {
 	}
 	if _, errOut, code := cli(t, "--server", r.grpc, "--token", gone, "review", "list"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
 		t.Errorf("the revoked reviewer on the restored server: exit %d: %s; want Unauthenticated", code, errOut)
+	}
+}
+
+// TestOldRefusalsArePruned: vigild deletes refused calls older than --refusal-retention
+// when it starts (and hourly), the newest kept; `vigil audit verify` then verifies the rest
+// from the retention's checkpoint.
+func TestOldRefusalsArePruned(t *testing.T) {
+	vigild, _ := binaries(t)
+	dataDir := t.TempDir()
+	s, err := review.OpenSQLite(filepath.Join(dataDir, review.SQLiteFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-400 * 24 * time.Hour)
+	for i, at := range []time.Time{old, old.Add(time.Minute), old.Add(2 * time.Minute), time.Now().Add(-time.Hour)} {
+		if err := s.RecordRefusal(context.Background(), review.Refusal{Time: at, Principal: "pacs-1", Role: "pacs-worker",
+			Method: "/vigil.v1.Review/List", Code: "PermissionDenied", Reason: fmt.Sprintf("role %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	d := startDaemonIn(t, dataDir, vigild, "--refusal-retention", "720h")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.logs(), "refusals pruned") {
+		if time.Now().After(deadline) {
+			t.Fatalf("vigild did not prune the refusals older than 30 days:\n%s", d.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(d.logs(), "records=3") {
+		t.Errorf("vigild's log does not say 3 were pruned:\n%s", d.logs())
+	}
+	out, errOut, code := cli(t, "audit", "verify", "--data-dir", dataDir)
+	if code != 0 || !strings.Contains(out, "1 refusals") || !strings.Contains(out, "after record 3") {
+		t.Errorf("audit verify: %q %q; want 1 refusal, verified from the checkpoint after record 3", out, errOut)
 	}
 }

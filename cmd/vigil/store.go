@@ -57,8 +57,12 @@ func runAudit(_ *globals, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "audit chain holds: %d audit records (head %s), %d refusals (head %s)\n",
+	fmt.Fprintf(stdout, "audit chain holds: %d audit records (head %s), %d refusals (head %s)",
 		rep.AuditRecords, short(rep.AuditHead), rep.Refusals, short(rep.RefusalHead))
+	if rep.RefusalsPruned > 0 {
+		fmt.Fprintf(stdout, ", verified from the retention's checkpoint after record %d", rep.RefusalsPruned)
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }
 

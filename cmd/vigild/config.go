@@ -54,6 +54,8 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 	// ShutdownTimeout is how long running calls may drain before they are cut off.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// RefusalRetention is how long refused calls are kept in the refusals chain (0: always).
+	RefusalRetention time.Duration `yaml:"refusal_retention"`
 
 	Models    ModelsConfig    `yaml:"models"`
 	Inference InferenceConfig `yaml:"inference"`
@@ -112,15 +114,16 @@ type InferenceConfig struct {
 // DefaultConfig is a server for one machine: localhost only, data in ./data, CPU.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:         "data",
-		Listen:          "127.0.0.1:7443",
-		HTTP:            "127.0.0.1:7480",
-		LogLevel:        "info",
-		LogFormat:       "text",
-		ClientAuth:      "optional",
-		ShutdownTimeout: 15 * time.Second,
-		Models:          ModelsConfig{CacheDir: models.DefaultCacheDir(), Mirrors: models.MirrorsFromEnv()},
-		Inference:       InferenceConfig{Provider: "cpu", Workers: 2, QueueDepth: 64},
+		DataDir:          "data",
+		Listen:           "127.0.0.1:7443",
+		HTTP:             "127.0.0.1:7480",
+		LogLevel:         "info",
+		LogFormat:        "text",
+		ClientAuth:       "optional",
+		ShutdownTimeout:  15 * time.Second,
+		RefusalRetention: 365 * 24 * time.Hour,
+		Models:           ModelsConfig{CacheDir: models.DefaultCacheDir(), Mirrors: models.MirrorsFromEnv()},
+		Inference:        InferenceConfig{Provider: "cpu", Workers: 2, QueueDepth: 64},
 		Imaging: ImagingConfig{Model: "", MaxFrames: dicomio.DefaultLimits.MaxFrames,
 			MaxRows: dicomio.DefaultLimits.MaxRows, MaxCols: dicomio.DefaultLimits.MaxCols, MaxBytes: int(dicomio.DefaultLimits.MaxBytes)},
 		Limits: LimitsConfig{
@@ -159,6 +162,7 @@ func (c *Config) settings() []setting {
 		{"log-level", "VIGIL_LOG_LEVEL", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "VIGIL_LOG_FORMAT", "text or json", &c.LogFormat},
 		{"shutdown-timeout", "VIGIL_SHUTDOWN_TIMEOUT", "how long running calls may drain at shutdown", &c.ShutdownTimeout},
+		{"refusal-retention", "VIGIL_REFUSAL_RETENTION", "how long refused calls stay in the refusals chain, checked hourly (0: kept for ever)", &c.RefusalRetention},
 		{"models-dir", "VIGIL_MODELS_DIR", "folder of extra model folders with manifests", &c.Models.Dir},
 		{"model-cache", "VIGIL_MODEL_CACHE", "folder where verified weights are kept by sha256", &c.Models.CacheDir},
 		{"model-mirror", "VIGIL_MODEL_MIRROR", "folders or URLs to fetch weights from, separated by ',' (or ':' for folders)", &c.Models.Mirrors},
@@ -358,6 +362,9 @@ func (c Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("%s: %q is not text or json", name(&c.LogFormat), c.LogFormat)
+	}
+	if c.RefusalRetention < 0 {
+		return fmt.Errorf("%s: must not be negative", name(&c.RefusalRetention))
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("%s: must be positive", name(&c.ShutdownTimeout))

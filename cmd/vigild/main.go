@@ -236,6 +236,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- Address
 	sweepCtx, stopSweeping := context.WithCancel(context.Background())
 	defer stopSweeping()
 	go sweepLeases(sweepCtx, store, log)
+	if cfg.RefusalRetention > 0 {
+		go pruneRefusals(sweepCtx, store, cfg.RefusalRetention, log)
+	}
 
 	srv.SetServing()
 	log.Info("vigild serving", slog.String("grpc", addrs.GRPC), slog.String("http", addrs.HTTP),
@@ -277,6 +280,25 @@ func sweepLeases(ctx context.Context, store review.Store, log *slog.Logger) {
 			} else if n > 0 {
 				log.Info("leases expired", slog.Int("findings", n))
 			}
+		}
+	}
+}
+
+// pruneRefusals deletes refused calls older than the retention, at start and hourly.
+// Replicas sharing a store each prune; the chain's lock makes them take turns.
+func pruneRefusals(ctx context.Context, store review.Store, retention time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		if n, err := store.PruneRefusals(ctx, time.Now().Add(-retention)); err != nil && ctx.Err() == nil {
+			log.Error("pruning refusals", slog.String("error", err.Error()))
+		} else if n > 0 {
+			log.Info("refusals pruned", slog.Int64("records", n), slog.Duration("retention", retention))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }

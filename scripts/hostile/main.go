@@ -36,6 +36,7 @@ import (
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/internal/hostile"
 	"github.com/vigil-health/vigil/internal/testenv"
+	"github.com/vigil-health/vigil/models"
 	vigilv1 "github.com/vigil-health/vigil/proto/vigil/v1"
 )
 
@@ -162,7 +163,7 @@ func main() {
 		mirror = filepath.Join(testenv.SharedDir(), "models")
 	}
 	s.cmd = exec.Command(filepath.Join(bin, "vigild"), "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-		"--model-cache", filepath.Join(dir, "cache"), "--model-mirror", mirror, "--stream-idle-timeout", "10s")
+		"--model-cache", filepath.Join(dir, "cache"), "--model-mirror", mirror+","+models.DefaultCacheDir(), "--stream-idle-timeout", "10s")
 	stderr, _ := s.cmd.StderrPipe()
 	if err := s.cmd.Start(); err != nil {
 		fail("%v", err)
