@@ -50,14 +50,14 @@ func measureWard(ctx context.Context, rg *rig, o Options, r *Report) error {
 	people := 0
 	p := ward.New(det, est, ward.Config{})
 	for i, f := range frames {
-		ps, err := p.Process(ctx, f, at(i), int64(i+1))
+		res, err := p.Process(ctx, f, at(i), int64(i+1))
 		if err != nil {
 			return err
 		}
-		for _, q := range ps {
+		for _, q := range res.People {
 			boxes[i] = append(boxes[i], q.Box)
 		}
-		people += len(ps)
+		people += len(res.People)
 	}
 	modelsAlone, err := newModelsAlone(det, est, detSess, poseSess, frames, boxes)
 	if err != nil {

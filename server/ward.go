@@ -328,7 +328,7 @@ func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
 	if err := c.reportDrops(); err != nil {
 		return err
 	}
-	ev, err := c.frame(ctx, c.pipe, d)
+	ev, out, err := c.frame(ctx, c.pipe, d)
 	if err != nil {
 		return err
 	}
@@ -337,7 +337,7 @@ func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
 		c.errorFrames.Inc()
 	} else {
 		c.processedFrames.Inc()
-		t := c.pipe.Last
+		t := out.Timings
 		c.metrics.wardStage.WithLabelValues("decode").Observe(d.took.Seconds())
 		c.metrics.wardStage.WithLabelValues("detect").Observe(d.detectTook.Seconds())
 		c.metrics.wardStage.WithLabelValues("pose").Observe(t.Pose.Seconds())
@@ -346,14 +346,12 @@ func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
 	}
 	// A fall is in the review queue before anyone is told of it: a bridge that goes away
 	// right after this frame loses the alert event, not the finding.
-	// (A frame that could not be used left the pipeline's alerts and ended tracks as they
-	// were after the frame before: they are not reported twice.)
+	// (A frame that could not be used has no result: no alert or ended track of the frame
+	// before is reported twice.)
 	fr := ev.GetFrameResult()
 	var alerts []*vigilv1.WardEvent
-	for _, f := range c.pipe.Falls {
-		if fr != nil {
-			alerts = append(alerts, &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: c.storeFall(ctx, f, d.img)}})
-		}
+	for _, f := range out.Falls {
+		alerts = append(alerts, &vigilv1.WardEvent{Event: &vigilv1.WardEvent_Fall{Fall: c.storeFall(ctx, f, d.img)}})
 	}
 	if err := c.stream.Send(ev); err != nil {
 		return err
@@ -364,7 +362,7 @@ func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
 		}
 	}
 	if fr != nil {
-		if err := c.gait(ctx, fr); err != nil {
+		if err := c.gait(ctx, fr, out.Ended); err != nil {
 			return err
 		}
 	}
@@ -377,8 +375,8 @@ func (c *cameraStream) analyse(ctx context.Context, d decodedFrame) error {
 
 // gait stores and sends the gait of the tracks that ended on a frame and, every few seconds
 // of frames, sends the gait so far of the people in view.
-func (c *cameraStream) gait(ctx context.Context, fr *vigilv1.FrameResult) error {
-	for _, sum := range c.pipe.Ended {
+func (c *cameraStream) gait(ctx context.Context, fr *vigilv1.FrameResult, ended []ward.Summary) error {
+	for _, sum := range ended {
 		if err := c.final(ctx, sum); err != nil {
 			return err
 		}
@@ -726,9 +724,9 @@ func (s *wardService) decode(f *vigilv1.Frame, buf *frameBuffer) (vision.Frame, 
 // frame runs a decoded frame through the pipeline and gives its result event. A frame that
 // cannot be used becomes a FrameError event and the stream goes on; only a failure of the
 // service itself ends the stream.
-func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedFrame) (*vigilv1.WardEvent, error) {
+func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedFrame) (*vigilv1.WardEvent, ward.Result, error) {
 	if d.err != nil {
-		return d.err, nil
+		return d.err, ward.Result{}, nil
 	}
 	f, img := d.f, d.img
 	frameError := func(code codes.Code, msg string) *vigilv1.WardEvent {
@@ -739,25 +737,25 @@ func (s *wardService) frame(ctx context.Context, pipe *ward.Pipeline, d decodedF
 		at = f.CaptureTime.AsTime()
 	}
 	err := d.detectErr
-	var people []ward.Person
+	var out ward.Result
 	if err == nil {
-		people, err = pipe.ProcessDetected(ctx, img, d.dets, at, f.Sequence)
+		out, err = pipe.ProcessDetected(ctx, img, d.dets, at, f.Sequence)
 	}
 	if err != nil {
 		if errors.Is(err, inference.ErrOverloaded) || errors.Is(err, inference.ErrBadInput) || errors.Is(err, vision.ErrDecode) {
-			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), nil
+			return frameError(status.Code(toStatus(ctx, s.log, err)), err.Error()), ward.Result{}, nil
 		}
-		return nil, toStatus(ctx, s.log, err)
+		return nil, ward.Result{}, toStatus(ctx, s.log, err)
 	}
 	res := &vigilv1.FrameResult{Sequence: f.Sequence, CaptureTime: timestamppb.New(at)}
-	for _, p := range people {
+	for _, p := range out.People {
 		tr := &vigilv1.Track{TrackId: p.TrackID, Box: rectToProto(p.Box), Score: float32(p.Score)}
 		for k, kp := range p.Skeleton {
 			tr.Keypoints = append(tr.Keypoints, &vigilv1.Keypoint{Name: pose.Names[k], Position: &vigilv1.Point{X: float32(kp.X), Y: float32(kp.Y)}, Score: float32(kp.Score)})
 		}
 		res.Tracks = append(res.Tracks, tr)
 	}
-	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, nil
+	return &vigilv1.WardEvent{Event: &vigilv1.WardEvent_FrameResult{FrameResult: res}}, out, nil
 }
 
 func rectToProto(r image.Rectangle) *vigilv1.Box {

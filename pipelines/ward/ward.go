@@ -121,11 +121,19 @@ type Pipeline struct {
 	live      map[int64]bool
 	// raised are the alerts of the last cooldown, by place.
 	raised []raised
-	// Last is the last frame's timings; Falls the alerts confirmed on it; Ended the summaries of
-	// the tracks that ended on it.
-	Last  Timings
-	Falls []Fall
-	Ended []Summary
+	// confirmed and ended are the frame's Result.Falls and Result.Ended, reused.
+	confirmed []Fall
+	ended     []Summary
+}
+
+// Result is what one frame gave: the people on it, the falls confirmed on it, the gait of
+// the people whose tracks ended on it, and what each step took. Its slices are valid until
+// the next frame.
+type Result struct {
+	People  []Person
+	Falls   []Fall
+	Ended   []Summary
+	Timings Timings
 }
 
 type stamp struct {
@@ -176,16 +184,16 @@ func New(det *detect.Detector, est *pose.Estimator, cfg Config) *Pipeline {
 
 // Process runs one frame captured at t, with the sequence number seq. The people it returns
 // are the pipeline's own slice, valid until the next call.
-func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq int64) ([]Person, error) {
+func (p *Pipeline) Process(ctx context.Context, f vision.Frame, t time.Time, seq int64) (Result, error) {
 	t0 := time.Now()
 	dets, err := p.Detect(ctx, f)
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	took := time.Since(t0)
-	people, err := p.ProcessDetected(ctx, f, dets, t, seq)
-	p.Last.Detect = took
-	return people, err
+	res, err := p.ProcessDetected(ctx, f, dets, t, seq)
+	res.Timings.Detect = took
+	return res, err
 }
 
 // Detect finds the people on a frame: the first step of Process, which may run ahead, on
@@ -196,8 +204,8 @@ func (p *Pipeline) Detect(ctx context.Context, f vision.Frame) ([]detect.Detecti
 }
 
 // ProcessDetected is Process for a frame whose people Detect has already found: tracking, pose
-// and the gait and fall rules. Its Last.Detect is zero: the caller timed the detection.
-func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []detect.Detection, t time.Time, seq int64) ([]Person, error) {
+// and the gait and fall rules. Its Timings.Detect is zero: the caller timed the detection.
+func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []detect.Detection, t time.Time, seq int64) (Result, error) {
 	t1 := time.Now()
 	p.obs = p.obs[:0]
 	for _, d := range dets {
@@ -207,7 +215,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 	t2 := time.Now()
 	skeletons, err := p.estimate(ctx, f, dets, tracks)
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	people := p.people[:0]
 	for i, d := range dets {
@@ -220,7 +228,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 		}
 	}
 	t3 := time.Now()
-	p.Falls, p.Ended = p.Falls[:0], p.Ended[:0]
+	p.confirmed, p.ended = p.confirmed[:0], p.ended[:0]
 	p.remember(t, seq)
 	p.people = people
 	seen := p.seen
@@ -290,7 +298,7 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 	}
 	for id, w := range p.spans {
 		if !live[id] {
-			p.Ended = append(p.Ended, p.summary(w))
+			p.ended = append(p.ended, p.summary(w))
 			delete(p.spans, id)
 			delete(p.gait, id)
 		}
@@ -301,8 +309,8 @@ func (p *Pipeline) ProcessDetected(ctx context.Context, f vision.Frame, dets []d
 			delete(p.lastSeen, id)
 		}
 	}
-	p.Last = Timings{Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}
-	return people, nil
+	return Result{People: people, Falls: p.confirmed, Ended: p.ended,
+		Timings: Timings{Track: t2.Sub(t1), Pose: t3.Sub(t2), Analyze: time.Since(t3)}}, nil
 }
 
 // estimate finds the skeleton of every tracked person on the frame, the estimators working
@@ -476,7 +484,7 @@ func (p *Pipeline) raise(a fall.Alert, person Person, seq int64) {
 		}
 	}
 	p.raised = append(p.raised, raised{at: a.At, where: c, long: long})
-	p.Falls = append(p.Falls, p.fall(a, person, seq))
+	p.confirmed = append(p.confirmed, p.fall(a, person, seq))
 }
 
 // floorPoint is a point of the frame, in pixels.

@@ -66,11 +66,11 @@ func play(t *testing.T, p *Pipeline, path string, fps float64, limit int, each f
 			t.Fatal(err)
 		}
 		at := start.Add(time.Duration(float64(n) / fps * float64(time.Second)))
-		people, err := p.Process(context.Background(), f, at, int64(n+1))
+		res, err := p.Process(context.Background(), f, at, int64(n+1))
 		if err != nil {
 			t.Fatal(err)
 		}
-		each(n, at, people, p.Falls)
+		each(n, at, res.People, res.Falls)
 	}
 }
 
@@ -305,14 +305,14 @@ func TestNurseBesideAFall(t *testing.T) {
 			copy(f.BGR[(y*f.Width+from.Min.X+shift)*3:(y*f.Width+from.Max.X+shift)*3], c.BGR[(y*c.Width+from.Min.X)*3:(y*c.Width+from.Max.X)*3])
 		}
 		at := start.Add(time.Duration(float64(n) / fps * float64(time.Second)))
-		people, err := p.Process(context.Background(), f, at, int64(n+1))
+		res, err := p.Process(context.Background(), f, at, int64(n+1))
 		if err != nil {
 			t.Fatal(err)
 		}
 		frames++
-		alerts = append(alerts, p.Falls...)
+		alerts = append(alerts, res.Falls...)
 		lying := false
-		for _, q := range people {
+		for _, q := range res.People {
 			in := q.Box.Intersect(nurse)
 			switch {
 			case q.Box.Min.X < nurse.Min.X-60 && q.Box.Max.X > nurse.Min.X+40:
