@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/vigil-health/vigil/pipelines/usframe"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -46,9 +47,9 @@ func measureImaging(ctx context.Context, engine *inference.Engine, rg *rig, o Op
 	if err != nil {
 		return err
 	}
-	grey := triage.Grey(first)
-	crop, _, _, _ := triage.CropRect(reader.Instance(), grey, first.Width, first.Height)
-	pix := triage.Resize(grey, first.Width, crop, 128, 128)
+	grey := usframe.Grey(first)
+	crop, _, _, _ := usframe.CropRect(reader.Instance(), grey, first.Width, first.Height)
+	pix := usframe.Resize(grey, first.Width, crop, 128, 128)
 	for i := range pix {
 		pix[i] /= 255
 	}

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/vigil-health/vigil/pipelines/usframe"
 	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/vigil-health/vigil/dicomio"
-	"github.com/vigil-health/vigil/pipelines/triage"
 )
 
 // runPhantoms writes synthetic ultrasound loops: DICOM files with their truth as JSON, or
@@ -73,9 +73,9 @@ func writeTraining(dir string, seed uint64, count, frames, size int, stdout io.W
 	for i := 0; i < count; i++ {
 		p := dicomio.MakePhantom(dicomio.PhantomSpecForSeed(seed+uint64(i), frames))
 		t := p.Truth
-		crop := triage.Rect{X0: t.Region[0], Y0: t.Region[1], X1: t.Region[2] + 1, Y1: t.Region[3] + 1}
+		crop := usframe.Rect{X0: t.Region[0], Y0: t.Region[1], X1: t.Region[2] + 1, Y1: t.Region[3] + 1}
 		for f := range p.Frames {
-			pix := triage.Resize(p.Frames[f], t.Cols, crop, size, size)
+			pix := usframe.Resize(p.Frames[f], t.Cols, crop, size, size)
 			b := make([]byte, len(pix))
 			for k, v := range pix {
 				b[k] = byte(v + 0.5)
@@ -83,7 +83,7 @@ func writeTraining(dir string, seed uint64, count, frames, size int, stdout io.W
 			if _, err := fx.Write(b); err != nil {
 				return err
 			}
-			if _, err := fm.Write(triage.ResizeLabels(p.Masks[f], t.Cols, crop, size, size)); err != nil {
+			if _, err := fm.Write(usframe.ResizeLabels(p.Masks[f], t.Cols, crop, size, size)); err != nil {
 				return err
 			}
 			n++

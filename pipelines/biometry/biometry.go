@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vigil-health/vigil/pipelines/usframe"
 	"image"
 	"image/color"
 	"io"
@@ -19,7 +20,6 @@ import (
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/inference"
 	"github.com/vigil-health/vigil/models"
-	"github.com/vigil-health/vigil/pipelines/triage"
 	"github.com/vigil-health/vigil/vision"
 )
 
@@ -31,7 +31,7 @@ var (
 )
 
 // Model is what biometry needs of a loaded model, the same as triage; *inference.Session is one.
-type Model = triage.Model
+type Model = usframe.Model
 
 // Quality says how far a head's measurements can be trusted.
 type Quality struct {
@@ -146,7 +146,7 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader) (Result, error) {
 	}
 	cfg := Limits(man)
 	res := Result{Instance: inst}
-	var crop triage.Rect
+	var crop usframe.Rect
 	var best *Head
 	var bestPix []byte
 	var bestSamples int
@@ -162,13 +162,13 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		grey := triage.Grey(f)
+		grey := usframe.Grey(f)
 		if res.Frames == 0 {
 			crop = cropOf(inst, f.Width, f.Height)
 			res.Calibration, res.MMPerPixel = calibration(inst)
 		}
 		res.Frames++
-		pix := triage.Resize(grey, f.Width, crop, int(iw), int(ih))
+		pix := usframe.Resize(grey, f.Width, crop, int(iw), int(ih))
 		mean := 0.0
 		if len(in.Mean) > 0 {
 			mean = in.Mean[0]
@@ -279,14 +279,14 @@ func better(a, b *Head) bool {
 
 // cropOf is the part of the image the model sees: the first 2D ultrasound region, or the
 // whole image (as the model was trained).
-func cropOf(inst dicomio.Instance, width, height int) triage.Rect {
+func cropOf(inst dicomio.Instance, width, height int) usframe.Rect {
 	for _, reg := range inst.Regions {
-		r := triage.Rect{X0: max(reg.X0, 0), Y0: max(reg.Y0, 0), X1: min(reg.X1+1, width), Y1: min(reg.Y1+1, height)}
+		r := usframe.Rect{X0: max(reg.X0, 0), Y0: max(reg.Y0, 0), X1: min(reg.X1+1, width), Y1: min(reg.Y1+1, height)}
 		if reg.SpatialFormat == 1 && r.Dx() >= 16 && r.Dy() >= 16 {
 			return r
 		}
 	}
-	return triage.Rect{X1: width, Y1: height}
+	return usframe.Rect{X1: width, Y1: height}
 }
 
 // calibration is the image's mm per pixel (x, y): the first 2D ultrasound region in cm, or
@@ -310,7 +310,7 @@ func calibration(inst dicomio.Instance) (string, [2]float64) {
 // points along its edge where the logit crosses 0 (between a pixel inside and its neighbour
 // outside, linearly, which keeps a fraction of a model pixel), those points in the image's
 // pixels, and the ellipse through them. It returns why when there is no head to measure.
-func measure(logits []float32, w, h int, crop triage.Rect, mm [2]float64, cfg Config) (*Head, string) {
+func measure(logits []float32, w, h int, crop usframe.Rect, mm [2]float64, cfg Config) (*Head, string) {
 	inside, area, total, sum := largestComponent(logits, w, h)
 	if area == 0 {
 		return nil, "the model outlined no fetal head"

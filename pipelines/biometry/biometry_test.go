@@ -2,13 +2,13 @@ package biometry
 
 import (
 	"fmt"
+	"github.com/vigil-health/vigil/pipelines/usframe"
 	"math"
 	"strings"
 	"testing"
 
 	"github.com/vigil-health/vigil/dicomio"
 	"github.com/vigil-health/vigil/models"
-	"github.com/vigil-health/vigil/pipelines/triage"
 	"github.com/vigil-health/vigil/review"
 	"github.com/vigil-health/vigil/vision"
 )
@@ -19,7 +19,7 @@ const modelW, modelH = 320, 224
 // 320 x 224: a logit that falls through 0 on the ellipse, as steeply as a trained model's.
 // The ellipse is in pixels scaled by (1, aspect), as the pipeline fits it.
 func ellipseLogits(e vision.Ellipse, aspect float64) []float32 {
-	crop := triage.Rect{X1: 800, Y1: 540}
+	crop := usframe.Rect{X1: 800, Y1: 540}
 	sx, sy := float64(crop.Dx())/modelW, float64(crop.Dy())/modelH
 	sin, cos := math.Sincos(e.Angle * math.Pi / 180)
 	out := make([]float32, modelW*modelH)
@@ -53,7 +53,7 @@ func TestMeasureRecoversTheEllipse(t *testing.T) {
 		{"anisotropic", vision.Ellipse{CX: 400, CY: 400, Width: 360, Height: 280, Angle: 20}, [2]float64{0.1, 0.15}, 1.5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, why := measure(ellipseLogits(tc.e, tc.aspect), modelW, modelH, triage.Rect{X1: 800, Y1: 540}, tc.mm, limits())
+			h, why := measure(ellipseLogits(tc.e, tc.aspect), modelW, modelH, usframe.Rect{X1: 800, Y1: 540}, tc.mm, limits())
 			if h == nil {
 				t.Fatalf("no head: %s", why)
 			}
@@ -79,7 +79,7 @@ func TestMeasureRecoversTheEllipse(t *testing.T) {
 }
 
 func TestMeasureFlagsWhatCannotBeTrusted(t *testing.T) {
-	whole := triage.Rect{X1: 800, Y1: 540}
+	whole := usframe.Rect{X1: 800, Y1: 540}
 	mm := [2]float64{0.1, 0.1}
 
 	// Half the head out of the image: the fit extrapolates, so it is flagged.
@@ -124,7 +124,7 @@ func TestMeasureFlagsWhatCannotBeTrusted(t *testing.T) {
 }
 
 func TestUncalibratedHasNoMillimetres(t *testing.T) {
-	h, why := measure(ellipseLogits(vision.Ellipse{CX: 400, CY: 270, Width: 300, Height: 240}, 1), modelW, modelH, triage.Rect{X1: 800, Y1: 540}, [2]float64{}, limits())
+	h, why := measure(ellipseLogits(vision.Ellipse{CX: 400, CY: 270, Width: 300, Height: 240}, 1), modelW, modelH, usframe.Rect{X1: 800, Y1: 540}, [2]float64{}, limits())
 	if h == nil {
 		t.Fatal(why)
 	}

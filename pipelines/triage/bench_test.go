@@ -3,6 +3,7 @@ package triage
 import (
 	"bytes"
 	"context"
+	"github.com/vigil-health/vigil/pipelines/usframe"
 	"testing"
 
 	"github.com/vigil-health/vigil/dicomio"
@@ -37,7 +38,7 @@ func BenchmarkTriage(b *testing.B) {
 	})
 	b.Run("model-only", func(b *testing.B) {
 		b.ReportAllocs()
-		pix := Resize(p.Frames[0], 640, Rect{0, 0, 640, 480}, 128, 128)
+		pix := usframe.Resize(p.Frames[0], 640, usframe.Rect{X1: 640, Y1: 480}, 128, 128)
 		for i := range pix {
 			pix[i] /= 255
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vigil-health/vigil/pipelines/usframe"
 	"image"
 	"image/color"
 	"io"
@@ -28,10 +29,7 @@ var (
 )
 
 // Model is what triage needs of a loaded model; *inference.Session is one.
-type Model interface {
-	Manifest() *models.Manifest
-	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
-}
+type Model = usframe.Model
 
 // Lesion is one finding: a lesion followed through consecutive frames.
 type Lesion struct {
@@ -54,7 +52,7 @@ type Lesion struct {
 type Result struct {
 	Instance   dicomio.Instance
 	Frames     int
-	Crop       Rect
+	Crop       usframe.Rect
 	Calibrated bool
 	MMPerPixel [2]float64
 	Lesions    []Lesion
@@ -212,7 +210,7 @@ func Analyze(ctx context.Context, m Model, r *dicomio.Reader, opts Options) (Res
 type preparedFrame struct {
 	frame      dicomio.Frame
 	input      inference.Tensor
-	crop       Rect // chosen on the first frame, used for all
+	crop       usframe.Rect // chosen on the first frame, used for all
 	calibrated bool
 	mmPerPixel [2]float64
 	err        error
@@ -226,7 +224,7 @@ func prepareFrames(r *dicomio.Reader, in models.InputSpec, stop <-chan struct{})
 	ih, iw := in.Size()
 	go func() {
 		defer close(out)
-		var crop Rect
+		var crop usframe.Rect
 		first := true
 		for {
 			var p preparedFrame
@@ -242,13 +240,13 @@ func prepareFrames(r *dicomio.Reader, in models.InputSpec, stop <-chan struct{})
 				if err != nil {
 					return err
 				}
-				grey := Grey(f)
+				grey := usframe.Grey(f)
 				if first {
 					var mx, my float64
-					crop, mx, my, p.calibrated = CropRect(r.Instance(), grey, f.Width, f.Height)
+					crop, mx, my, p.calibrated = usframe.CropRect(r.Instance(), grey, f.Width, f.Height)
 					p.mmPerPixel, first = [2]float64{mx, my}, false
 				}
-				pix := Resize(grey, f.Width, crop, int(iw), int(ih))
+				pix := usframe.Resize(grey, f.Width, crop, int(iw), int(ih))
 				for i := range pix {
 					pix[i] = float32((float64(pix[i]) - mean(in)) * in.Scale)
 				}
@@ -281,7 +279,7 @@ func mean(in models.InputSpec) float64 {
 }
 
 // decode turns the model's output into candidates in original pixels.
-func decode(man *models.Manifest, out inference.Tensor, crop Rect, w, h int) ([]candidate, error) {
+func decode(man *models.Manifest, out inference.Tensor, crop usframe.Rect, w, h int) ([]candidate, error) {
 	v, err := inference.Values[float32](out)
 	if err != nil {
 		return nil, err
@@ -458,7 +456,7 @@ func follow(tracks []*track, cands []candidate, frame int, f dicomio.Frame) []*t
 // framePixels keeps a frame's 8-bit pixels for an overlay.
 func framePixels(f dicomio.Frame) ([]byte, int) {
 	if f.Pix16 != nil {
-		return Grey(f), 1
+		return usframe.Grey(f), 1
 	}
 	return f.Pix, f.Samples
 }

@@ -1,12 +1,21 @@
-// Package triage finds lesions in ultrasound frames with a segmentation (or classification)
-// model: it crops the ultrasound region, prepares the model's input as its manifest says,
-// decodes the output into components with boxes and sizes in pixels and millimetres, and
-// follows each lesion through a cine loop to one finding with its best frame.
-package triage
+// Package usframe is what the ultrasound pipelines (triage and biometry) share: a frame as
+// 8-bit grey, the ultrasound region it is cropped to, its resizing to a model's input, and
+// the model they run.
+package usframe
 
 import (
+	"context"
+
 	"github.com/vigil-health/vigil/dicomio"
+	"github.com/vigil-health/vigil/inference"
+	"github.com/vigil-health/vigil/models"
 )
+
+// Model is what an ultrasound pipeline needs of an inference session: its manifest, and a run.
+type Model interface {
+	Manifest() *models.Manifest
+	Run(ctx context.Context, inputs []inference.Tensor) ([]inference.Tensor, error)
+}
 
 // Rect is a pixel rectangle: X0, Y0 inclusive, X1, Y1 exclusive.
 type Rect struct{ X0, Y0, X1, Y1 int }
